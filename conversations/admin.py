@@ -1,0 +1,64 @@
+from django.contrib import admin
+
+from conversations.models import ChatModel, Conversation, Message
+
+
+@admin.register(ChatModel)
+class ChatModelAdmin(admin.ModelAdmin):
+    list_display = [
+        "display_name", "model_id", "input_price", "output_price", "cached_input_price",
+        "context_window", "max_output_tokens", "enabled", "is_default",
+    ]  # fmt: skip
+    list_editable = ["enabled"]
+    search_fields = ["model_id", "display_name"]
+
+
+class MessageInline(admin.TabularInline):
+    """Messages are the ledger of what was spent: shown, never edited here."""
+
+    model = Message
+    fields = ["created_at", "role", "status", "short_content", "prompt_tokens", "completion_tokens", "cost"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="content")
+    def short_content(self, message):
+        return message.content[:120]
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "user", "model", "created_at", "updated_at"]
+    list_select_related = ["user", "model"]
+    list_filter = ["model", "created_at"]
+    search_fields = ["title", "user__username"]
+    raw_id_fields = ["user"]
+    date_hierarchy = "created_at"
+    inlines = [MessageInline]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = [
+        "id", "created_at", "user", "conversation", "role", "status", "model",
+        "prompt_tokens", "completion_tokens", "cached_tokens", "cost", "usage_estimated",
+    ]  # fmt: skip
+    list_select_related = ["user", "conversation", "model"]
+    list_filter = ["status", "role", "model", "usage_estimated", "created_at"]
+    search_fields = ["user__username", "content"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False  # a count over millions of rows on every page load is not worth it
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

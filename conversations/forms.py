@@ -1,0 +1,69 @@
+from django import forms
+from django.conf import settings
+
+from conversations.models import ChatModel, Conversation
+
+
+class ModelField(forms.ModelChoiceField):
+    """A catalog model by its id, among the enabled ones."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            queryset=ChatModel.objects.enabled(),
+            to_field_name="model_id",
+            empty_label=None,
+            error_messages={"invalid_choice": "That model is not available. Pick one from the list."},
+            **kwargs,
+        )
+
+
+def clean_system_prompt(prompt: str) -> str:
+    limit = settings.SYSTEM_PROMPT_MAX_CHARS
+    if len(prompt) > limit:
+        raise forms.ValidationError(f"The system prompt can be at most {limit:,} characters.")
+    return prompt
+
+
+class MessageForm(forms.Form):
+    text = forms.CharField(strip=False, required=False, widget=forms.Textarea)
+    model = ModelField(required=False)
+    # Only read when the message starts a new chat.
+    system_prompt = forms.CharField(required=False, widget=forms.Textarea)
+
+    def clean_system_prompt(self) -> str:
+        return clean_system_prompt(self.cleaned_data["system_prompt"])
+
+    def clean_text(self) -> str:
+        text = self.cleaned_data["text"]
+        if not text.strip():
+            raise forms.ValidationError("Type a message first.")
+        limit = settings.MESSAGE_MAX_CHARS
+        if len(text) > limit:
+            raise forms.ValidationError(
+                f"Messages can be at most {limit:,} characters; this one has {len(text):,}."
+            )
+        return text
+
+
+class SystemPromptForm(forms.ModelForm):
+    class Meta:
+        model = Conversation
+        fields = ["system_prompt"]
+        labels = {"system_prompt": "System prompt"}
+        help_texts = {"system_prompt": "Sent before every message in this chat."}
+        widgets = {"system_prompt": forms.Textarea(attrs={"rows": 4})}
+
+    def clean_system_prompt(self) -> str:
+        return clean_system_prompt(self.cleaned_data["system_prompt"])
+
+
+class RenameForm(forms.ModelForm):
+    class Meta:
+        model = Conversation
+        fields = ["title"]
+
+    def clean_title(self) -> str:
+        title = " ".join(self.cleaned_data["title"].split())
+        if not title:
+            raise forms.ValidationError("A chat needs a name.")
+        return title

@@ -1,0 +1,232 @@
+"""The one thin client of the upstream, an OpenAI-compatible Chat Completions API.
+
+It reads the SSE lines itself with httpx and json.loads: the openai SDK's typed
+chunk parsing costs about ten times as much per chunk, and this runs once per
+token for every reply in flight. Tests point OPENAI_BASE_URL at our fake
+upstream; nothing here is patched.
+"""
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+class UpstreamError(Exception):
+    """A failure the user is told about in words they understand; `code` is stored on the reply."""
+
+    def __init__(self, code: str, user_message: str, *, retry_after: float | None = None):
+        super().__init__(user_message)
+        self.code = code
+        self.user_message = user_message
+        self.retry_after = retry_after
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass
+class ReplyStream:
+    """An open streamed reply: iterate for text deltas; usage and finish reason fill in as they arrive."""
+
+    response: httpx.Response
+    model_id: str
+    usage: Usage | None = None
+    finish_reason: str = ""
+    received_any: bool = field(default=False)
+
+    async def deltas(self) -> AsyncIterator[str]:
+        saw_done = False
+        try:
+            async for line in self.response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments (": keep-alive"), event names
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    saw_done = True
+                    break
+                try:
+                    chunk = json.loads(payload)
+                    text = self._take(chunk)
+                except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                    raise UpstreamError(
+                        "malformed_chunk", "The model provider sent part of the reply in a form we could not read."
+                    ) from None
+                if text:
+                    self.received_any = True
+                    yield text
+        except httpx.ReadTimeout:
+            raise UpstreamError(
+                "timeout",
+                f"The model provider stopped responding for {settings.UPSTREAM_READ_TIMEOUT:g} s, so the reply was cut off.",
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.NetworkError):
+            raise UpstreamError(
+                "stream_cut", "The connection to the model provider broke in the middle of the reply."
+            ) from None
+        if not saw_done:
+            raise UpstreamError(
+                "stream_incomplete",
+                "The model provider ended the reply without confirming it was finished; it may be incomplete.",
+            )
+
+    def _take(self, chunk: dict) -> str:
+        if "error" in chunk:
+            error = chunk["error"] or {}
+            raise UpstreamError(
+                str(error.get("code") or "upstream_error"),
+                f"The model provider reported an error mid-reply: {error.get('message') or 'no details given'}.",
+            )
+        usage = chunk.get("usage")
+        if usage:
+            details = usage.get("prompt_tokens_details") or {}
+            self.usage = Usage(
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+                cached_tokens=int(details.get("cached_tokens") or 0),
+            )
+        choices = chunk["choices"]
+        if not choices:
+            return ""
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        return choice["delta"].get("content") or ""
+
+    async def close(self) -> None:
+        """Close the connection, so the provider stops generating (and billing) at once."""
+        await self.response.aclose()
+
+
+_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+
+def _client() -> httpx.AsyncClient:
+    # One pooled client per event loop: httpx connections belong to the loop that opened them.
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        for other in [other for other in _clients if other.is_closed()]:
+            del _clients[other]
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        )
+        _clients[loop] = client
+    return client
+
+
+async def reply_stream_open(*, model_id: str, messages: list[dict], max_tokens: int) -> ReplyStream:
+    """Send the request and return once the upstream has accepted it (HTTP 200 and SSE on the way).
+
+    429 and 5xx answers are retried with exponential backoff, honouring
+    Retry-After; every other failure raises UpstreamError at once.
+    """
+    body = {
+        "model": model_id,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    headers = {"Authorization": f"Bearer {settings.OPENAI_API_KEY}", "Accept": "text/event-stream"}
+    url = f"{settings.OPENAI_BASE_URL}/chat/completions"
+    client = _client()
+    attempt = 0
+    while True:
+        request = client.build_request("POST", url, json=body, headers=headers)
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.ConnectError:
+            raise UpstreamError(
+                "connection_failed", "Could not connect to the model provider. It may be down; try again shortly."
+            ) from None
+        except httpx.TimeoutException:
+            raise UpstreamError(
+                "timeout", "The model provider did not answer in time. Try again in a moment."
+            ) from None
+        except httpx.TransportError:
+            raise UpstreamError(
+                "connection_failed", "The model provider closed the connection before answering. Try again shortly."
+            ) from None
+        if response.status_code == 200:
+            return ReplyStream(response=response, model_id=model_id)
+        error = await _error_from(response, model_id)
+        retryable = response.status_code == 429 or response.status_code >= 500
+        delay = error.retry_after or settings.UPSTREAM_RETRY_BASE_DELAY * 2**attempt
+        if not retryable or attempt >= settings.UPSTREAM_RETRIES or delay > settings.UPSTREAM_RETRY_MAX_WAIT:
+            raise error
+        attempt += 1
+        logger.info("upstream answered %s, retry %s in %.1f s", response.status_code, attempt, delay)
+        await asyncio.sleep(delay)
+
+
+async def _error_from(response: httpx.Response, model_id: str) -> UpstreamError:
+    try:
+        await response.aread()
+        detail = response.json().get("error") or {}
+        if not isinstance(detail, dict):
+            detail = {"message": str(detail)}
+    except (ValueError, AttributeError, httpx.HTTPError):
+        detail = {}
+    finally:
+        await response.aclose()
+    status = response.status_code
+    code = str(detail.get("code") or "")
+    provider_says = str(detail.get("message") or "")[:300]
+    retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+    if status == 429:
+        wait = f"{retry_after:.0f} s" if retry_after else "a minute"
+        if code == "insufficient_quota":
+            return UpstreamError(
+                "insufficient_quota", "The site's account with the model provider has run out of credit. Tell an administrator."
+            )
+        return UpstreamError(
+            "rate_limited", f"The model provider is rate limiting us. Try again in {wait}.", retry_after=retry_after
+        )
+    if status in (401, 403):
+        return UpstreamError(
+            "upstream_auth", "The model provider rejected the site's API key. An administrator needs to check OPENAI_API_KEY."
+        )
+    if code == "context_length_exceeded":
+        return UpstreamError(
+            "context_length_exceeded",
+            "This chat is longer than the model can read at once. Start a new chat, or pick a model with a larger context window.",
+        )
+    if status == 404:
+        return UpstreamError("model_not_found", f"The model provider does not offer the model “{model_id}”.")
+    if status >= 500:
+        return UpstreamError(
+            "upstream_unavailable",
+            f"The model provider is having problems (HTTP {status}). Try again in a moment.",
+            retry_after=retry_after,
+        )
+    return UpstreamError(
+        "upstream_rejected",
+        f"The model provider refused the request (HTTP {status}): {provider_says or 'no reason given'}.",
+    )
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_to_datetime(value) if value else None
+    if parsed is None:
+        return None
+    return max(parsed.timestamp() - time.time(), 0.0)

