@@ -66,9 +66,7 @@ def secret_key_from_file() -> str:
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "").strip() or secret_key_from_file()
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
-CSRF_TRUSTED_ORIGINS = [
-    o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
-]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 INSTALLED_APPS = [
     "daphne",
@@ -140,9 +138,7 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
-    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
@@ -180,18 +176,16 @@ if not DEBUG:
 # model that `make run` starts on LOCAL_MODEL_PORT.
 LOCAL_MODEL_PORT = env_int("LOCAL_MODEL_PORT", 8081, minimum=1)
 UPSTREAM_IS_LOCAL = not os.environ.get("OPENAI_BASE_URL", "").strip()
-OPENAI_BASE_URL = (
-    os.environ.get("OPENAI_BASE_URL", "").strip() or f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1"
-).rstrip("/")
+OPENAI_BASE_URL = (os.environ.get("OPENAI_BASE_URL", "").strip() or f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1").rstrip(
+    "/"
+)
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "").strip() or ("local" if UPSTREAM_IS_LOCAL else "")
 if not UPSTREAM_IS_LOCAL and not OPENAI_API_KEY:
     raise ImproperlyConfigured("OPENAI_BASE_URL is set but OPENAI_API_KEY is empty")
 if not OPENAI_BASE_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(f"OPENAI_BASE_URL must start with http:// or https://, not {OPENAI_BASE_URL!r}")
 DEFAULT_MODEL_EXPLICIT = bool(os.environ.get("DEFAULT_MODEL", "").strip())
-DEFAULT_MODEL = os.environ.get("DEFAULT_MODEL", "").strip() or (
-    "smollm2-135m" if UPSTREAM_IS_LOCAL else "gpt-4o-mini"
-)
+DEFAULT_MODEL = os.environ.get("DEFAULT_MODEL", "").strip() or ("smollm2-135m" if UPSTREAM_IS_LOCAL else "gpt-4o-mini")
 
 # Seconds to wait for the upstream to connect, and for the next byte of a reply.
 UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 10.0)

@@ -39,9 +39,7 @@ class MessageForm(forms.Form):
             raise forms.ValidationError("Type a message first.")
         limit = settings.MESSAGE_MAX_CHARS
         if len(text) > limit:
-            raise forms.ValidationError(
-                f"Messages can be at most {limit:,} characters; this one has {len(text):,}."
-            )
+            raise forms.ValidationError(f"Messages can be at most {limit:,} characters; this one has {len(text):,}.")
         return text
 
 

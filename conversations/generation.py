@@ -191,9 +191,7 @@ class ReplyGeneration:
             if message.get("type") == "reply.stop":
                 self._stop()
             elif message.get("type") == "reply.snapshot" and message.get("reply_to"):
-                await self.layer.send(
-                    message["reply_to"], {"type": "reply.delta", "start": 0, "text": self.text()}
-                )
+                await self.layer.send(message["reply_to"], {"type": "reply.delta", "start": 0, "text": self.text()})
 
     def _stop(self) -> None:
         self.stop_requested = True

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 from django.conf import settings
@@ -45,7 +45,6 @@ class ReplyStream:
     model_id: str
     usage: Usage | None = None
     finish_reason: str = ""
-    received_any: bool = field(default=False)
 
     async def deltas(self) -> AsyncIterator[str]:
         saw_done = False
@@ -65,12 +64,11 @@ class ReplyStream:
                         "malformed_chunk", "The model provider sent part of the reply in a form we could not read."
                     ) from None
                 if text:
-                    self.received_any = True
                     yield text
         except httpx.ReadTimeout:
             raise UpstreamError(
                 "timeout",
-                f"The model provider stopped responding for {settings.UPSTREAM_READ_TIMEOUT:g} s, so the reply was cut off.",
+                f"The model provider went silent for {settings.UPSTREAM_READ_TIMEOUT:g} s, so the reply was cut off.",
             ) from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.NetworkError):
             raise UpstreamError(
@@ -191,19 +189,22 @@ async def _error_from(response: httpx.Response, model_id: str) -> UpstreamError:
         wait = f"{retry_after:.0f} s" if retry_after else "a minute"
         if code == "insufficient_quota":
             return UpstreamError(
-                "insufficient_quota", "The site's account with the model provider has run out of credit. Tell an administrator."
+                "insufficient_quota",
+                "The site's account with the model provider has run out of credit. Tell an administrator.",
             )
         return UpstreamError(
             "rate_limited", f"The model provider is rate limiting us. Try again in {wait}.", retry_after=retry_after
         )
     if status in (401, 403):
         return UpstreamError(
-            "upstream_auth", "The model provider rejected the site's API key. An administrator needs to check OPENAI_API_KEY."
+            "upstream_auth",
+            "The model provider rejected the site's API key. An administrator needs to check OPENAI_API_KEY.",
         )
     if code == "context_length_exceeded":
         return UpstreamError(
             "context_length_exceeded",
-            "This chat is longer than the model can read at once. Start a new chat, or pick a model with a larger context window.",
+            "This chat is longer than the model can read at once. "
+            "Start a new chat, or pick a model with a larger context window.",
         )
     if status == 404:
         return UpstreamError("model_not_found", f"The model provider does not offer the model “{model_id}”.")
@@ -226,7 +227,7 @@ def _retry_after_seconds(value: str | None) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         pass
-    parsed = email.utils.parsedate_to_datetime(value) if value else None
-    if parsed is None:
+    try:  # the other form Retry-After may take: an HTTP date
+        return max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
         return None
-    return max(parsed.timestamp() - time.time(), 0.0)

@@ -152,9 +152,7 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="message_conversation_order"),
             models.Index(fields=["user", "created_at"], name="message_user_created"),
-            models.Index(
-                fields=["updated_at"], name="message_live", condition=Q(status__in=["pending", "streaming"])
-            ),
+            models.Index(fields=["updated_at"], name="message_live", condition=Q(status__in=["pending", "streaming"])),
         ]
 
     def __str__(self):

@@ -127,7 +127,7 @@ def reply_begin(*, reply_id: int) -> ReplyPlan | None:
     """Mark a pending reply as streaming and gather what to send. None if it is no longer pending."""
     with transaction.atomic():
         reply = (
-            Message.objects.select_for_update()
+            Message.objects.select_for_update(of=("self",))
             .select_related("conversation", "model")
             .filter(pk=reply_id, status=Message.Status.PENDING)
             .first()
@@ -206,7 +206,11 @@ def reply_finish(*, reply_id: int, plan: ReplyPlan, outcome: Outcome) -> None:
 
 def reply_fail(*, reply_id: int, text: str, error_text: str) -> None:
     Message.objects.filter(pk=reply_id, status__in=Message.LIVE_STATUSES).update(
-        content=text, status=Message.Status.ERROR, error_code="internal", error_text=error_text, updated_at=timezone.now()
+        content=text,
+        status=Message.Status.ERROR,
+        error_code="internal",
+        error_text=error_text,
+        updated_at=timezone.now(),
     )
 
 
@@ -216,5 +220,8 @@ def replies_interrupt_stale(*, conversation: Conversation | None = None) -> int:
     if conversation is not None:
         stale = stale.filter(conversation=conversation)
     return stale.update(
-        status=Message.Status.INTERRUPTED, error_code="interrupted", error_text=INTERRUPTED_TEXT, updated_at=timezone.now()
+        status=Message.Status.INTERRUPTED,
+        error_code="interrupted",
+        error_text=INTERRUPTED_TEXT,
+        updated_at=timezone.now(),
     )

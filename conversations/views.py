@@ -60,7 +60,9 @@ def detail(request, pk: int):
 def _composer_refused(request, conversation: Conversation | None, errors: list[str], status: int):
     """The user's input is refused: say why beside the composer, keep what they typed, store nothing."""
     if request.htmx:
-        response = TemplateResponse(request, f"{CHAT_TEMPLATE}#composer-errors", {"composer_errors": errors}, status=status)
+        response = TemplateResponse(
+            request, f"{CHAT_TEMPLATE}#composer-errors", {"composer_errors": errors}, status=status
+        )
         response["HX-Retarget"] = "#composer-errors"
         response["HX-Reswap"] = "innerHTML"
         return response
@@ -145,7 +147,9 @@ def message_detail(request, pk: int, message_pk: int):
     message = _own_message(request, pk, message_pk)
     if not request.htmx:
         return redirect(f"{message.conversation.get_absolute_url()}#message-{message.pk}")
-    return TemplateResponse(request, f"{CHAT_TEMPLATE}#message", {"message": message, "conversation": message.conversation})
+    return TemplateResponse(
+        request, f"{CHAT_TEMPLATE}#message", {"message": message, "conversation": message.conversation}
+    )
 
 
 @login_required
