@@ -55,7 +55,7 @@ class Outcome:
     duration: timedelta | None = None
 
 
-async def reply_start(*, reply_id: int) -> None:
+async def reply_start(*, reply_id: int, plan: services.ReplyPlan) -> None:
     """Start generating a pending reply in this process.
 
     Returns once the generator is subscribed to its control group, so a Stop
@@ -64,7 +64,7 @@ async def reply_start(*, reply_id: int) -> None:
     layer = get_channel_layer()
     control_channel = await layer.new_channel("replyctl.")
     await layer.group_add(control_group(reply_id), control_channel)
-    generation = ReplyGeneration(reply_id=reply_id, control_channel=control_channel)
+    generation = ReplyGeneration(reply_id=reply_id, plan=plan, control_channel=control_channel)
     _running[reply_id] = generation
     generation.task = asyncio.create_task(generation.run(), name=f"reply-{reply_id}")
     generation.task.add_done_callback(lambda _: _running.pop(reply_id, None))
@@ -76,8 +76,9 @@ async def reply_stop(*, reply_id: int) -> None:
 
 
 class ReplyGeneration:
-    def __init__(self, *, reply_id: int, control_channel: str):
+    def __init__(self, *, reply_id: int, plan: services.ReplyPlan, control_channel: str):
         self.reply_id = reply_id
+        self.plan = plan
         self.control_channel = control_channel
         self.layer = get_channel_layer()
         self.group = watch_group(reply_id)
@@ -97,21 +98,17 @@ class ReplyGeneration:
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())
-        flusher = None
+        flusher = asyncio.create_task(self._flush_periodically())
         try:
-            plan = await sync_to_async(services.reply_begin)(reply_id=self.reply_id)
-            if plan is None:
-                return  # deleted or stopped before it began
-            flusher = asyncio.create_task(self._flush_periodically())
             if self.stop_requested:
                 outcome = Outcome(status=Message.Status.STOPPED, text="", stream=None)
             else:
-                self.relay_task = asyncio.create_task(self._relay(plan))
+                self.relay_task = asyncio.create_task(self._relay(self.plan))
                 outcome = await self.relay_task
             if self.frame_timer:
                 self.frame_timer.cancel()
             await self._publish_frame()
-            await sync_to_async(services.reply_finish)(reply_id=self.reply_id, plan=plan, outcome=outcome)
+            await sync_to_async(services.reply_finish)(reply_id=self.reply_id, plan=self.plan, outcome=outcome)
         except Exception:
             logger.exception("reply %s failed unexpectedly", self.reply_id)
             await sync_to_async(services.reply_fail)(
@@ -120,9 +117,8 @@ class ReplyGeneration:
                 error_text="Something broke on our side while writing this reply. The text so far is kept.",
             )
         finally:
-            for task in (listener, flusher):
-                if task:
-                    task.cancel()
+            listener.cancel()
+            flusher.cancel()
             await self.layer.group_discard(control_group(self.reply_id), self.control_channel)
             await self.layer.group_send(self.group, {"type": "reply.end"})
 

@@ -123,20 +123,8 @@ class ReplyPlan:
     max_tokens: int
 
 
-def reply_begin(*, reply_id: int) -> ReplyPlan | None:
-    """Mark a pending reply as streaming and gather what to send. None if it is no longer pending."""
-    with transaction.atomic():
-        reply = (
-            Message.objects.select_for_update(of=("self",))
-            .select_related("conversation", "model")
-            .filter(pk=reply_id, status=Message.Status.PENDING)
-            .first()
-        )
-        if reply is None:
-            return None
-        reply.status = Message.Status.STREAMING
-        reply.updated_at = timezone.now()
-        reply.save(update_fields=["status", "updated_at"])
+def reply_plan(*, reply: Message) -> ReplyPlan:
+    """What to send upstream for a pending reply: the system prompt and the chat so far."""
     conversation = reply.conversation
     messages = []
     if conversation.system_prompt.strip():
@@ -152,9 +140,9 @@ def reply_begin(*, reply_id: int) -> ReplyPlan | None:
 
 
 def reply_flush(*, reply_id: int, text: str) -> bool:
-    """Save the text so far; doubles as the heartbeat. False if the reply is no longer streaming."""
-    updated = Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
-        content=text, updated_at=timezone.now()
+    """Save the text so far; doubles as the heartbeat. False if the reply was deleted or ended elsewhere."""
+    updated = Message.objects.filter(pk=reply_id, status__in=Message.LIVE_STATUSES).update(
+        content=text, status=Message.Status.STREAMING, updated_at=timezone.now()
     )
     return updated == 1
 
@@ -183,7 +171,7 @@ def reply_finish(*, reply_id: int, plan: ReplyPlan, outcome: Outcome) -> None:
         prompt_tokens = completion_tokens = cached_tokens = 0
     now = timezone.now()
     with transaction.atomic():
-        updated = Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
+        updated = Message.objects.filter(pk=reply_id, status__in=Message.LIVE_STATUSES).update(
             content=outcome.text,
             status=outcome.status,
             prompt_tokens=prompt_tokens,

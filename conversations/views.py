@@ -69,20 +69,23 @@ def _composer_refused(request, conversation: Conversation | None, errors: list[s
     return _chat_page(request, conversation, status=status, composer_errors=errors, draft=request.POST.get("text", ""))
 
 
-def _message_prepare(request, pk: int | None) -> tuple[Conversation | None, Message | None, list[str], int]:
+def _message_prepare(
+    request, pk: int | None
+) -> tuple[Conversation | None, Message | None, services.ReplyPlan | None, list[str], int]:
     """Everything message_create does with the database, in one sync step.
 
-    Returns the chat, the pending reply, and on refusal the reasons and the status code.
+    Returns the chat, the pending reply and what to send upstream for it, or
+    on refusal the reasons and the status code.
     """
     conversation = _own_conversation(request, pk) if pk is not None else None
     form = MessageForm(request.POST)
     if not form.is_valid():
-        return conversation, None, [error for errors in form.errors.values() for error in errors], 400
+        return conversation, None, None, [error for errors in form.errors.values() for error in errors], 400
     model = form.cleaned_data["model"] or (conversation.model if conversation else ChatModel.objects.default())
     if model is None or not model.enabled:
-        return conversation, None, ["No model is available. Ask an administrator to enable one."], 400
+        return conversation, None, None, ["No model is available. Ask an administrator to enable one."], 400
     if conversation and conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
-        return conversation, None, ["Wait for the reply to finish, or press Stop, before sending another."], 409
+        return conversation, None, None, ["Wait for the reply to finish, or press Stop, before sending another."], 409
     reply = services.message_send(
         user=request.user,
         conversation=conversation,
@@ -90,7 +93,7 @@ def _message_prepare(request, pk: int | None) -> tuple[Conversation | None, Mess
         model=model,
         system_prompt=form.cleaned_data["system_prompt"],
     )
-    return reply.conversation, reply, [], 200
+    return reply.conversation, reply, services.reply_plan(reply=reply), [], 200
 
 
 @login_required
@@ -98,10 +101,10 @@ def _message_prepare(request, pk: int | None) -> tuple[Conversation | None, Mess
 async def message_create(request, pk: int | None = None):
     """Store the message, start the reply in the background, and answer at once."""
     await request.auser()  # resolve the lazy user outside the sync step below
-    conversation, reply, errors, status = await sync_to_async(_message_prepare)(request, pk)
+    conversation, reply, plan, errors, status = await sync_to_async(_message_prepare)(request, pk)
     if errors:
         return await sync_to_async(_composer_refused)(request, conversation, errors, status)
-    await generation.reply_start(reply_id=reply.pk)
+    await generation.reply_start(reply_id=reply.pk, plan=plan)
     if not request.htmx:
         return redirect(conversation)
     if pk is None:
