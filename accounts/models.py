@@ -1,5 +1,200 @@
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils import timezone
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A user's effective limits: their own where set, else the site's defaults. None means unlimited."""
+
+    tokens_per_day: int | None
+    usd_per_month: Decimal | None
+    max_tokens_per_request: int | None
 
 
 class User(AbstractUser):
     """The site's own user model from the first migration, so accounts can grow limits and keys."""
+
+    tokens_per_day = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Empty: the site default (QUOTA_TOKENS_PER_DAY)."
+    )
+    usd_per_month = models.DecimalField(
+        "US dollars per month",
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Empty: the site default (QUOTA_USD_PER_MONTH).",
+    )
+    max_tokens_per_request = models.PositiveIntegerField(
+        "max tokens per request",
+        null=True,
+        blank=True,
+        help_text="Cap on max_tokens of each call. Empty: the site default (QUOTA_MAX_TOKENS), else the model's.",
+    )
+    allowed_models = models.ManyToManyField(
+        "conversations.ChatModel", blank=True, help_text="None selected: every enabled model."
+    )
+
+    LIMIT_FIELDS = ("tokens_per_day", "usd_per_month", "max_tokens_per_request")
+
+    def limits(self) -> Limits:
+        def own_or_default(name: str):
+            value = getattr(self, name)
+            return value if value is not None else getattr(settings, f"QUOTA_{name.upper()}")
+
+        return Limits(
+            tokens_per_day=own_or_default("tokens_per_day"),
+            usd_per_month=own_or_default("usd_per_month"),
+            max_tokens_per_request=own_or_default("max_tokens_per_request"),
+        )
+
+
+
+def local_today(now: datetime | None = None) -> date:
+    """Today in the site's TIME_ZONE: the day quotas count in."""
+    return timezone.localdate(now or timezone.now())
+
+
+def day_end(day: date) -> datetime:
+    """The moment the site's day `day` ends (its next midnight), DST-aware."""
+    return timezone.make_aware(datetime.combine(day + timedelta(days=1), time.min))
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def month_end(day: date) -> datetime:
+    first_of_next = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return timezone.make_aware(datetime.combine(first_of_next, time.min))
+
+
+class UsageRecord(models.Model):
+    """One upstream call on record: the ledger that every spending figure adds up from."""
+
+    class Kind(models.TextChoices):
+        REPLY = "reply"
+        SUMMARY = "summary"
+        API = "api"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage_records")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    model = models.ForeignKey("conversations.ChatModel", on_delete=models.PROTECT, related_name="+")
+    # Kept when the chat is reset or deleted: the spending stays on record.
+    message = models.ForeignKey(
+        "conversations.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
+    )
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=8, default=Decimal(0), help_text="USD.")
+    estimated = models.BooleanField(default=False, help_text="The upstream sent no usage; counted from the text.")
+    day = models.DateField(help_text="The site's day (TIME_ZONE) the call was settled in.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "day"], name="usage_user_day"),
+            models.Index(fields=["day"], name="usage_day"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} by {self.user_id} on {self.day}: ${self.cost}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class DailyUsage(models.Model):
+    """Usage records summed per user, model and day, kept in step in the same transaction.
+
+    Quota checks and the spending console read these few rows instead of
+    adding up millions of records.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="daily_usage")
+    model = models.ForeignKey("conversations.ChatModel", on_delete=models.PROTECT, related_name="+")
+    day = models.DateField()
+    calls = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=8, default=Decimal(0))
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "model", "day"], name="daily_usage_once")]
+        indexes = [models.Index(fields=["day"], name="daily_usage_day")]
+
+    def __str__(self):
+        return f"{self.day}: user {self.user_id}, {self.tokens} tokens, ${self.cost}"
+
+
+class ReservationQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(expires_at__gt=timezone.now())
+
+
+class Reservation(models.Model):
+    """Budget held for a call in flight: its worst case, until it is settled to the real cost.
+
+    A process that dies leaves its reservation behind; it stops counting at
+    `expires_at`, or sooner when the reply is marked interrupted.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reservations")
+    message = models.ForeignKey(
+        "conversations.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="reservations"
+    )
+    prompt_tokens = models.PositiveIntegerField(help_text="The prompt's estimated tokens.")
+    tokens = models.PositiveBigIntegerField(help_text="Prompt plus max_tokens: the most the call can use.")
+    cost = models.DecimalField(max_digits=16, decimal_places=8)
+    day = models.DateField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    objects = ReservationQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "expires_at"], name="reservation_user_live")]
+
+    def __str__(self):
+        return f"{self.tokens} tokens / ${self.cost} for user {self.user_id}"
+
+
+class AuditEntry(models.Model):
+    """Who changed what, when: limits and conversation resets. Written in the transaction of the change."""
+
+    class Action(models.TextChoices):
+        LIMIT_CHANGED = "limit_changed", "limit changed"
+        CONVERSATION_RESET = "conversation_reset", "conversation reset"
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150, help_text="Who, as it was at the time (a username or a command).")
+    action = models.CharField(max_length=30, choices=Action.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="audit_entries",
+        help_text="Whose limits or conversation.",
+    )
+    subject = models.CharField(max_length=200, help_text="The field changed, or the conversation reset.")
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self):
+        return f"{self.actor_label}: {self.get_action_display()} {self.subject}"

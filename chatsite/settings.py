@@ -7,6 +7,7 @@ listed in .env.example. A bad value stops start-up with a message naming it.
 
 import os
 import secrets
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
@@ -121,8 +122,13 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # WAL lets the page read while a reply is being flushed.
-    DATABASES["default"]["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20}
+    # WAL lets the page read while a reply is being flushed; IMMEDIATE makes a
+    # budget reservation's read-check-write one serialised step, as row locks do on PostgreSQL.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL;",
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
@@ -196,6 +202,58 @@ UPSTREAM_READ_TIMEOUT = env_float("UPSTREAM_READ_TIMEOUT", 60.0)
 UPSTREAM_RETRIES = env_int("UPSTREAM_RETRIES", 3)
 UPSTREAM_RETRY_BASE_DELAY = env_float("UPSTREAM_RETRY_BASE_DELAY", 0.5)
 UPSTREAM_RETRY_MAX_WAIT = env_float("UPSTREAM_RETRY_MAX_WAIT", 20.0)
+
+
+def env_optional_int(name: str) -> int | None:
+    return env_int(name, 0, minimum=1) if os.environ.get(name, "").strip() else None
+
+
+def env_optional_usd(name: str) -> Decimal | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be an amount in US dollars such as 25 or 7.50, not {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ImproperlyConfigured(f"{name} must be zero or more, not {raw!r}")
+    return value
+
+
+def env_rate(name: str, default: str) -> str:
+    """A django-ratelimit rate such as 30/m; "off" turns the limit off."""
+    raw = os.environ.get(name, "").strip() or default
+    if raw == "off":
+        return raw
+    count, _, period = raw.partition("/")
+    if not count.isdigit() or not period or period[-1] not in "smhd" or not (period[:-1] or "1").isdigit():
+        raise ImproperlyConfigured(f"{name} must look like 30/m (per s, m, h or d) or be off, not {raw!r}")
+    return raw
+
+
+# Quotas for users who have no limit of their own; unset means unlimited.
+QUOTA_TOKENS_PER_DAY = env_optional_int("QUOTA_TOKENS_PER_DAY")
+QUOTA_USD_PER_MONTH = env_optional_usd("QUOTA_USD_PER_MONTH")
+QUOTA_MAX_TOKENS_PER_REQUEST = env_optional_int("QUOTA_MAX_TOKENS_PER_REQUEST")
+# Budget held for a call counts at most this long: what a dead process leaves behind expires.
+RESERVATION_TTL = env_int("RESERVATION_TTL", 3600, minimum=60)
+
+# Rate limits (django-ratelimit), shared through the cache: Redis when REDIS_URL is set.
+RATELIMIT_MESSAGES = env_rate("RATELIMIT_MESSAGES", "30/m")
+RATELIMIT_LOGIN = env_rate("RATELIMIT_LOGIN", "10/m")
+RATELIMIT_SIGNUP = env_rate("RATELIMIT_SIGNUP", "10/h")
+RATELIMIT_VIEW = "accounts.views.rate_limited"
+# Behind a reverse proxy the client's address comes from this header, set by the
+# proxy, and only on requests from TRUSTED_PROXIES; a header a client sends
+# itself is never believed. Unset: the address of the peer.
+TRUSTED_PROXY_HEADER = os.environ.get("TRUSTED_PROXY_HEADER", "").strip()
+TRUSTED_PROXIES = [p.strip() for p in os.environ.get("TRUSTED_PROXIES", "127.0.0.1,::1").split(",") if p.strip()]
+RATELIMIT_IP_META_KEY = "accounts.ratelimits.client_ip"
+
+# Turns of a chat that no longer fit the model's context window are summarised
+# by this model (a catalog id); empty means the chat's own model.
+SUMMARY_MODEL = os.environ.get("SUMMARY_MODEL", "").strip()
 
 MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32_000, minimum=1)
 SYSTEM_PROMPT_MAX_CHARS = env_int("SYSTEM_PROMPT_MAX_CHARS", 8_000, minimum=1)

@@ -5,7 +5,7 @@ from conversations.models import ChatModel, Conversation
 
 
 class ModelField(forms.ModelChoiceField):
-    """A catalog model by its id, among the enabled ones."""
+    """A catalog model by its id, among the enabled ones (narrowed to a user's by the form)."""
 
     def __init__(self, **kwargs):
         super().__init__(
@@ -29,6 +29,10 @@ class MessageForm(forms.Form):
     model = ModelField(required=False)
     # Only read when the message starts a new chat.
     system_prompt = forms.CharField(required=False, widget=forms.Textarea)
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].queryset = ChatModel.objects.usable_by(user)
 
     def clean_system_prompt(self) -> str:
         return clean_system_prompt(self.cleaned_data["system_prompt"])

@@ -23,8 +23,10 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from accounts.models import User
+from accounts.services import QuotaExceeded, budget_reserve, estimate_prompt_tokens
 from conversations import services
-from conversations.llm import ReplyStream, UpstreamError, reply_stream_open
+from conversations.llm import ReplyStream, UpstreamError, complete, reply_stream_open
 from conversations.models import Message
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,43 @@ def control_group(reply_id: int) -> str:
     return f"replyctl.{reply_id}"
 
 
+SUMMARY_INSTRUCTIONS = (
+    "Summarise the conversation below in a few sentences for the assistant who continues it. "
+    "Keep facts, names, numbers, decisions and open questions; leave out pleasantries."
+)
+
+
+async def summarise_earlier_turns(plan: services.ReplyPlan) -> None:
+    """Replace the turns that no longer fit by a summary, made by a cheap call billed to the user.
+
+    When the user's budget has no room for it, or the call fails, the old
+    turns are simply left out: the reply matters more than the summary.
+    """
+    transcript = "\n\n".join(f"{m['role']}: {m['content']}" for m in plan.to_summarise)
+    if plan.earlier_summary:
+        transcript = f"(summary so far) {plan.earlier_summary}\n\n{transcript}"
+    messages = [{"role": "system", "content": SUMMARY_INSTRUCTIONS}, {"role": "user", "content": transcript}]
+    model = await sync_to_async(services.summary_model)(plan=plan)
+    try:
+        grant = await sync_to_async(budget_reserve)(
+            user=User(pk=plan.user_id),
+            model=model,
+            prompt_tokens=estimate_prompt_tokens(messages),
+            max_tokens=services.SUMMARY_MAX_TOKENS,
+        )
+    except QuotaExceeded:
+        return
+    usage, text = None, ""
+    try:
+        text, usage = await complete(model_id=model.model_id, messages=messages, max_tokens=grant.max_tokens)
+    except UpstreamError as error:
+        logger.info("summary for reply %s failed: %s", plan.reply_id, error.code)
+    finally:
+        await sync_to_async(services.summary_settle)(plan=plan, model=model, grant=grant, usage=usage, text=text)
+    if text.strip():
+        plan.messages = plan.with_summary(text.strip())
+
+
 @dataclass
 class Outcome:
     status: str
@@ -55,12 +94,13 @@ class Outcome:
     duration: timedelta | None = None
 
 
-async def reply_start(*, reply_id: int, plan: services.ReplyPlan) -> None:
+async def reply_start(*, plan: services.ReplyPlan) -> None:
     """Start generating a pending reply in this process.
 
     Returns once the generator is subscribed to its control group, so a Stop
     or a watcher arriving right after the request finds it listening.
     """
+    reply_id = plan.reply_id
     layer = get_channel_layer()
     control_channel = await layer.new_channel("replyctl.")
     await layer.group_add(control_group(reply_id), control_channel)
@@ -84,6 +124,7 @@ class ReplyGeneration:
         self.group = watch_group(reply_id)
         self.task: asyncio.Task | None = None
         self.relay_task: asyncio.Task | None = None
+        self.stream: ReplyStream | None = None
         self.stop_requested = False
         self.chunks: list[str] = []
         self.length = 0
@@ -99,49 +140,60 @@ class ReplyGeneration:
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())
         flusher = asyncio.create_task(self._flush_periodically())
+        outcome = None
         try:
             if self.stop_requested:
                 outcome = Outcome(status=Message.Status.STOPPED, text="", stream=None)
             else:
-                self.relay_task = asyncio.create_task(self._relay(self.plan))
+                self.relay_task = asyncio.create_task(self._relay())
                 outcome = await self.relay_task
             if self.frame_timer:
                 self.frame_timer.cancel()
             await self._publish_frame()
-            await sync_to_async(services.reply_finish)(reply_id=self.reply_id, plan=self.plan, outcome=outcome)
+            await sync_to_async(services.reply_finish)(plan=self.plan, outcome=outcome)
         except Exception:
             logger.exception("reply %s failed unexpectedly", self.reply_id)
-            await sync_to_async(services.reply_fail)(
-                reply_id=self.reply_id,
-                text=self.text(),
-                error_text="Something broke on our side while writing this reply. The text so far is kept.",
-            )
+            if outcome is None:  # the failure was ours, not the database's: record what we have
+                outcome = Outcome(
+                    status=Message.Status.ERROR,
+                    text=self.text(),
+                    stream=self.stream,
+                    error_code="internal",
+                    error_text="Something broke on our side while writing this reply. The text so far is kept.",
+                )
+                await sync_to_async(services.reply_finish)(plan=self.plan, outcome=outcome)
         finally:
             listener.cancel()
             flusher.cancel()
             await self.layer.group_discard(control_group(self.reply_id), self.control_channel)
             await self.layer.group_send(self.group, {"type": "reply.end"})
 
-    async def _relay(self, plan: services.ReplyPlan) -> Outcome:
+    async def _relay(self) -> Outcome:
+        plan = self.plan
         started = time.monotonic()
         first_token_at = None
-        stream = None
 
         def outcome(status: str, **details) -> Outcome:
             return Outcome(
                 status=status,
                 text=self.text(),
-                stream=stream,
+                stream=self.stream,
                 time_to_first_token=first_token_at and timedelta(seconds=first_token_at - started),
                 duration=timedelta(seconds=time.monotonic() - started),
                 **details,
             )
 
         try:
-            stream = await reply_stream_open(
-                model_id=plan.model.model_id, messages=plan.messages, max_tokens=plan.max_tokens
-            )
-            async for delta in stream.deltas():
+            if plan.to_summarise:
+                await summarise_earlier_turns(plan)
+            try:
+                self.stream = await self._open(plan.messages)
+            except UpstreamError as error:
+                if error.code != "context_length_exceeded":
+                    raise
+                # Our count of the prompt's tokens was too low for this model: try once with fewer turns.
+                self.stream = await self._open(plan.trimmed_harder())
+            async for delta in self.stream.deltas():
                 self.chunks.append(delta)
                 self.unpublished.append(delta)
                 self.length += len(delta)
@@ -162,8 +214,13 @@ class ReplyGeneration:
                 raise
             return outcome(Message.Status.STOPPED)
         finally:
-            if stream is not None:
-                await stream.close()
+            if self.stream is not None:
+                await self.stream.close()
+
+    async def _open(self, messages: list[dict]) -> ReplyStream:
+        return await reply_stream_open(
+            model_id=self.plan.model.model_id, messages=messages, max_tokens=self.plan.max_tokens
+        )
 
     def _frame_due(self) -> None:
         self.frame_timer = None

@@ -127,11 +127,7 @@ def _client() -> httpx.AsyncClient:
 
 
 async def reply_stream_open(*, model_id: str, messages: list[dict], max_tokens: int) -> ReplyStream:
-    """Send the request and return once the upstream has accepted it (HTTP 200 and SSE on the way).
-
-    429 and 5xx answers are retried with exponential backoff, honouring
-    Retry-After; every other failure raises UpstreamError at once.
-    """
+    """Send a streamed request; returns once the upstream has accepted it (HTTP 200, SSE on the way)."""
     body = {
         "model": model_id,
         "messages": messages,
@@ -139,14 +135,43 @@ async def reply_stream_open(*, model_id: str, messages: list[dict], max_tokens: 
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    headers = {"Authorization": f"Bearer {settings.OPENAI_API_KEY}", "Accept": "text/event-stream"}
+    response = await _send(body, model_id=model_id, stream=True)
+    return ReplyStream(response=response, model_id=model_id)
+
+
+async def complete(*, model_id: str, messages: list[dict], max_tokens: int) -> tuple[str, Usage | None]:
+    """A whole (not streamed) reply and its usage: for summaries, where nobody watches the tokens."""
+    response = await _send({"model": model_id, "messages": messages, "max_tokens": max_tokens}, model_id=model_id)
+    try:
+        body = response.json()
+        text = body["choices"][0]["message"]["content"] or ""
+        usage = body.get("usage") or {}
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise UpstreamError("malformed_chunk", "The model provider sent a reply we could not read.") from None
+    if not usage:
+        return text, None
+    details = usage.get("prompt_tokens_details") or {}
+    return text, Usage(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+    )
+
+
+async def _send(body: dict, *, model_id: str, stream: bool = False) -> httpx.Response:
+    """POST to chat/completions until the upstream accepts.
+
+    429 and 5xx answers are retried with exponential backoff, honouring
+    Retry-After; every other failure raises UpstreamError at once.
+    """
+    headers = {"Authorization": f"Bearer {settings.OPENAI_API_KEY}"}
     url = f"{settings.OPENAI_BASE_URL}/chat/completions"
     client = _client()
     attempt = 0
     while True:
         request = client.build_request("POST", url, json=body, headers=headers)
         try:
-            response = await client.send(request, stream=True)
+            response = await client.send(request, stream=stream)
         except httpx.ConnectError:
             raise UpstreamError(
                 "connection_failed", "Could not connect to the model provider. It may be down; try again shortly."
@@ -160,7 +185,7 @@ async def reply_stream_open(*, model_id: str, messages: list[dict], max_tokens: 
                 "connection_failed", "The model provider closed the connection before answering. Try again shortly."
             ) from None
         if response.status_code == 200:
-            return ReplyStream(response=response, model_id=model_id)
+            return response
         error = await _error_from(response, model_id)
         retryable = response.status_code == 429 or response.status_code >= 500
         delay = error.retry_after or settings.UPSTREAM_RETRY_BASE_DELAY * 2**attempt

@@ -16,6 +16,13 @@ class ChatModelQuerySet(models.QuerySet):
     def enabled(self):
         return self.filter(enabled=True)
 
+    def usable_by(self, user):
+        """Enabled models the user may pick: all of them, or only those an admin allowed them."""
+        models = self.enabled()
+        if user.allowed_models.exists():
+            models = models.filter(pk__in=user.allowed_models.values("pk"))
+        return models
+
     def default(self) -> "ChatModel | None":
         enabled = self.enabled()
         return enabled.filter(is_default=True).first() or enabled.order_by("display_name").first()
@@ -57,7 +64,7 @@ class ChatModel(models.Model):
     def __str__(self):
         return self.display_name
 
-    def cost(self, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
+    def cost(self, *, prompt_tokens: int, completion_tokens: int = 0, cached_tokens: int = 0) -> Decimal:
         cached_price = self.input_price if self.cached_input_price is None else self.cached_input_price
         uncached = max(prompt_tokens - cached_tokens, 0)
         total = uncached * self.input_price + cached_tokens * cached_price + completion_tokens * self.output_price
@@ -74,6 +81,9 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     system_prompt = models.TextField(blank=True)
     model = models.ForeignKey(ChatModel, on_delete=models.PROTECT, related_name="conversations")
+    # Turns too old for the model's context window, summarised; sent in their place.
+    summary = models.TextField(blank=True)
+    summary_upto = models.BigIntegerField(null=True, blank=True, help_text="The last message the summary covers.")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now, help_text="Last activity; chats are listed by it.")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -10,11 +10,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import Reservation, UsageRecord
+from accounts.services import Grant, QuotaExceeded, budget_reserve, budget_settle, estimate_prompt_tokens
 from conversations.models import ChatModel, Conversation, Message, estimate_tokens, title_from_text
 
 if TYPE_CHECKING:
     from accounts.models import User
     from conversations.generation import Outcome
+    from conversations.llm import Usage
 
 INTERRUPTED_TEXT = "The server restarted while this reply was being written. The text so far is kept."
 
@@ -80,10 +83,13 @@ def catalog_seed() -> list[str]:
 
 def message_send(
     *, user: User, conversation: Conversation | None, text: str, model: ChatModel, system_prompt: str = ""
-) -> Message:
-    """Store the user's message and a pending reply; a new chat is created for the first message.
+) -> tuple[Message, ReplyPlan | None]:
+    """Store the user's message and a pending reply, and reserve the reply's budget.
 
-    Returns the pending reply, which the caller hands to the generator.
+    A new chat is created for the first message. Returns the reply and what to
+    send upstream for it; when a limit is reached the reply is stored as an
+    error saying which limit and when it resets, the plan is None, and nothing
+    is sent upstream.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -103,7 +109,7 @@ def message_send(
         Message.objects.create(
             conversation=conversation, user=user, role=Message.Role.USER, content=text, created_at=now, updated_at=now
         )
-        return Message.objects.create(
+        reply = Message.objects.create(
             conversation=conversation,
             user=user,
             role=Message.Role.ASSISTANT,
@@ -112,31 +118,130 @@ def message_send(
             created_at=now,
             updated_at=now,
         )
+        plan = reply_plan(reply=reply)
+        prompt_tokens = estimate_prompt_tokens(plan.messages)
+        if plan.to_summarise:
+            prompt_tokens += SUMMARY_MAX_TOKENS
+        try:
+            grant = budget_reserve(
+                user=user, model=model, prompt_tokens=prompt_tokens, max_tokens=plan.max_tokens, message=reply
+            )
+        except QuotaExceeded as exceeded:
+            reply.status = Message.Status.ERROR
+            reply.error_code = exceeded.code
+            reply.error_text = exceeded.user_message
+            reply.save(update_fields=["status", "error_code", "error_text"])
+            return reply, None
+        plan.reservation_id = grant.reservation_id
+        plan.max_tokens = grant.max_tokens
+    return reply, plan
+
+
+SUMMARY_PREFIX = "Summary of the earlier part of this conversation:\n"
+# Longest summary asked for when earlier turns no longer fit the context window.
+SUMMARY_MAX_TOKENS = 400
 
 
 @dataclass
 class ReplyPlan:
-    """What is sent upstream for one reply, fixed when it begins (prices included)."""
+    """What is sent upstream for one reply, fixed when it begins (prices included).
 
+    Turns too old to fit the model's context window are left out of
+    `messages`; `to_summarise` holds them until the generator has summarised
+    them (up to message `summary_upto`).
+    """
+
+    reply_id: int
+    user_id: int
+    conversation_id: int
     model: ChatModel
     messages: list[dict]
     max_tokens: int
+    reservation_id: int | None = None
+    to_summarise: list[dict] = field(default_factory=list)
+    summary_upto: int | None = None
+    earlier_summary: str = ""
+
+    def with_summary(self, summary: str) -> list[dict]:
+        """The messages to send once the left-out turns are summarised: after the system prompt, the summary."""
+        head = [m for m in self.messages if m["role"] == "system" and not m["content"].startswith(SUMMARY_PREFIX)]
+        turns = [m for m in self.messages if m["role"] != "system"]
+        return [*head, {"role": "system", "content": SUMMARY_PREFIX + summary}, *turns]
+
+    def trimmed_harder(self) -> list[dict]:
+        """For a second try after the upstream said the prompt is too long: half the turns, newest kept."""
+        head = [m for m in self.messages if m["role"] == "system"]
+        turns = [m for m in self.messages if m["role"] != "system"]
+        return [*head, *turns[len(turns) // 2 :]] if len(turns) > 1 else self.messages
 
 
 def reply_plan(*, reply: Message) -> ReplyPlan:
-    """What to send upstream for a pending reply: the system prompt and the chat so far."""
+    """What to send upstream for a pending reply: the system prompt, any summary, and as many turns as fit.
+
+    The newest turns are kept; the model's context window must hold them plus
+    max_tokens. The newest message is always sent, fitting or not: the
+    upstream then says the chat is too long, which the user is told.
+    """
     conversation = reply.conversation
-    messages = []
+    model = reply.model
+    head = []
     if conversation.system_prompt.strip():
-        messages.append({"role": "system", "content": conversation.system_prompt})
-    earlier = (
-        conversation.messages.filter(created_at__lte=reply.created_at)
-        .exclude(pk=reply.pk)
+        head.append({"role": "system", "content": conversation.system_prompt})
+    if conversation.summary:
+        head.append({"role": "system", "content": SUMMARY_PREFIX + conversation.summary})
+    turns = list(
+        Message.objects.filter(conversation=conversation, pk__lt=reply.pk, pk__gt=conversation.summary_upto or 0)
         .exclude(content="")
-        .values_list("role", "content")
+        .values("pk", "role", "content")
     )
-    messages.extend({"role": role, "content": content} for role, content in earlier)
-    return ReplyPlan(model=reply.model, messages=messages, max_tokens=reply.model.max_output_tokens)
+    room = model.context_window - model.max_output_tokens - estimate_prompt_tokens(head)
+    kept = 0
+    for turn in reversed(turns):
+        room -= estimate_prompt_tokens([turn])
+        if room < 0 and kept:
+            break
+        kept += 1
+    dropped, fitting = turns[: len(turns) - kept], turns[len(turns) - kept :]
+    return ReplyPlan(
+        reply_id=reply.pk,
+        user_id=reply.user_id,
+        conversation_id=conversation.pk,
+        model=model,
+        messages=head + [{"role": t["role"], "content": t["content"]} for t in fitting],
+        max_tokens=model.max_output_tokens,
+        to_summarise=[{"role": t["role"], "content": t["content"]} for t in dropped],
+        summary_upto=dropped[-1]["pk"] if dropped else None,
+        earlier_summary=conversation.summary,
+    )
+
+
+def summary_model(*, plan: ReplyPlan) -> ChatModel:
+    """The cheap model summaries are made with: SUMMARY_MODEL if it is enabled, else the chat's own."""
+    if settings.SUMMARY_MODEL:
+        chosen = ChatModel.objects.enabled().filter(model_id=settings.SUMMARY_MODEL).first()
+        if chosen:
+            return chosen
+    return plan.model
+
+
+def summary_settle(*, plan: ReplyPlan, model: ChatModel, grant: Grant, usage: Usage | None, text: str) -> None:
+    """Record the summary call like any other upstream call, and keep the summary on the chat for later turns."""
+    estimated = usage is None and bool(text)
+    with transaction.atomic():
+        budget_settle(
+            reservation_id=grant.reservation_id,
+            user_id=plan.user_id,
+            model=model,
+            kind=UsageRecord.Kind.SUMMARY,
+            prompt_tokens=usage.prompt_tokens if usage else (estimate_tokens(str(plan.to_summarise)) if text else 0),
+            completion_tokens=usage.completion_tokens if usage else estimate_tokens(text),
+            cached_tokens=usage.cached_tokens if usage else 0,
+            estimated=estimated,
+        )
+        if text.strip():
+            Conversation.objects.filter(pk=plan.conversation_id).update(
+                summary=text.strip(), summary_upto=plan.summary_upto
+            )
 
 
 def reply_flush(*, reply_id: int, text: str) -> bool:
@@ -147,12 +252,14 @@ def reply_flush(*, reply_id: int, text: str) -> bool:
     return updated == 1
 
 
-def reply_finish(*, reply_id: int, plan: ReplyPlan, outcome: Outcome) -> None:
-    """Store the final text, status, usage and cost of a reply.
+def reply_finish(*, plan: ReplyPlan, outcome: Outcome) -> None:
+    """Store the final text, status, usage and cost of a reply, and settle its budget, in one transaction.
 
     Cost uses the upstream's own usage figures when it sent them, else an
     estimate flagged as such; nothing is counted when the request never
     reached the upstream. Prices are those of the plan, fixed at call time.
+    The budget is settled even when the chat was deleted meanwhile: the
+    tokens were spent.
     """
     stream = outcome.stream
     usage = stream.usage if stream else None
@@ -171,7 +278,7 @@ def reply_finish(*, reply_id: int, plan: ReplyPlan, outcome: Outcome) -> None:
         prompt_tokens = completion_tokens = cached_tokens = 0
     now = timezone.now()
     with transaction.atomic():
-        updated = Message.objects.filter(pk=reply_id, status__in=Message.LIVE_STATUSES).update(
+        updated = Message.objects.filter(pk=plan.reply_id, status__in=Message.LIVE_STATUSES).update(
             content=outcome.text,
             status=outcome.status,
             prompt_tokens=prompt_tokens,
@@ -188,28 +295,52 @@ def reply_finish(*, reply_id: int, plan: ReplyPlan, outcome: Outcome) -> None:
             duration=outcome.duration,
             updated_at=now,
         )
+        budget_settle(
+            reservation_id=plan.reservation_id,
+            user_id=plan.user_id,
+            model=plan.model,
+            kind=UsageRecord.Kind.REPLY,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+            estimated=estimated,
+            message=Message(pk=plan.reply_id) if updated else None,
+        )
         if updated:
-            Conversation.objects.filter(messages__pk=reply_id).update(updated_at=now)
-
-
-def reply_fail(*, reply_id: int, text: str, error_text: str) -> None:
-    Message.objects.filter(pk=reply_id, status__in=Message.LIVE_STATUSES).update(
-        content=text,
-        status=Message.Status.ERROR,
-        error_code="internal",
-        error_text=error_text,
-        updated_at=timezone.now(),
-    )
+            Conversation.objects.filter(pk=plan.conversation_id).update(updated_at=now)
 
 
 def replies_interrupt_stale(*, conversation: Conversation | None = None) -> int:
-    """Mark replies left streaming by a dead process as interrupted, keeping their text."""
-    stale = Message.objects.stale_streaming()
+    """Mark replies left streaming by a dead process as interrupted, keeping their text and settling their budget."""
+    stale = Message.objects.stale_streaming().select_related("model")
     if conversation is not None:
         stale = stale.filter(conversation=conversation)
-    return stale.update(
-        status=Message.Status.INTERRUPTED,
-        error_code="interrupted",
-        error_text=INTERRUPTED_TEXT,
-        updated_at=timezone.now(),
-    )
+    count = 0
+    for reply in stale:
+        with transaction.atomic():
+            reservation = Reservation.objects.filter(message=reply).first()
+            prompt_tokens = reservation.prompt_tokens if reservation else 0
+            completion_tokens = estimate_tokens(reply.content)
+            if not Message.objects.filter(pk=reply.pk, status__in=Message.LIVE_STATUSES).update(
+                status=Message.Status.INTERRUPTED,
+                error_code="interrupted",
+                error_text=INTERRUPTED_TEXT,
+                usage_estimated=True,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost=reply.model.cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+                updated_at=timezone.now(),
+            ):
+                continue  # finished meanwhile
+            budget_settle(
+                reservation_id=reservation.pk if reservation else None,
+                user_id=reply.user_id,
+                model=reply.model,
+                kind=UsageRecord.Kind.REPLY,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                estimated=True,
+                message=reply,
+            )
+            count += 1
+    return count

@@ -19,14 +19,13 @@ SIDEBAR_SIZE = 200
 
 
 def _chat_context(request, conversation: Conversation | None, **extra) -> dict:
-    default_model = conversation.model if conversation else ChatModel.objects.default()
+    default_model = conversation.model if conversation else ChatModel.objects.usable_by(request.user).default()
     return {
         "conversation": conversation,
         "conversations": Conversation.objects.for_user(request.user).only("pk", "title", "updated_at")[:SIDEBAR_SIZE],
         "chat_messages": conversation.messages.select_related("model") if conversation else [],
-        "models": ChatModel.objects.enabled(),
+        "models": ChatModel.objects.usable_by(request.user),
         "selected_model_id": default_model.model_id if default_model else "",
-        "message_form": MessageForm(),
         "system_prompt_form": SystemPromptForm(instance=conversation) if conversation else None,
         "rename_form": RenameForm(instance=conversation) if conversation else None,
         "max_chars": settings.MESSAGE_MAX_CHARS,
@@ -69,31 +68,31 @@ def _composer_refused(request, conversation: Conversation | None, errors: list[s
     return _chat_page(request, conversation, status=status, composer_errors=errors, draft=request.POST.get("text", ""))
 
 
-def _message_prepare(
-    request, pk: int | None
-) -> tuple[Conversation | None, Message | None, services.ReplyPlan | None, list[str], int]:
+def _message_prepare(request, pk: int | None) -> tuple[Conversation | None, services.ReplyPlan | None, list[str], int]:
     """Everything message_create does with the database, in one sync step.
 
-    Returns the chat, the pending reply and what to send upstream for it, or
-    on refusal the reasons and the status code.
+    Returns the chat and what to send upstream for its new reply (None when a
+    limit stopped it), or on refusal the reasons and the status code.
     """
     conversation = _own_conversation(request, pk) if pk is not None else None
-    form = MessageForm(request.POST)
+    form = MessageForm(request.POST, user=request.user)
     if not form.is_valid():
-        return conversation, None, None, [error for errors in form.errors.values() for error in errors], 400
-    model = form.cleaned_data["model"] or (conversation.model if conversation else ChatModel.objects.default())
-    if model is None or not model.enabled:
-        return conversation, None, None, ["No model is available. Ask an administrator to enable one."], 400
+        return conversation, None, [error for errors in form.errors.values() for error in errors], 400
+    model = form.cleaned_data["model"] or (
+        conversation.model if conversation else ChatModel.objects.usable_by(request.user).default()
+    )
+    if model is None or not ChatModel.objects.usable_by(request.user).filter(pk=model.pk).exists():
+        return conversation, None, ["This chat's model is no longer available to you. Pick another."], 400
     if conversation and conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
-        return conversation, None, None, ["Wait for the reply to finish, or press Stop, before sending another."], 409
-    reply = services.message_send(
+        return conversation, None, ["Wait for the reply to finish, or press Stop, before sending another."], 409
+    reply, plan = services.message_send(
         user=request.user,
         conversation=conversation,
         text=form.cleaned_data["text"],
         model=model,
         system_prompt=form.cleaned_data["system_prompt"],
     )
-    return reply.conversation, reply, services.reply_plan(reply=reply), [], 200
+    return reply.conversation, plan, [], 200
 
 
 @login_required
@@ -101,10 +100,11 @@ def _message_prepare(
 async def message_create(request, pk: int | None = None):
     """Store the message, start the reply in the background, and answer at once."""
     await request.auser()  # resolve the lazy user outside the sync step below
-    conversation, reply, plan, errors, status = await sync_to_async(_message_prepare)(request, pk)
+    conversation, plan, errors, status = await sync_to_async(_message_prepare)(request, pk)
     if errors:
         return await sync_to_async(_composer_refused)(request, conversation, errors, status)
-    await generation.reply_start(reply_id=reply.pk, plan=plan)
+    if plan is not None:  # None: a limit is reached, and the reply says so
+        await generation.reply_start(plan=plan)
     if not request.htmx:
         return redirect(conversation)
     if pk is None:

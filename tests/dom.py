@@ -75,6 +75,27 @@ class Element:
         assert len(found) == 1, f"expected one <{tag or '*'}> matching {criteria}, found {len(found)}: {found}"
         return found[0]
 
+    def form_data(self) -> dict[str, str]:
+        """What a browser without JavaScript would submit from this <form> as it stands."""
+        data = {}
+        for control in self.iter():
+            name = control.attrs.get("name")
+            if not name or control.tag == "button":
+                continue
+            if control.tag == "input" and control.attrs.get("type") in {"checkbox", "radio"}:
+                if "checked" in control.attrs:
+                    data[name] = control.attrs.get("value", "on")
+            elif control.tag == "input":
+                data[name] = control.attrs.get("value", "")
+            elif control.tag == "textarea":
+                data[name] = "".join(child for child in control.children if isinstance(child, str)).removeprefix("\n")
+            elif control.tag == "select":
+                options = control.find_all("option")
+                chosen = [option for option in options if "selected" in option.attrs] or options[:1]
+                if chosen:
+                    data[name] = chosen[0].attrs.get("value", chosen[0].text)
+        return data
+
     def labelled(self, name: str) -> Element:
         """The form control whose <label> reads `name`: its accessible name."""
         label = self.find("label", text=name)

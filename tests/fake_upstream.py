@@ -20,6 +20,7 @@ import collections
 import json
 import random
 import re
+import signal
 import socket
 import string
 import struct
@@ -38,9 +39,7 @@ MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "smollm2-135m")
 # OpenAI keeps one fingerprint per model deployment, so a constant is realistic.
 SYSTEM_FINGERPRINT = "fp_0fa4e5c0de"
 
-SERVER_ERROR_MESSAGE = (
-    "The server had an error while processing your request. Sorry about that!"
-)
+SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
 
 
 # -- Behaviours: what the next POST /v1/chat/completions does -----------------------------
@@ -104,9 +103,7 @@ class Status:
         )
 
     @classmethod
-    def context_length_exceeded(
-        cls, limit: int = 128000, requested: int = 130000
-    ) -> Status:
+    def context_length_exceeded(cls, limit: int = 128000, requested: int = 130000) -> Status:
         return cls(
             status=400,
             code="context_length_exceeded",
@@ -188,16 +185,12 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-def _error_body(
-    message: str, type: str, param: str | None = None, code: str | None = None
-) -> dict:
+def _error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 def _completion_id() -> str:
-    return "chatcmpl-" + "".join(
-        random.choices(string.ascii_letters + string.digits, k=29)
-    )
+    return "chatcmpl-" + "".join(random.choices(string.ascii_letters + string.digits, k=29))
 
 
 def _request_id() -> str:
@@ -208,9 +201,7 @@ def _text_length(content: Any) -> int:
     if isinstance(content, str):
         return len(content)
     if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return sum(
-            len(part.get("text", "")) for part in content if isinstance(part, dict)
-        )
+        return sum(len(part.get("text", "")) for part in content if isinstance(part, dict))
     return 0
 
 
@@ -218,22 +209,13 @@ def _usage(body: dict, reply: Reply, pieces: list[str]) -> dict:
     messages = body.get("messages") or []
     prompt = reply.prompt_tokens
     if prompt is None:
-        prompt = (
-            sum(_text_length(m.get("content")) for m in messages if isinstance(m, dict))
-            // 4
-            + 1
-        )
-    completion = (
-        reply.completion_tokens if reply.completion_tokens is not None else len(pieces)
-    )
+        prompt = sum(_text_length(m.get("content")) for m in messages if isinstance(m, dict)) // 4 + 1
+    completion = reply.completion_tokens if reply.completion_tokens is not None else len(pieces)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {
-            "cached_tokens": reply.cached_tokens,
-            "audio_tokens": 0,
-        },
+        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -243,18 +225,11 @@ def _usage(body: dict, reply: Reply, pieces: list[str]) -> dict:
     }
 
 
-def _error_response(
-    status: int, body: dict, retry_after: float | None = None
-) -> web.Response:
+def _error_response(status: int, body: dict, retry_after: float | None = None) -> web.Response:
     headers = {"x-request-id": _request_id()}
     if retry_after is not None:
         headers["Retry-After"] = f"{retry_after:g}"
-    return web.Response(
-        status=status,
-        text=_dumps(body),
-        content_type="application/json",
-        headers=headers,
-    )
+    return web.Response(status=status, text=_dumps(body), content_type="application/json", headers=headers)
 
 
 def _status_response(status: Status) -> web.Response:
@@ -262,9 +237,7 @@ def _status_response(status: Status) -> web.Response:
     return _error_response(status.status, body, status.retry_after)
 
 
-def _validation_error(
-    request: web.Request, body: Any, api_key: str | None
-) -> web.Response | None:
+def _validation_error(request: web.Request, body: Any, api_key: str | None) -> web.Response | None:
     """The checks OpenAI makes that a buggy client would trip, in OpenAI's order."""
     auth = request.headers.get("Authorization", "")
     token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else ""
@@ -273,9 +246,7 @@ def _validation_error(
             "You didn't provide an API key. You need to provide your API key in an "
             "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
         )
-        return _error_response(
-            401, _error_body(message, "invalid_request_error", code="invalid_api_key")
-        )
+        return _error_response(401, _error_body(message, "invalid_request_error", code="invalid_api_key"))
     if api_key is not None and token != api_key:
         return _status_response(Status.invalid_api_key(token[:8] + "***"))
     if request.method != "POST":
@@ -288,28 +259,15 @@ def _validation_error(
         )
         return _error_response(400, _error_body(message, "invalid_request_error"))
     if not body.get("model"):
-        return _error_response(
-            400,
-            _error_body("you must provide a model parameter", "invalid_request_error"),
-        )
+        return _error_response(400, _error_body("you must provide a model parameter", "invalid_request_error"))
     if "messages" not in body:
         message = "Missing required parameter: 'messages'."
         return _error_response(
-            400,
-            _error_body(
-                message,
-                "invalid_request_error",
-                "messages",
-                "missing_required_parameter",
-            ),
+            400, _error_body(message, "invalid_request_error", "messages", "missing_required_parameter")
         )
     if body.get("stream_options") is not None and body.get("stream") is not True:
-        message = (
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled."
-        )
-        return _error_response(
-            400, _error_body(message, "invalid_request_error", "stream_options")
-        )
+        message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+        return _error_response(400, _error_body(message, "invalid_request_error", "stream_options"))
     return None
 
 
@@ -321,9 +279,7 @@ def _close(request: web.Request, *, reset: bool) -> None:
         # SO_LINGER 0 turns close() into a TCP RST, like a crashed or overloaded proxy.
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
     else:
         # close() still flushes what was written, so the client gets exactly the chunks sent so far.
@@ -340,19 +296,17 @@ class FakeUpstream:
     given, is the only Bearer token accepted; otherwise any non-empty one is.
     """
 
-    def __init__(
-        self, port: int = 0, *, api_key: str | None = None, record_requests: bool = True
-    ) -> None:
+    def __init__(self, port: int = 0, *, api_key: str | None = None, record_requests: bool = True) -> None:
         self.default: Behaviour = Reply()
         self.port = port
         self._api_key = api_key
-        self._record_requests = (
-            record_requests  # benchmarks turn it off to keep memory flat
-        )
+        self._record_requests = record_requests  # benchmarks turn it off to keep memory flat
         self._cond = threading.Condition()
         self._queue: collections.deque[Behaviour] = collections.deque()
         self._requests: list[ReceivedRequest] = []
         self._disconnects = 0
+        # Bumped by reset(), so a stream left over from an earlier test cannot count here.
+        self._epoch = 0
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -369,9 +323,7 @@ class FakeUpstream:
             return self
         self._stopping = False
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="fake-upstream", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-upstream", daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
         return self
@@ -381,9 +333,7 @@ class FakeUpstream:
             return
         self._stopping = True
         if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(
-                timeout=10
-            )
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
@@ -393,10 +343,7 @@ class FakeUpstream:
         return self.start()
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
 
@@ -407,9 +354,7 @@ class FakeUpstream:
         # handler_cancellation: a client that goes away cancels its handler at once, which
         # is how a Stop in the site shows up here (and how a hang ends).
         # A short shutdown_timeout: stop() must not wait for hanging streams to finish.
-        self._runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=0.2
-        )
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
         await site.start()
@@ -434,25 +379,24 @@ class FakeUpstream:
             return self._disconnects
 
     def reset(self) -> None:
+        """Forget the script, the requests and the disconnects, and restore the default reply."""
         with self._cond:
             self._queue.clear()
             self._requests.clear()
             self._disconnects = 0
+            self._epoch += 1
+            self.default = Reply()
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[ReceivedRequest]:
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._requests) >= n, timeout):
-                raise TimeoutError(
-                    f"fake upstream got {len(self._requests)} requests, expected {n}"
-                )
+                raise TimeoutError(f"fake upstream got {len(self._requests)} requests, expected {n}")
             return list(self._requests)
 
     def wait_for_disconnects(self, n: int, timeout: float = 5.0) -> None:
         with self._cond:
             if not self._cond.wait_for(lambda: self._disconnects >= n, timeout):
-                raise TimeoutError(
-                    f"fake upstream saw {self._disconnects} disconnects, expected {n}"
-                )
+                raise TimeoutError(f"fake upstream saw {self._disconnects} disconnects, expected {n}")
 
     # Handlers (run on the server thread)
 
@@ -460,21 +404,19 @@ class FakeUpstream:
         with self._cond:
             return self._queue.popleft() if self._queue else self.default
 
-    def _note_disconnect(self, received: ReceivedRequest) -> None:
+    def _note_disconnect(self, received: ReceivedRequest, epoch: int) -> None:
         if received.finished or self._stopping:
             return
         received.disconnected = True
         with self._cond:
-            self._disconnects += 1
-            self._cond.notify_all()
+            if epoch == self._epoch:
+                self._disconnects += 1
+                self._cond.notify_all()
 
     async def _models(self, request: web.Request) -> web.Response:
         if error := _validation_error(request, None, self._api_key):
             return error
-        models = [
-            {"id": m, "object": "model", "created": 1721172741, "owned_by": "system"}
-            for m in MODEL_IDS
-        ]
+        models = [{"id": m, "object": "model", "created": 1721172741, "owned_by": "system"} for m in MODEL_IDS]
         return web.json_response({"object": "list", "data": models}, dumps=_dumps)
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -483,12 +425,8 @@ class FakeUpstream:
             body = json.loads(raw)
         except ValueError:
             body = None
-        received = ReceivedRequest(
-            request.method,
-            request.path,
-            CIMultiDictProxy(CIMultiDict(request.headers)),
-            body,
-        )
+        epoch = self._epoch
+        received = ReceivedRequest(request.method, request.path, CIMultiDictProxy(CIMultiDict(request.headers)), body)
         if self._record_requests:
             with self._cond:
                 self._requests.append(received)
@@ -514,11 +452,11 @@ class FakeUpstream:
                 return await self._stream(request, body, behaviour, received)
             return await self._complete(request, body, behaviour, received)
         except asyncio.CancelledError:
-            self._note_disconnect(received)
+            self._note_disconnect(received, epoch)
             raise
         except ConnectionResetError:
             # A write raced the client's close, before the cancellation arrived.
-            self._note_disconnect(received)
+            self._note_disconnect(received, epoch)
             return web.Response()
 
     async def _complete(
@@ -530,9 +468,7 @@ class FakeUpstream:
         if generation_time > 0:
             await asyncio.sleep(generation_time)
         if reply.hang_after is not None:
-            await (
-                asyncio.get_running_loop().create_future()
-            )  # until the client gives up
+            await asyncio.get_running_loop().create_future()  # until the client gives up
         if reply.error_after is not None:
             received.finished = True
             return _status_response(Status.server_error())
@@ -545,12 +481,7 @@ class FakeUpstream:
             "choices": [
                 {
                     "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": "".join(pieces),
-                        "refusal": None,
-                        "annotations": [],
-                    },
+                    "message": {"role": "assistant", "content": "".join(pieces), "refusal": None, "annotations": []},
                     "logprobs": None,
                     "finish_reason": reply.finish_reason,
                 }
@@ -560,11 +491,7 @@ class FakeUpstream:
         }
         if reply.usage:
             completion["usage"] = _usage(body, reply, pieces)
-        data = (
-            b"{not json"
-            if reply.malformed_after is not None
-            else _dumps(completion).encode()
-        )
+        data = b"{not json" if reply.malformed_after is not None else _dumps(completion).encode()
         headers = {"Content-Type": "application/json", "x-request-id": _request_id()}
 
         if reply.cut_after is not None:
@@ -585,10 +512,7 @@ class FakeUpstream:
     ) -> web.StreamResponse:
         pieces = reply.pieces()
         stream_options = body.get("stream_options")
-        include_usage = (
-            isinstance(stream_options, dict)
-            and stream_options.get("include_usage") is True
-        )
+        include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
         envelope = {
             "id": _completion_id(),
             "object": "chat.completion.chunk",
@@ -598,22 +522,11 @@ class FakeUpstream:
             "system_fingerprint": SYSTEM_FINGERPRINT,
         }
 
-        def event(
-            delta: dict | None,
-            finish_reason: str | None = None,
-            usage: dict | None = None,
-        ) -> bytes:
+        def event(delta: dict | None, finish_reason: str | None = None, usage: dict | None = None) -> bytes:
             choices = (
                 []
                 if delta is None
-                else [
-                    {
-                        "index": 0,
-                        "delta": delta,
-                        "logprobs": None,
-                        "finish_reason": finish_reason,
-                    }
-                ]
+                else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
             )
             chunk = {**envelope, "choices": choices}
             if include_usage:
@@ -651,9 +564,7 @@ class FakeUpstream:
                 await loop.create_future()  # until the client goes away
             if i == reply.error_after:
                 await resp.write(
-                    b"data: "
-                    + _dumps(_error_body(SERVER_ERROR_MESSAGE, "server_error")).encode()
-                    + b"\n\n"
+                    b"data: " + _dumps(_error_body(SERVER_ERROR_MESSAGE, "server_error")).encode() + b"\n\n"
                 )
                 await resp.write_eof()
                 received.finished = True
@@ -676,54 +587,29 @@ class FakeUpstream:
 
 # -- Command line, for benchmarks ---------------------------------------------------------
 
-_WORDS = (
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "a",
-    "lazy",
-    "dog",
-    "while",
-    "tokens",
-    "arrive",
-)
+_WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "tokens", "arrive")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Serve paced fake OpenAI streams on loopback."
-    )
+    parser = argparse.ArgumentParser(description="Serve paced fake OpenAI streams on loopback.")
     parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument(
-        "--chunks", type=int, default=50, help="content chunks per reply"
-    )
-    parser.add_argument(
-        "--interval", type=float, default=0.02, help="seconds between chunks"
-    )
-    parser.add_argument(
-        "--first-delay", type=float, default=0.0, help="seconds before the first chunk"
-    )
+    parser.add_argument("--chunks", type=int, default=50, help="content chunks per reply")
+    parser.add_argument("--interval", type=float, default=0.02, help="seconds between chunks")
+    parser.add_argument("--first-delay", type=float, default=0.0, help="seconds before the first chunk")
     args = parser.parse_args(argv)
 
     fake = FakeUpstream(args.port, record_requests=False)
     pieces = [_WORDS[i % len(_WORDS)] + " " for i in range(args.chunks)]
-    fake.default = Reply(
-        chunks=pieces, delay=args.interval, first_delay=args.first_delay
-    )
+    fake.default = Reply(chunks=pieces, delay=args.interval, first_delay=args.first_delay)
+    stopped = threading.Event()
+    # Handle both signals explicitly: a shell starting us in the background with `&`
+    # ignores SIGINT by default, and bench scripts usually send SIGTERM.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
     fake.start()
-    print(
-        f"fake upstream on {fake.base_url} ({args.chunks} chunks, {args.interval}s apart); Ctrl-C stops",
-        flush=True,
-    )
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    print(f"fake upstream on {fake.base_url} ({args.chunks} chunks, {args.interval}s apart); Ctrl-C stops", flush=True)
+    stopped.wait()
+    fake.stop()
 
 
 if __name__ == "__main__":

@@ -38,43 +38,25 @@ def client(fake: FakeUpstream) -> openai.OpenAI:
 def sse_events(fake: FakeUpstream, **body: object) -> list[str]:
     """The raw `data:` payloads of one streamed reply, read the way the site reads them."""
     request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True, **body}
-    with httpx.stream(
-        "POST", f"{fake.base_url}/chat/completions", json=request, headers=AUTH
-    ) as response:
+    with httpx.stream("POST", f"{fake.base_url}/chat/completions", json=request, headers=AUTH) as response:
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
-        return [
-            line[len("data: ") :]
-            for line in response.iter_lines()
-            if line.startswith("data: ")
-        ]
+        return [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
 
 
-def test_streamed_reply_yields_the_exact_text_and_usage(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_streamed_reply_yields_the_exact_text_and_usage(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Reply("Hi there, friend.", prompt_tokens=11, cached_tokens=4))
 
     stream = client.chat.completions.create(
-        model="gpt-4o-mini",
-        messages=MESSAGES,
-        stream=True,
-        stream_options={"include_usage": True},
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
     chunks = list(stream)
 
-    assert (
-        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        == "Hi there, friend."
-    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hi there, friend."
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-2].choices[0].finish_reason == "stop"
     usage = chunks[-1].usage
     assert chunks[-1].choices == []
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
-        11,
-        3,
-        14,
-    )
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (11, 3, 14)
     assert usage.prompt_tokens_details.cached_tokens == 4
     assert {c.id for c in chunks} == {chunks[0].id}
     assert chunks[0].id.startswith("chatcmpl-")
@@ -86,11 +68,7 @@ def test_stream_events_match_openai_framing(fake: FakeUpstream) -> None:
 
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
-    assert chunks[0]["choices"][0]["delta"] == {
-        "role": "assistant",
-        "content": "",
-        "refusal": None,
-    }
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
     assert [c["choices"][0]["delta"]["content"] for c in chunks[1:-2]] == [
         "Hello ",
         "from ",
@@ -98,12 +76,7 @@ def test_stream_events_match_openai_framing(fake: FakeUpstream) -> None:
         "fake ",
         "upstream.",
     ]
-    assert chunks[-2]["choices"][0] == {
-        "index": 0,
-        "delta": {},
-        "logprobs": None,
-        "finish_reason": "stop",
-    }
+    assert chunks[-2]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
     assert all(c["usage"] is None for c in chunks[:-1])
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["prompt_tokens"] == len("Say hello") // 4 + 1
@@ -127,14 +100,9 @@ def test_stream_is_written_as_it_goes_not_buffered(fake: FakeUpstream) -> None:
     request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
     arrivals = []
 
-    with httpx.stream(
-        "POST", f"{fake.base_url}/chat/completions", json=request, headers=AUTH
-    ) as response:
+    with httpx.stream("POST", f"{fake.base_url}/chat/completions", json=request, headers=AUTH) as response:
         for line in response.iter_lines():
-            if (
-                line.startswith("data: {")
-                and "content" in json.loads(line[6:])["choices"][0]["delta"]
-            ):
+            if line.startswith("data: {") and "content" in json.loads(line[6:])["choices"][0]["delta"]:
                 arrivals.append(time.monotonic())
 
     assert len(arrivals) == 4  # the role chunk, then "a", "b", "c"
@@ -154,40 +122,25 @@ def test_non_streamed_reply(fake: FakeUpstream, client: openai.OpenAI) -> None:
     assert completion.usage.completion_tokens == 3
 
 
-def test_script_is_consumed_in_order_then_the_default_answers(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_script_is_consumed_in_order_then_the_default_answers(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Reply("one"), Reply("two"))
 
-    answers = [
-        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
-        for _ in range(3)
-    ]
+    answers = [client.chat.completions.create(model="gpt-4o", messages=MESSAGES) for _ in range(3)]
 
-    assert [a.choices[0].message.content for a in answers] == [
-        "one",
-        "two",
-        "Hello from the fake upstream.",
-    ]
+    assert [a.choices[0].message.content for a in answers] == ["one", "two", "Hello from the fake upstream."]
 
 
-def test_rate_limit_raises_with_retry_after(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_rate_limit_raises_with_retry_after(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Status(429, retry_after=2))
 
     with pytest.raises(openai.RateLimitError) as excinfo:
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True
-        )
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
 
     assert excinfo.value.response.headers["retry-after"] == "2"
     assert excinfo.value.code == "rate_limit_exceeded"
 
 
-def test_scripted_invalid_api_key_raises_authentication_error(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_scripted_invalid_api_key_raises_authentication_error(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Status.invalid_api_key())
 
     with pytest.raises(openai.AuthenticationError) as excinfo:
@@ -203,9 +156,7 @@ def test_a_wrong_key_is_rejected_when_the_fake_expects_one() -> None:
 
         with pytest.raises(openai.AuthenticationError):
             wrong.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-        assert right.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES
-        ).choices
+        assert right.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices
 
 
 def test_missing_bearer_token_is_401(fake: FakeUpstream) -> None:
@@ -218,18 +169,14 @@ def test_missing_bearer_token_is_401(fake: FakeUpstream) -> None:
 
 
 def test_invalid_json_is_400(fake: FakeUpstream) -> None:
-    response = httpx.post(
-        f"{fake.base_url}/chat/completions", content=b"{oops", headers=AUTH
-    )
+    response = httpx.post(f"{fake.base_url}/chat/completions", content=b"{oops", headers=AUTH)
 
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert fake.requests[0].json is None
 
 
-def test_context_length_exceeded_raises_bad_request(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_context_length_exceeded_raises_bad_request(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Status.context_length_exceeded())
 
     with pytest.raises(openai.BadRequestError) as excinfo:
@@ -241,9 +188,7 @@ def test_context_length_exceeded_raises_bad_request(
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-def test_server_errors_raise_internal_server_error(
-    fake: FakeUpstream, client: openai.OpenAI, status: int
-) -> None:
+def test_server_errors_raise_internal_server_error(fake: FakeUpstream, client: openai.OpenAI, status: int) -> None:
     fake.script(Status.server_error(status))
 
     with pytest.raises(openai.InternalServerError) as excinfo:
@@ -252,9 +197,7 @@ def test_server_errors_raise_internal_server_error(
     assert excinfo.value.status_code == status
 
 
-def test_model_not_found_raises_not_found(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_model_not_found_raises_not_found(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Status.model_not_found("gpt-9"))
 
     with pytest.raises(openai.NotFoundError) as excinfo:
@@ -263,13 +206,9 @@ def test_model_not_found_raises_not_found(
     assert excinfo.value.code == "model_not_found"
 
 
-def test_a_cut_stream_makes_iteration_raise(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_a_cut_stream_makes_iteration_raise(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Reply("one two three four", cut_after=2))
-    stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True
-    )
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     received = []
 
     # This SDK wraps the transport's "incomplete chunked read" in APIConnectionError.
@@ -289,26 +228,18 @@ def test_a_cut_stream_read_raw_raises_an_httpx_error(fake: FakeUpstream) -> None
         sse_events(fake)
 
 
-def test_refuse_raises_api_connection_error(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_refuse_raises_api_connection_error(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Refuse())
 
     with pytest.raises(openai.APIConnectionError):
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True
-        )
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
 
     assert len(fake.requests) == 1
 
 
-def test_hang_makes_the_client_time_out_and_counts_as_a_disconnect(
-    fake: FakeUpstream,
-) -> None:
+def test_hang_makes_the_client_time_out_and_counts_as_a_disconnect(fake: FakeUpstream) -> None:
     fake.script(Hang(30))
-    impatient = openai.OpenAI(
-        base_url=fake.base_url, api_key="test", max_retries=0, timeout=0.2
-    )
+    impatient = openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0, timeout=0.2)
 
     with pytest.raises(openai.APITimeoutError):
         impatient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
@@ -316,13 +247,9 @@ def test_hang_makes_the_client_time_out_and_counts_as_a_disconnect(
     fake.wait_for_disconnects(1, timeout=2)
 
 
-def test_in_stream_error_raises_api_error(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_in_stream_error_raises_api_error(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Reply("one two three", error_after=1))
-    stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True
-    )
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
 
     with pytest.raises(openai.APIError, match="server had an error"):
         list(stream)
@@ -338,16 +265,10 @@ def test_malformed_line_is_sent_mid_stream(fake: FakeUpstream) -> None:
     assert events[-1] == "[DONE]"
 
 
-def test_requests_record_what_the_client_sent(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_requests_record_what_the_client_sent(fake: FakeUpstream, client: openai.OpenAI) -> None:
     list(
         client.chat.completions.create(
-            model="gpt-4o-mini",
-            messages=MESSAGES,
-            max_tokens=64,
-            stream=True,
-            stream_options={"include_usage": True},
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=64, stream=True, stream_options={"include_usage": True}
         )
     )
 
@@ -364,9 +285,7 @@ def test_closing_a_stream_early_counts_a_disconnect_and_stops_writing(
     fake: FakeUpstream, client: openai.OpenAI
 ) -> None:
     fake.script(Reply(chunks=["tick "] * 100, delay=0.02))
-    stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True
-    )
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
 
     next(stream)
     next(stream)
@@ -380,13 +299,9 @@ def test_closing_a_stream_early_counts_a_disconnect_and_stops_writing(
     assert request.disconnected and not request.finished
 
 
-def test_closing_a_hung_stream_counts_a_disconnect(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_closing_a_hung_stream_counts_a_disconnect(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Reply("one two", hang_after=1))
-    stream = client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True
-    )
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
 
     assert [next(stream).choices[0].delta.content for _ in range(2)] == ["", "one "]
     stream.close()
@@ -398,29 +313,43 @@ def test_stop_does_not_wait_for_open_streams() -> None:
     fake = FakeUpstream().start()
     fake.script(Reply(hang_after=0))
     request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
-    with httpx.stream(
-        "POST", f"{fake.base_url}/chat/completions", json=request, headers=AUTH
-    ) as response:
-        next(response.iter_lines())
+    with httpx.stream("POST", f"{fake.base_url}/chat/completions", json=request, headers=AUTH) as response:
+        lines = response.iter_lines()  # keep a reference: dropping it would close the connection
+        next(lines)
         started = time.monotonic()
         fake.stop()
         assert time.monotonic() - started < 2
     assert fake.disconnects == 0
 
 
-def test_reset_clears_script_requests_and_counters(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_reset_clears_script_requests_and_default(fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.script(Status(500), Status(500))
+    fake.default = Reply("changed")
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
     fake.reset()
 
     assert fake.requests == []
-    assert client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES
-    ).choices
+    answer = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert answer.choices[0].message.content == "Hello from the fake upstream."
+
+
+def test_a_stream_left_over_from_before_reset_does_not_count(fake: FakeUpstream, client: openai.OpenAI) -> None:
+    fake.script(Reply(hang_after=0))
+    leftover = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    next(leftover)
+
+    fake.reset()
+    fake.script(Reply(hang_after=0))
+    current = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    next(current)
+    leftover.close()
+    current.close()
+
+    fake.wait_for_disconnects(1, timeout=2)
+    time.sleep(0.05)
+    assert fake.disconnects == 1
 
 
 def test_models_lists_the_catalog(client: openai.OpenAI) -> None:
@@ -435,17 +364,7 @@ def test_command_line_serves_paced_streams_until_interrupted() -> None:
         port = probe.getsockname()[1]
     root = Path(__file__).resolve().parent.parent
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fake_upstream",
-            "--port",
-            str(port),
-            "--chunks",
-            "3",
-            "--interval",
-            "0.01",
-        ],
+        [sys.executable, "-m", "tests.fake_upstream", "--port", str(port), "--chunks", "3", "--interval", "0.01"],
         cwd=root,
         stdout=subprocess.PIPE,
         text=True,
@@ -453,12 +372,8 @@ def test_command_line_serves_paced_streams_until_interrupted() -> None:
     )
     try:
         assert f"127.0.0.1:{port}" in process.stdout.readline()
-        client = openai.OpenAI(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key="test", max_retries=0
-        )
-        stream = client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True
-        )
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="test", max_retries=0)
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
         text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
         assert len(text.split()) == 3
     finally:

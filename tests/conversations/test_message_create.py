@@ -23,7 +23,9 @@ def stream_url(reply: Message) -> str:
 
 async def test_it_streams_the_reply_and_stores_its_usage_and_cost(alice_async, upstream):
     upstream.script(
-        Reply(text="Paris is the capital.", first_delay=0.3, prompt_tokens=1000, completion_tokens=500, cached_tokens=200)
+        Reply(
+            text="Paris is the capital.", first_delay=0.3, prompt_tokens=1000, completion_tokens=500, cached_tokens=200
+        )
     )
 
     response = await alice_async.post("/c/new/messages/", {"text": "Capital of France?", "model": "gpt-4o-mini"})
@@ -57,7 +59,9 @@ async def test_it_answers_before_the_reply_is_written(alice_async, upstream):
 
 
 async def test_it_starts_a_chat_titled_from_the_first_message(alice_async, alice, upstream):
-    await alice_async.post("/c/new/messages/", {"text": "  How do   I bake\nsourdough bread at home without a scale?  "})
+    await alice_async.post(
+        "/c/new/messages/", {"text": "  How do   I bake\nsourdough bread at home without a scale?  "}
+    )
 
     conversation = await Conversation.objects.aget(user=alice)
     assert conversation.title == "How do I bake sourdough bread at home without a scale?"
@@ -151,7 +155,9 @@ async def test_it_refuses_bad_input_and_stores_nothing(alice_async, upstream, se
     assert upstream.requests == []
 
 
-async def test_without_javascript_a_refusal_shows_the_page_with_the_error_and_the_draft(alice_async, settings, upstream):
+async def test_without_javascript_a_refusal_shows_the_page_with_the_error_and_the_draft(
+    alice_async, settings, upstream
+):
     settings.MESSAGE_MAX_CHARS = 5
 
     response = await alice_async.post("/c/new/messages/", {"text": "too long"})

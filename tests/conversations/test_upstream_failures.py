@@ -98,11 +98,12 @@ async def test_a_rejected_provider_key_is_not_retried(alice_async, upstream):
 
 
 async def test_a_chat_too_long_for_the_model_says_so(alice_async, upstream):
-    upstream.script(Status.context_length_exceeded())
+    upstream.script(Status.context_length_exceeded(), Status.context_length_exceeded())
 
     reply = await send_and_finish(alice_async)
 
     await assert_failed_visibly(reply, "context_length_exceeded", "longer than the model can read at once")
+    assert len(upstream.requests) == 2  # trimmed harder and tried once more by itself
 
 
 async def test_an_unreachable_provider_says_so(alice_async, upstream, settings):

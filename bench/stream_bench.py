@@ -1,0 +1,1234 @@
+"""Streaming benchmarks of the site on loopback, against the fake OpenAI-compatible upstream.
+
+    .venv/bin/python bench/stream_bench.py             # all phases, Redis and in-memory layers
+    .venv/bin/python bench/stream_bench.py --quick     # small counts: a smoke run of the bench itself
+    .venv/bin/python bench/stream_bench.py --profile   # also py-spy the site under the paced load
+
+Three figures, each from the budget in DESIGN.md ("Performance budget"):
+
+- ttft: time to first token the site adds to the upstream's, the browser's path
+  (POST the message with session + CSRF, GET the SSE stream, first `event: delta`);
+- paced: daphne's CPU per relayed upstream chunk with 200 paced streams at once;
+- memory: daphne's RSS per open stream (a reply generating slowly plus its SSE watcher).
+
+The site runs as one daphne process against PostgreSQL, once with the Redis pub/sub
+channel layer (production: REDIS_URL set) and once with the in-memory one (embedded
+default). Throwaway PostgreSQL and Redis are started like scripts/test.sh does, unless
+DATABASE_URL / REDIS_URL are given. The load generator is this process (asyncio,
+httpx for the TTFT probes, aiohttp for the loads); the fake upstream and the site are
+child processes. Everything is bounded in count and time and is cleaned up at the end.
+bench/README.md says what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.servers import free_port, wait_for_http  # noqa: E402
+
+BIN = Path(sys.executable).parent
+RESULTS = REPO / "bench" / "results"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+MODEL = "gpt-4o-mini"
+API_KEY = "sk-bench"
+STREAM_URL = re.compile(r'data-stream-url="([^"]+)"')
+LAYERS = ("redis", "memory")
+PHASES = ("ttft", "paced", "memory")
+
+BUDGET = {"added_ttft_p50_ms": 5.0, "cpu_us_per_chunk": 50.0, "kb_per_stream": 64.0, "streams": 2000}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- Processes and what /proc says about them ---------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all its threads, live and exited)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM in kB, and the number of threads."""
+    wanted = {"VmRSS", "VmHWM", "Threads"}
+    out = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in wanted:
+                out[key] = int(value.split()[0])
+    return out
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def machine_busy(seconds: float = 1.0) -> float:
+    """Cores busy over `seconds`, across the whole machine (our idle servers included)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        idle = values[3] + values[4]
+        return sum(values), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    total = max(total1 - total0, 1)
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / total)
+
+
+def quiet_machine(wait_limit: float, threshold: float = 0.25) -> dict:
+    """Wait (bounded) until the machine is quiet; return what the load was."""
+    deadline = time.monotonic() + wait_limit
+    while True:
+        busy = machine_busy(1.0)
+        if busy <= threshold or time.monotonic() >= deadline:
+            break
+        log(f"machine busy ({busy:.2f} cores in use by others); waiting for it to calm down")
+        time.sleep(4)
+    load = os.getloadavg()
+    return {"busy_cores_before": round(busy, 2), "loadavg": [round(x, 2) for x in load]}
+
+
+def stop_process(process: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before port {port} opened")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+        time.sleep(0.05)
+
+
+# -- Throwaway PostgreSQL and Redis, as scripts/test.sh starts them -----------------------
+
+
+class Postgres:
+    def __init__(self, scratch: Path, max_connections: int):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+        self.bin = bins[-1] if bins else Path(shutil.which("initdb") or "initdb").parent
+        self.dir = scratch / "postgres"
+        self.data = self.dir / "data"
+        self.socket_dir = self.dir / "socket"
+        self.port = free_port()
+        self.max_connections = max_connections
+        self.as_pg: list[str] = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        self.started = False
+
+    def _run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.as_pg, *args], check=True, capture_output=True, text=True, **kwargs)
+
+    def start(self) -> str:
+        if self.as_pg and subprocess.run(["id", "postgres"], capture_output=True).returncode:
+            home = ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"]
+            subprocess.run(["useradd", "--system", "--user-group", *home, "postgres"], check=True)
+        self.dir.mkdir(parents=True)
+        if self.as_pg:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("mkdir", "-m", "700", str(self.socket_dir))
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        config = (
+            f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+            f"unix_socket_directories = '{self.socket_dir}'\nmax_connections = {self.max_connections}\n"
+            "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+        )
+        self._run("tee", "-a", str(self.data / "postgresql.conf"), input=config)
+        self.started = True
+        pg_ctl = str(self.bin / "pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60", "start")
+        password = secrets.token_hex(16)
+        self._run(
+            str(self.bin / "psql"),
+            "-q",
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            f"CREATE ROLE chatsite LOGIN CREATEDB PASSWORD '{password}'",
+            "-c",
+            "CREATE DATABASE chatsite OWNER chatsite",
+        )
+        return f"postgres://chatsite:{password}@127.0.0.1:{self.port}/chatsite"
+
+    def stop(self) -> None:
+        if self.started:
+            subprocess.run(
+                [*self.as_pg, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+            )
+            self.started = False
+
+
+class Redis:
+    def __init__(self, scratch: Path):
+        self.dir = scratch / "redis"
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        self.dir.mkdir()
+        command = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.dir / "log")]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        wait_for_port(self.port, 10, self.process)
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
+@contextlib.contextmanager
+def fake_upstream(scratch: Path, *, chunks: int, interval: float, first_delay: float = 0.0) -> Iterator[str]:
+    """tests/fake_upstream.py on its own, from its command line; yields its base URL."""
+    port = free_port()
+    log_path = scratch / f"fake-{port}.log"
+    command = [sys.executable, "-m", "tests.fake_upstream", "--port", str(port), "--chunks", str(chunks)]
+    command += ["--interval", str(interval), "--first-delay", str(first_delay)]
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, 20, process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop_process(process, sig=signal.SIGINT)
+
+
+@dataclass
+class Site:
+    url: str
+    pid: int
+    log: Path
+
+
+@contextlib.contextmanager
+def site_server(scratch: Path, env: dict[str, str], name: str) -> Iterator[Site]:
+    """The site as one daphne process, like tests/servers.py starts it."""
+    port = free_port()
+    log_path = scratch / f"site-{name}-{port}.log"
+    command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/healthz", 60, process=process)
+        yield Site(url=url, pid=process.pid, log=log_path)
+    except BaseException:
+        sys.stderr.write(f"--- tail of {log_path}\n{log_path.read_text(errors='replace')[-5000:]}\n")
+        raise
+    finally:
+        stop_process(process)
+        errors = [line for line in log_path.read_text(errors="replace").splitlines() if "Traceback" in line]
+        if errors:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            kept = RESULTS / f"{log_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            shutil.copy(log_path, kept)
+            log(f"the site logged {len(errors)} tracebacks: see {kept}")
+
+
+# -- Users, chats and sessions, written straight to the database --------------------------
+
+
+@dataclass
+class BenchUser:
+    username: str
+    session: str
+    csrf: str
+    conversations: list[int]
+
+    def headers(self, site: str) -> dict[str, str]:
+        """What a logged-in browser sends with an htmx POST: cookies, the CSRF header, its Origin."""
+        return {
+            "Cookie": f"sessionid={self.session}; csrftoken={self.csrf}",
+            "X-CSRFToken": self.csrf,
+            "Origin": site,
+        }
+
+
+def django_setup(env: dict[str, str]) -> None:
+    os.environ.update({k: v for k, v in env.items() if k != "REDIS_URL"})
+    os.environ.pop("REDIS_URL", None)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "chatsite.settings"
+    import django
+
+    django.setup()
+
+
+def users_create(prefix: str, count: int, *, conversations_each: int = 1) -> list[BenchUser]:
+    """Users with a logged-in session and `conversations_each` empty chats each, in bulk."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.db import connection, transaction
+    from django.utils import timezone
+    from django.utils.crypto import get_random_string
+
+    from accounts.models import User
+    from conversations.models import ChatModel, Conversation
+
+    model = ChatModel.objects.get(model_id=MODEL)
+    store = SessionStore()
+    expire = timezone.now() + timezone.timedelta(days=1)
+    with transaction.atomic():
+        users = User.objects.bulk_create(
+            [User(username=f"{prefix}-{i}", password="!bench-no-password") for i in range(count)]
+        )
+        chats = Conversation.objects.bulk_create(
+            [Conversation(user=u, model=model, title=f"bench {j}") for u in users for j in range(conversations_each)]
+        )
+        sessions = []
+        out = []
+        for i, user in enumerate(users):
+            key = get_random_string(32, "abcdefghijklmnopqrstuvwxyz0123456789")
+            data = {
+                SESSION_KEY: str(user.pk),
+                BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+                HASH_SESSION_KEY: user.get_session_auth_hash(),
+            }
+            sessions.append(Session(session_key=key, session_data=store.encode(data), expire_date=expire))
+            mine = [chat.pk for chat in chats[i * conversations_each : (i + 1) * conversations_each]]
+            out.append(BenchUser(user.username, key, get_random_string(32), mine))
+        Session.objects.bulk_create(sessions)
+    connection.close()
+    return out
+
+
+def password_user_create(username: str, password: str, conversations: int) -> list[int]:
+    from django.db import connection
+
+    from accounts.models import User
+    from conversations.models import ChatModel, Conversation
+
+    user = User.objects.create_user(username=username, password=password)
+    model = ChatModel.objects.get(model_id=MODEL)
+    ids = [Conversation.objects.create(user=user, model=model, title=f"bench {j}").pk for j in range(conversations)]
+    connection.close()
+    return ids
+
+
+# -- SSE watching (aiohttp) ---------------------------------------------------------------
+
+
+@dataclass
+class Watch:
+    """One user's message and its reply stream, as the load generator saw them (monotonic seconds)."""
+
+    sent: float = 0.0
+    post_status: int = 0
+    path: str = ""
+    attached: float | None = None
+    first_delta: float | None = None
+    done: float | None = None
+    frames: int = 0
+    offset: int = 0
+    status: str = ""
+    error: str = ""
+
+
+async def message_send(http: aiohttp.ClientSession, site: str, user: BenchUser, watch: Watch, text: str) -> bool:
+    """POST a message the way htmx does; remember the reply's stream URL from the fragment."""
+    watch.sent = time.monotonic()
+    try:
+        async with http.post(
+            f"{site}/c/{user.conversations[0]}/messages/",
+            data={"text": text},
+            headers={**user.headers(site), "HX-Request": "true"},
+        ) as response:
+            watch.post_status = response.status
+            body = await response.text()
+    except (aiohttp.ClientError, TimeoutError) as error:
+        watch.error = f"POST {error.__class__.__name__}"
+        return False
+    match = STREAM_URL.search(body)
+    if response.status != 200 or not match:
+        watch.error = f"POST answered {response.status} without a stream URL"
+        return False
+    watch.path = match.group(1)
+    return True
+
+
+async def reply_watch(
+    http: aiohttp.ClientSession, site: str, user: BenchUser, watch: Watch, on_attached: Callable[[], None]
+) -> None:
+    """GET the SSE stream and read it to `event: done`, counting delta frames."""
+    attached_noted = False
+    try:
+        async with http.get(
+            site + watch.path, headers={**user.headers(site), "Accept": "text/event-stream"}
+        ) as response:
+            if response.status != 200:
+                watch.error = f"stream answered {response.status}"
+                return
+            event = ""
+            data = ""
+            event_id = ""
+            async for raw in response.content:
+                line = raw.rstrip(b"\r\n")
+                if line:
+                    name, _, value = line.decode().partition(":")
+                    value = value.removeprefix(" ")
+                    if name == "event":
+                        event = value
+                    elif name == "data":
+                        data = value
+                    elif name == "id":
+                        event_id = value
+                    elif name == "retry" and not attached_noted:
+                        attached_noted = True
+                        watch.attached = time.monotonic()
+                        on_attached()
+                    continue
+                if event == "delta":
+                    watch.frames += 1
+                    if watch.first_delta is None:
+                        watch.first_delta = time.monotonic()
+                    watch.offset = int(event_id)
+                elif event == "done":
+                    watch.status = json.loads(data)["status"]
+                    watch.done = time.monotonic()
+                event = data = event_id = ""
+            if watch.done is None:
+                watch.error = "stream ended without event: done"
+    except (aiohttp.ClientError, TimeoutError) as error:
+        watch.error = f"stream {error.__class__.__name__}"
+    finally:
+        if not attached_noted:
+            on_attached()  # a failed watcher must not hold up the others
+
+
+def http_session(read_timeout: float) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout),
+    )
+
+
+async def reference_reply(fake_url: str) -> tuple[int, str]:
+    """Content chunks and text of one reply straight from the fake: what every stream must deliver."""
+    pieces = []
+    async with (
+        httpx.AsyncClient(trust_env=False, timeout=60) as client,
+        client.stream("POST", f"{fake_url}/chat/completions", json=_upstream_body(), headers=_upstream_headers()) as r,
+    ):
+        async for line in r.aiter_lines():
+            if line.startswith("data:") and line != "data: [DONE]":
+                chunk = json.loads(line[5:])
+                if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                    pieces.append(chunk["choices"][0]["delta"]["content"])
+    return len(pieces), "".join(pieces)
+
+
+def _upstream_body() -> dict:
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 4096,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def _upstream_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_KEY}", "Accept": "text/event-stream"}
+
+
+# -- Phase 1: time to first token ---------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    k = (len(ordered) - 1) * q
+    low = math.floor(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def spread(values_ms: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(values_ms, 0.50), 2),
+        "p95": round(percentile(values_ms, 0.95), 2),
+        "min": round(min(values_ms), 2) if values_ms else math.nan,
+        "max": round(max(values_ms), 2) if values_ms else math.nan,
+    }
+
+
+async def ttft_direct(client: httpx.AsyncClient, fake_url: str) -> float:
+    """Seconds from the POST to the fake until its first content delta line."""
+    started = time.perf_counter()
+    first = None
+    async with client.stream(
+        "POST", f"{fake_url}/chat/completions", json=_upstream_body(), headers=_upstream_headers()
+    ) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if first is None and line.startswith("data:") and line != "data: [DONE]":
+                chunk = json.loads(line[5:])
+                if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                    first = time.perf_counter() - started
+    if first is None:
+        raise RuntimeError("the fake upstream sent no content")
+    return first
+
+
+async def ttft_site(
+    client: httpx.AsyncClient, site: str, csrf: str, conversation: int, n: int
+) -> tuple[float, float, bool]:
+    """Seconds from the message POST until the first `event: delta` of its reply, and of the POST alone.
+
+    A reply that ended before the stream attached shows up in the browser by
+    chat.js fetching the finished message on `event: done`; then that fetch
+    ends the wait, and the third value is True.
+    """
+    started = time.perf_counter()
+    response = await client.post(
+        f"/c/{conversation}/messages/",
+        data={"text": f"Sample {n}: say hello."},
+        headers={"HX-Request": "true", "X-CSRFToken": csrf, "Origin": site},
+    )
+    posted = time.perf_counter() - started
+    match = STREAM_URL.search(response.text)
+    if response.status_code != 200 or not match:
+        raise RuntimeError(f"message POST answered {response.status_code}: {response.text[:300]}")
+    first = None
+    done = False
+    async with client.stream("GET", match.group(1), headers={"Accept": "text/event-stream"}) as stream:
+        stream.raise_for_status()
+        async for line in stream.aiter_lines():
+            if line == "event: delta" and first is None:
+                first = time.perf_counter() - started
+            elif line == "event: done":
+                done = True
+    if not done:
+        raise RuntimeError("reply stream ended without event: done")
+    if first is None:
+        message = await client.get(match.group(1).removesuffix("stream/"), headers={"HX-Request": "true"})
+        message.raise_for_status()
+        return time.perf_counter() - started, posted, True
+    return first, posted, False
+
+
+async def ttft_run(site: str, fake_url: str, username: str, password: str, conversations: list[int], args) -> dict:
+    timeout = httpx.Timeout(30)
+    async with (
+        httpx.AsyncClient(base_url=site, trust_env=False, timeout=timeout) as client,
+        httpx.AsyncClient(trust_env=False, timeout=timeout) as fake_client,
+    ):
+        # Log in through the real form, as a browser does.
+        page = await client.get("/accounts/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        login = await client.post(
+            "/accounts/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+            headers={"Origin": site},
+        )
+        if login.status_code != 302 or "sessionid" not in client.cookies:
+            raise RuntimeError(f"login failed: HTTP {login.status_code}")
+        csrf = client.cookies["csrftoken"]
+
+        direct, through, posts, late = [], [], [], 0
+        total = args.ttft_warmup + args.ttft_samples
+        deadline = time.monotonic() + args.phase_timeout
+        for n in range(total):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"TTFT phase still running after {args.phase_timeout} s ({n} samples)")
+            d = await ttft_direct(fake_client, fake_url)
+            s, p, after_end = await ttft_site(client, site, csrf, conversations[n % len(conversations)], n)
+            if n >= args.ttft_warmup:
+                late += after_end
+                direct.append(d * 1000)
+                through.append(s * 1000)
+                posts.append(p * 1000)
+    added = [s - d for s, d in zip(through, direct, strict=True)]
+    return {
+        "samples": len(direct),
+        "replies_done_before_attach": late,
+        "direct_ms": spread(direct),
+        "site_ms": spread(through),
+        "added_ms": spread(added),  # per sample: site minus the direct probe just before it
+        "added_p50_of_medians_ms": round(percentile(through, 0.5) - percentile(direct, 0.5), 2),
+        "post_roundtrip_ms": spread(posts),
+        "after_post_to_first_delta_ms": spread([s - p for s, p in zip(through, posts, strict=True)]),
+    }
+
+
+# -- Phase 2: CPU per relayed chunk under paced streams -----------------------------------
+
+
+class Monitor:
+    """Samples the site's threads, RSS, open files and PostgreSQL backends while a load runs."""
+
+    def __init__(self, pid: int, database_url: str):
+        self.pid = pid
+        self.database_url = database_url
+        self.peak: Counter = Counter()
+        self.samples = 0
+
+    async def backends(self, connection) -> int:
+        cursor = await connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return (await cursor.fetchone())[0]
+
+    async def run(self, interval: float = 0.5) -> None:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as connection:
+            while True:
+                status = proc_status(self.pid)
+                now = {
+                    "threads": status["Threads"],
+                    "rss_kb": status["VmRSS"],
+                    "open_fds": open_fds(self.pid),
+                    "pg_backends": await self.backends(connection),
+                }
+                for key, value in now.items():
+                    self.peak[key] = max(self.peak[key], value)
+                self.samples += 1
+                await asyncio.sleep(interval)
+
+    async def now(self) -> dict[str, int]:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as connection:
+            backends = await self.backends(connection)
+        status = proc_status(self.pid)
+        return {"threads": status["Threads"], "rss_kb": status["VmRSS"], "pg_backends": backends}
+
+
+class PySpy:
+    """py-spy recording the site (raw collapsed stacks), started and stopped around a window."""
+
+    def __init__(self, pid: int, output: Path, rate: int):
+        self.output = output
+        command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
+        command += ["--nolineno", "--nonblocking", "--output", str(output)]
+        self.log = open(output.with_suffix(".log"), "wb")  # closed in stop()
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        time.sleep(0.3)  # let it attach before the window starts
+
+    def stop(self) -> None:
+        stop_process(self.process, sig=signal.SIGINT, timeout=30)
+        self.log.close()
+
+
+async def paced_run(
+    site: Site, users: list[BenchUser], chunks: int, args, *, on_window: Callable[[str], Awaitable[None]] | None = None
+) -> dict:
+    """Every user sends a message at once and watches its reply to the end.
+
+    CPU is read at three instants: before the first POST, once every watcher is
+    attached (the upstream holds its first chunk back for --paced-first-delay, so
+    setup and relay do not overlap), and after the last `event: done`.
+    """
+    watches = [Watch() for _ in users]
+    pending = len(users)
+    all_attached = asyncio.Event()
+
+    def attached() -> None:
+        nonlocal pending
+        pending -= 1
+        if pending == 0:
+            all_attached.set()
+
+    async def one(user: BenchUser, watch: Watch) -> None:
+        if await message_send(http, site.url, user, watch, "Tell me about foxes."):
+            await reply_watch(http, site.url, user, watch, attached)
+        else:
+            attached()
+
+    monitor = Monitor(site.pid, args.database_url)
+    monitor_task = asyncio.create_task(monitor.run())
+    async with http_session(read_timeout=60) as http:
+        cpu_start = cpu_seconds(site.pid)
+        started = time.monotonic()
+        tasks = [asyncio.create_task(one(user, watch)) for user, watch in zip(users, watches, strict=True)]
+        try:
+            async with asyncio.timeout(args.phase_timeout):
+                await all_attached.wait()
+                cpu_attached = cpu_seconds(site.pid)
+                attached_at = time.monotonic()
+                text_before_window = sum(1 for w in watches if w.offset > 0)
+                if on_window:
+                    await on_window("relay")
+                await asyncio.gather(*tasks)
+        except TimeoutError:
+            log(f"paced load hit the {args.phase_timeout} s limit")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        cpu_end = cpu_seconds(site.pid)
+        ended = time.monotonic()
+    monitor_task.cancel()
+    await asyncio.gather(monitor_task, return_exceptions=True)
+    await asyncio.sleep(2)  # replies settle; then count what was left behind
+    after = await monitor.now()
+
+    complete = [w for w in watches if w.status == "complete" and not w.error]
+    relayed = len(complete) * chunks
+    frames = sum(w.frames for w in complete)
+    errors = Counter(w.error or f"status {w.status}" for w in watches if w.error or w.status != "complete")
+    streaming = [(w.first_delta, w.done) for w in complete if w.first_delta and w.done]
+    return {
+        "streams": len(users),
+        "complete": len(complete),
+        "errors": dict(errors),
+        "chunks_relayed": relayed,
+        "frames_delivered": frames,
+        "chunks_per_frame": round(relayed / frames, 2) if frames else None,
+        "cpu_s_total": round(cpu_end - cpu_start, 3),
+        "cpu_s_setup": round(cpu_attached - cpu_start, 3),
+        "cpu_s_relay": round(cpu_end - cpu_attached, 3),
+        "cpu_us_per_chunk_all_in": round((cpu_end - cpu_start) / relayed * 1e6, 1) if relayed else None,
+        "cpu_us_per_chunk_relay": round((cpu_end - cpu_attached) / relayed * 1e6, 1) if relayed else None,
+        "cpu_ms_per_stream_setup": round((cpu_attached - cpu_start) / len(users) * 1000, 2),
+        "relay_window_clean": text_before_window == 0,
+        "wall_s_total": round(ended - started, 2),
+        "wall_s_setup": round(attached_at - started, 2),
+        "wall_s_relay": round(ended - attached_at, 2),
+        "ideal_stream_s": round(args.paced_first_delay + (chunks - 1) * args.paced_interval, 2),
+        "stream_duration_s": spread([(done - first) for first, done in streaming]) if streaming else None,
+        "peak_concurrent_streams": _peak_overlap(streaming),
+        "site_peak": dict(monitor.peak),
+        "site_after_2s": after,
+    }
+
+
+def _peak_overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+async def warm_up(site: Site, users: list[BenchUser], limit: float) -> int:
+    """Run a few complete streams so imports, templates and pools are warm; returns how many completed."""
+    watches = [Watch() for _ in users]
+    async with http_session(read_timeout=60) as http, asyncio.timeout(limit):
+
+        async def one(user: BenchUser, watch: Watch) -> None:
+            if await message_send(http, site.url, user, watch, "Warm up."):
+                await reply_watch(http, site.url, user, watch, lambda: None)
+
+        await asyncio.gather(*(one(u, w) for u, w in zip(users, watches, strict=True)))
+    return sum(1 for w in watches if w.status == "complete")
+
+
+# -- Phase 3: memory per open stream ------------------------------------------------------
+
+
+def settled_rss(pid: int, seconds: float) -> int:
+    """RSS in kB once it stops moving: the median of samples over the last second of `seconds`."""
+    time.sleep(max(seconds - 1, 0))
+    samples = []
+    for _ in range(5):
+        samples.append(proc_status(pid)["VmRSS"])
+        time.sleep(0.2)
+    return sorted(samples)[2]
+
+
+async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], args) -> dict:
+    """Open streams in two steps (replies generating, then their watchers) and read the RSS after each."""
+    loop = asyncio.get_running_loop()
+    limit = asyncio.Semaphore(args.memory_setup_concurrency)
+    watch_tasks: list[asyncio.Task] = []
+    result: dict = {}
+
+    async with http_session(read_timeout=600) as http:
+
+        async def open_all(group: list[BenchUser], watches: list[Watch], *, send: bool, watch: bool) -> None:
+            attached_events = [asyncio.Event() for _ in group]
+
+            async def one(user: BenchUser, w: Watch, attached: asyncio.Event) -> None:
+                async with limit:
+                    if send and not await message_send(http, site.url, user, w, "Tell me a long story."):
+                        attached.set()
+                        return
+                if watch and w.path:
+                    async with limit:
+                        task = asyncio.create_task(reply_watch(http, site.url, user, w, attached.set))
+                        watch_tasks.append(task)
+                        await attached.wait()
+                else:
+                    attached.set()
+
+            await asyncio.gather(*(one(u, w, e) for u, w, e in zip(group, watches, attached_events, strict=True)))
+
+        try:
+            async with asyncio.timeout(args.phase_timeout):
+                warm_watches = [Watch() for _ in warm]
+                await open_all(warm, warm_watches, send=True, watch=True)
+                base = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
+                base_status = proc_status(site.pid)
+                base_fds = open_fds(site.pid)
+                monitor = Monitor(site.pid, args.database_url)
+                base_backends = (await monitor.now())["pg_backends"]
+                cpu0 = cpu_seconds(site.pid)
+
+                watches = [Watch() for _ in users]
+                t0 = time.monotonic()
+                await open_all(users, watches, send=True, watch=False)
+                sent_s = time.monotonic() - t0
+                generating = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
+                gen_status = await monitor.now()
+
+                t0 = time.monotonic()
+                await open_all(users, watches, send=False, watch=True)
+                watch_s = time.monotonic() - t0
+                watching = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
+                all_status = await monitor.now()
+                cpu1 = cpu_seconds(site.pid)
+                live = sum(1 for t in watch_tasks if not t.done())
+                failed = Counter(w.error for w in watches if w.error)
+                n = len(users)
+                result = {
+                    "streams": n,
+                    "watchers_open": live - len(warm),
+                    "errors": dict(failed),
+                    "rss_mb_baseline": round(base / 1024, 1),
+                    "rss_mb_generating": round(generating / 1024, 1),
+                    "rss_mb_watching": round(watching / 1024, 1),
+                    "kb_per_stream": round((watching - base) / n, 1),
+                    "kb_per_reply_generating": round((generating - base) / n, 1),
+                    "kb_per_watcher": round((watching - generating) / n, 1),
+                    "vm_hwm_mb": round(proc_status(site.pid)["VmHWM"] / 1024, 1),
+                    "threads": {
+                        "baseline": base_status["Threads"],
+                        "generating": gen_status["threads"],
+                        "watching": all_status["threads"],
+                    },
+                    "pg_backends": {
+                        "baseline": base_backends,
+                        "generating": gen_status["pg_backends"],
+                        "watching": all_status["pg_backends"],
+                    },
+                    "open_fds": {"baseline": base_fds, "watching": open_fds(site.pid)},
+                    "wall_s_send": round(sent_s, 1),
+                    "wall_s_attach": round(watch_s, 1),
+                    "cpu_s_during": round(cpu1 - cpu0, 2),
+                }
+        except TimeoutError:
+            log(f"memory phase hit the {args.phase_timeout} s limit")
+            result = {"error": f"timed out after {args.phase_timeout} s"}
+        finally:
+            for task in watch_tasks:
+                task.cancel()
+            await asyncio.gather(*watch_tasks, return_exceptions=True)
+    return result
+
+
+# -- Profile summary ----------------------------------------------------------------------
+
+
+def profile_summary(path: Path, cpu_seconds_spent: float, chunks: int, top: int) -> dict:
+    """Top functions by self and inclusive samples from py-spy's raw output, in µs per relayed chunk."""
+    self_samples: Counter = Counter()
+    inclusive: Counter = Counter()
+    by_package: Counter = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        self_samples[frames[-1]] += n
+        by_package[_package(frames[-1])] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    if not total:
+        return {"samples": 0}
+    per_chunk = cpu_seconds_spent / chunks * 1e6 if chunks else 0
+
+    def rows(counter: Counter) -> list[dict]:
+        return [
+            {"share": round(n / total, 3), "us_per_chunk": round(n / total * per_chunk, 1), "frame": frame}
+            for frame, n in counter.most_common(top)
+        ]
+
+    return {
+        "samples": total,
+        "cpu_us_per_chunk": round(per_chunk, 1),
+        "self": rows(self_samples),
+        "inclusive": rows(inclusive),
+        "self_by_package": rows(by_package),
+    }
+
+
+def _package(frame: str) -> str:
+    """`function (path/to/module.py)` -> the top-level package or our app of that file."""
+    match = re.search(r"\(([^)]*)\)\s*$", frame)
+    file = match.group(1) if match else frame
+    if "site-packages/" in file:
+        return file.split("site-packages/", 1)[1].split("/", 1)[0]
+    for ours in ("conversations", "accounts", "chatsite"):
+        if f"{ours}/" in file:
+            return ours
+    if "/lib/python3" in file:
+        rest = file.split("/lib/python3", 1)[1].split("/", 2)
+        return "stdlib:" + (rest[1].removesuffix(".py") if len(rest) > 1 else file)
+    return file
+
+
+# -- Orchestration ------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    scratch: Path
+    database_url: str
+    redis_url: str
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(40))
+    counter: int = 0
+
+    def site_env(self, layer: str, fake_url: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "DATABASE_URL": self.database_url,
+                "OPENAI_BASE_URL": fake_url,
+                "OPENAI_API_KEY": API_KEY,
+                "ALLOWED_HOSTS": "127.0.0.1,localhost",
+                "SECRET_KEY": self.secret_key,
+                "DEBUG": "false",
+                "VAR_DIR": str(self.scratch / "var"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        if layer == "redis":
+            env["REDIS_URL"] = self.redis_url
+        else:
+            env.pop("REDIS_URL", None)
+        return env
+
+    def prefix(self, layer: str, phase: str) -> str:
+        self.counter += 1
+        return f"bench-{layer}-{phase}-{self.counter}"
+
+
+def phase_ttft(run: Run, layer: str) -> dict:
+    args = run.args
+    password = secrets.token_urlsafe(16)
+    username = run.prefix(layer, "ttft")
+    conversations = password_user_create(username, password, args.ttft_conversations)
+    with fake_upstream(run.scratch, chunks=args.ttft_chunks, interval=args.ttft_interval) as fake_url:
+        with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-ttft") as site:
+            load = quiet_machine(args.wait_idle)
+            log(f"{layer}: TTFT, {args.ttft_warmup} warm-up + {args.ttft_samples} samples (load {load})")
+            result = asyncio.run(ttft_run(site.url, fake_url, username, password, conversations, args))
+    return {**result, "machine": load}
+
+
+def phase_paced(run: Run, layer: str, *, profile: bool = False) -> dict:
+    args = run.args
+    warm = users_create(run.prefix(layer, "warm"), args.warmup_streams)
+    users = users_create(run.prefix(layer, "paced"), args.paced_streams)
+    fake = {"chunks": args.paced_chunks, "interval": args.paced_interval, "first_delay": args.paced_first_delay}
+    with fake_upstream(run.scratch, **fake) as fake_url:
+        chunks, _ = asyncio.run(reference_reply(fake_url))
+        if chunks != args.paced_chunks:
+            raise RuntimeError(f"the fake sent {chunks} content chunks, expected {args.paced_chunks}")
+        with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-paced") as site:
+            done = asyncio.run(warm_up(site, warm, args.phase_timeout))
+            load = quiet_machine(args.wait_idle)
+            what = "profiled run" if profile else "measurement"
+            log(f"{layer}: paced {what}, {len(users)} streams x {chunks} chunks (warm-up {done} ok; load {load})")
+            spies: dict[str, PySpy] = {}
+            out = RESULTS / f"profile-{layer}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+            async def window(name: str) -> None:
+                spies.pop("setup").stop()
+                spies[name] = PySpy(site.pid, out.with_name(f"{out.name}-{name}.txt"), args.profile_rate)
+
+            if profile:
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                spies["setup"] = PySpy(site.pid, out.with_name(f"{out.name}-setup.txt"), args.profile_rate)
+            result = asyncio.run(paced_run(site, users, chunks, args, on_window=window if profile else None))
+            for spy in spies.values():
+                spy.stop()
+    result["machine"] = load
+    if profile:
+        result["profile"] = {
+            name: profile_summary(
+                out.with_name(f"{out.name}-{name}.txt"),
+                result[f"cpu_s_{name}"],
+                result["chunks_relayed"],
+                args.profile_top,
+            )
+            for name in ("relay", "setup")
+        }
+        result["profile"]["files"] = str(out) + "-{setup,relay}.txt"
+    return result
+
+
+def phase_memory(run: Run, layer: str) -> dict:
+    args = run.args
+    warm = users_create(run.prefix(layer, "memwarm"), args.warmup_streams)
+    users = users_create(run.prefix(layer, "memory"), args.memory_streams)
+    with fake_upstream(run.scratch, chunks=args.memory_chunks, interval=args.memory_interval) as fake_url:
+        with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-memory") as site:
+            load = quiet_machine(args.wait_idle)
+            log(f"{layer}: memory, {len(users)} open streams (load {load})")
+            result = asyncio.run(memory_run(site, warm, users, args))
+    return {**result, "machine": load}
+
+
+def summary_table(results: dict) -> str:
+    rows = [("figure", "budget", *results["layers"].keys())]
+
+    lines = [
+        ("direct TTFT p50 / p95 (ms)", "", ("ttft", "direct_ms"), "p50p95"),
+        ("site TTFT p50 / p95 (ms)", "", ("ttft", "site_ms"), "p50p95"),
+        ("added TTFT p50 / p95 (ms)", "<= 5 p50", ("ttft", "added_ms"), "p50p95"),
+        ("CPU/chunk all-in (us)", "<= 50", ("paced", "cpu_us_per_chunk_all_in"), "{}"),
+        ("CPU/chunk relay window (us)", "<= 50", ("paced", "cpu_us_per_chunk_relay"), "{}"),
+        ("CPU per stream setup (ms)", "", ("paced", "cpu_ms_per_stream_setup"), "{}"),
+        ("streams complete / errors", "", ("paced",), "complete"),
+        ("chunks per frame (coalescing)", "", ("paced", "chunks_per_frame"), "{}"),
+        ("paced wall: setup + relay (s)", "", ("paced",), "wall"),
+        ("peak concurrent streams", "200", ("paced", "peak_concurrent_streams"), "{}"),
+        ("peak PG backends / threads", "", ("paced", "site_peak"), "peaks"),
+        ("KB per open stream", "<= 64", ("memory", "kb_per_stream"), "{}"),
+        ("  of which reply / watcher (KB)", "", ("memory",), "split"),
+        ("open streams measured", "2000", ("memory", "streams"), "{}"),
+    ]
+    for label, budget, path, fmt in lines:
+        cells = []
+        for layer in results["layers"].values():
+            node = layer
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            if node is None:
+                cells.append("-")
+            elif fmt == "p50p95":
+                cells.append(f"{node['p50']} / {node['p95']}")
+            elif fmt == "complete":
+                cells.append(f"{node['complete']}/{node['streams']} / {sum(node['errors'].values())}")
+            elif fmt == "wall":
+                cells.append(f"{node['wall_s_setup']} + {node['wall_s_relay']}")
+            elif fmt == "peaks":
+                cells.append(f"{node.get('pg_backends', '-')} / {node.get('threads', '-')}")
+            elif fmt == "split":
+                cells.append(f"{node.get('kb_per_reply_generating', '-')} / {node.get('kb_per_watcher', '-')}")
+            else:
+                cells.append(fmt.format(node))
+        rows.append((label, budget, *cells))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+
+
+def git_revision() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", default=",".join(LAYERS), help="channel layers to run: redis,memory")
+    parser.add_argument("--phases", default=",".join(PHASES), help="phases to run: ttft,paced,memory")
+    parser.add_argument("--quick", action="store_true", help="small counts, to check the bench itself")
+    parser.add_argument("--profile", action="store_true", help="also run the paced load once under py-spy")
+    parser.add_argument("--profile-only", action="store_true", help="only the py-spy run of the paced load")
+    parser.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--profile-top", type=int, default=25)
+    parser.add_argument("--ttft-samples", type=int, default=200)
+    parser.add_argument("--ttft-warmup", type=int, default=20)
+    parser.add_argument("--ttft-conversations", type=int, default=20, help="chats the TTFT user cycles through")
+    parser.add_argument("--ttft-chunks", type=int, default=10, help="short replies, still live when the GET attaches")
+    parser.add_argument("--ttft-interval", type=float, default=0.01)
+    parser.add_argument("--warmup-streams", type=int, default=20)
+    parser.add_argument("--paced-streams", type=int, default=200)
+    parser.add_argument("--paced-chunks", type=int, default=100)
+    parser.add_argument("--paced-interval", type=float, default=0.02)
+    parser.add_argument(
+        "--paced-first-delay", type=float, default=6.0, help="upstream holds the first chunk: setup ends before relay"
+    )
+    parser.add_argument("--memory-streams", type=int, default=2000)
+    parser.add_argument("--memory-chunks", type=int, default=1000)
+    parser.add_argument("--memory-interval", type=float, default=8.0, help="seconds between chunks of the slow replies")
+    parser.add_argument("--memory-settle", type=float, default=4.0, help="seconds before RSS is read")
+    parser.add_argument("--memory-setup-concurrency", type=int, default=32)
+    parser.add_argument("--phase-timeout", type=float, default=300, help="hard limit per phase, seconds")
+    parser.add_argument("--wait-idle", type=float, default=90, help="wait at most this long for a quiet machine")
+    parser.add_argument("--output", type=Path, help="JSON file (default bench/results/stream-<time>.json)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.ttft_samples, args.ttft_warmup = 20, 5
+        args.paced_streams, args.warmup_streams, args.paced_first_delay = 20, 5, 2.0
+        args.memory_streams = 50
+        args.wait_idle = 5
+    args.layers = [x for x in args.layers.split(",") if x]
+    args.phases = [x for x in args.phases.split(",") if x]
+    if args.profile_only:
+        args.phases, args.profile = [], True
+    for layer in args.layers:
+        if layer not in LAYERS:
+            parser.error(f"unknown layer {layer!r}")
+    for phase in args.phases:
+        if phase not in PHASES:
+            parser.error(f"unknown phase {phase!r}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))
+    os.chmod(scratch, 0o755)
+    postgres = redis = None
+    # Each open stream holds PostgreSQL connections (see README); leave room for all of them.
+    most = max(args.paced_streams, args.memory_streams if "memory" in args.phases else 0) + args.warmup_streams
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        database_url = os.environ.get("DATABASE_URL", "").strip()
+        if not database_url:
+            postgres = Postgres(scratch, max_connections=2 * most + 200)
+            database_url = postgres.start()
+            log(f"PostgreSQL on 127.0.0.1:{postgres.port} (max_connections {postgres.max_connections})")
+        redis_url = os.environ.get("REDIS_URL", "").strip()
+        if "redis" in args.layers and not redis_url:
+            redis = Redis(scratch)
+            redis_url = redis.start()
+            log(f"Redis on 127.0.0.1:{redis.port}")
+        args.database_url = database_url.replace("postgres://", "postgresql://", 1)
+        run = Run(args=args, scratch=scratch, database_url=database_url, redis_url=redis_url)
+
+        prepare_env = run.site_env("memory", "http://127.0.0.1:9/v1")
+        for command in (["migrate", "--noinput", "-v", "0"], ["seedcatalog"]):
+            subprocess.run([sys.executable, "manage.py", *command], cwd=REPO, env=prepare_env, check=True)
+        django_setup(prepare_env)
+
+        results = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "revision": git_revision(),
+            "machine": {"cores": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
+            "budget": BUDGET,
+            "settings": {
+                k: v for k, v in vars(args).items() if k not in {"database_url", "output"} and not k.startswith("_")
+            },
+            "layers": {},
+        }
+        for layer in args.layers:
+            figures: dict = {}
+            results["layers"][layer] = figures
+            if "ttft" in args.phases:
+                figures["ttft"] = phase_ttft(run, layer)
+            if "paced" in args.phases:
+                figures["paced"] = phase_paced(run, layer)
+            if args.profile:
+                figures["paced_profiled"] = phase_paced(run, layer, profile=True)
+            if "memory" in args.phases:
+                figures["memory"] = phase_memory(run, layer)
+
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        output = args.output or RESULTS / f"stream-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        output.write_text(json.dumps(results, indent=2, default=str))
+        print()
+        print(summary_table(results))
+        for layer, figures in results["layers"].items():
+            if "paced_profiled" in figures:
+                print_profile(layer, figures["paced_profiled"])
+        print(f"\nwritten to {output}")
+    finally:
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        if redis:
+            redis.stop()
+        if postgres:
+            postgres.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def print_profile(layer: str, profiled: dict) -> None:
+    for window in ("relay", "setup"):
+        profile = profiled["profile"][window]
+        if not profile.get("samples"):
+            continue
+        samples, per_chunk = profile["samples"], profile["cpu_us_per_chunk"]
+        print(f"\n{layer}: py-spy, {window} window ({samples} samples, {per_chunk} us of CPU per relayed chunk)")
+        for kind in ("self_by_package", "self", "inclusive"):
+            print(f"  top {kind}:")
+            for row in profile[kind][:12]:
+                print(f"    {row['share'] * 100:5.1f}%  {row['us_per_chunk']:7.1f} us/chunk  {row['frame']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+import pytest
+from django.test import Client
+
+from tests.conftest import PASSWORD
+from tests.dom import parse_html
+
+URL = "/accounts/login/"
+
+
+def login_form(client: Client, url: str = URL):
+    response = client.get(url)
+    assert response.status_code == 200
+    return parse_html(response.content).find("form", action=URL)
+
+
+def test_the_login_page_has_username_and_password_fields(db):
+    form = login_form(Client())
+
+    assert form.labelled("Username").attrs["name"] == "username"
+    password = form.labelled("Password")
+    assert (password.attrs["name"], password.attrs["type"]) == ("password", "password")
+    assert "csrfmiddlewaretoken" in form.form_data()
+    assert form.find("button", text="Log in").attrs["type"] == "submit"
+
+
+def test_it_logs_in_and_opens_the_chat(alice, catalog):
+    client = Client()
+
+    response = client.post(URL, {"username": "alice", "password": PASSWORD}, follow=True)
+
+    assert response.redirect_chain == [("/", 302)]
+    assert response.context["user"].username == "alice"
+    assert parse_html(response.content).labelled("Message").tag == "textarea"
+
+
+def test_it_returns_to_the_page_that_asked_for_login(alice, catalog):
+    client = Client()
+    form = login_form(client, "/accounts/login/?next=/c/42/")
+
+    response = client.post(URL, form.form_data() | {"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/c/42/"
+
+
+def test_it_never_redirects_off_site_after_login(alice):
+    client = Client()
+
+    response = client.post(f"{URL}?next=https://evil.example/", {"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+
+
+def test_a_wrong_password_shows_an_error_and_logs_nobody_in(alice):
+    client = Client()
+
+    response = client.post(URL, {"username": "alice", "password": "not-the-password"})
+
+    assert response.status_code == 200
+    page = parse_html(response.content)
+    assert page.find(role="alert", class_="error").text.startswith("Please enter a correct username and password.")
+    assert page.labelled("Username").attrs["value"] == "alice"  # kept, to fix the password only
+    assert "_auth_user_id" not in client.session
+    assert client.get("/").status_code == 302
+
+
+def test_an_unknown_user_gets_the_same_error(db):
+    response = Client().post(URL, {"username": "mallory", "password": PASSWORD})
+
+    assert response.status_code == 200
+    assert (
+        parse_html(response.content)
+        .find(role="alert", class_="error")
+        .text.startswith("Please enter a correct username and password.")
+    )
+
+
+def test_a_logged_in_user_is_sent_to_the_chat(alice_client):
+    response = alice_client.get(URL)
+
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+
+
+def test_it_requires_the_csrf_token(alice):
+    client = Client(enforce_csrf_checks=True)
+    form = login_form(client)
+
+    forged = client.post(URL, {"username": "alice", "password": PASSWORD})
+    assert forged.status_code == 403
+    assert "_auth_user_id" not in client.session
+
+    genuine = client.post(URL, form.form_data() | {"username": "alice", "password": PASSWORD})
+    assert genuine.status_code == 302
+    assert client.session["_auth_user_id"] == str(alice.pk)
+
+
+@pytest.mark.parametrize("method", ["patch", "delete"])
+def test_other_methods_are_not_allowed(db, method):
+    assert getattr(Client(), method)(URL).status_code == 405
+
+
+def test_logout_ends_the_session(alice_client):
+    page = parse_html(alice_client.get("/").content)
+    form = page.find("button", text="Log out").parent
+
+    response = alice_client.post(form.attrs["action"], form.form_data())
+
+    assert response.status_code == 302
+    assert response["Location"] == URL
+    assert alice_client.get("/").status_code == 302
