@@ -3,8 +3,10 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
+from django.db.models import F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 
@@ -17,8 +19,47 @@ class Limits:
     max_tokens_per_request: int | None
 
 
+class UserQuerySet(models.QuerySet):
+    def with_usage(self):
+        """Annotate tokens today, dollars this month (from the daily rollup) and the limits in force."""
+        today = local_today()
+
+        def usage_sum(field: str, **days):
+            rows = DailyUsage.objects.filter(user=OuterRef("pk"), **days).values("user")
+            return Subquery(rows.annotate(total=Sum(field)).values("total"))
+
+        return self.annotate(
+            tokens_today=Coalesce(usage_sum("tokens", day=today), 0),
+            usd_this_month=Coalesce(
+                usage_sum("cost", day__gte=month_start(today), day__lte=today),
+                Value(Decimal(0)),
+                output_field=models.DecimalField(max_digits=16, decimal_places=8),
+            ),
+            tokens_limit=Coalesce(
+                "tokens_per_day", Value(settings.QUOTA_TOKENS_PER_DAY, output_field=models.BigIntegerField())
+            ),
+            usd_limit=Coalesce(
+                "usd_per_month",
+                Value(settings.QUOTA_USD_PER_MONTH, output_field=models.DecimalField(max_digits=12, decimal_places=2)),
+            ),
+        )
+
+    def near_a_limit(self, share: Decimal = Decimal("0.8")):
+        """Users who have used at least `share` of their daily tokens or monthly dollars."""
+        return self.with_usage().filter(
+            Q(tokens_limit__isnull=False, tokens_today__gte=F("tokens_limit") * share)
+            | Q(usd_limit__isnull=False, usd_this_month__gte=F("usd_limit") * share)
+        )
+
+
+class AccountManager(UserManager.from_queryset(UserQuerySet)):
+    pass
+
+
 class User(AbstractUser):
     """The site's own user model from the first migration, so accounts can grow limits and keys."""
+
+    objects = AccountManager()
 
     tokens_per_day = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="Empty: the site default (QUOTA_TOKENS_PER_DAY)."
@@ -53,7 +94,6 @@ class User(AbstractUser):
             usd_per_month=own_or_default("usd_per_month"),
             max_tokens_per_request=own_or_default("max_tokens_per_request"),
         )
-
 
 
 def local_today(now: datetime | None = None) -> date:

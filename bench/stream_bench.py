@@ -575,7 +575,9 @@ async def ttft_site(
     return first, posted, False
 
 
-async def ttft_run(site: str, fake_url: str, username: str, password: str, conversations: list[int], args) -> dict:
+async def ttft_run(
+    site: str, site_pid: int, fake_url: str, username: str, password: str, conversations: list[int], args
+) -> dict:
     timeout = httpx.Timeout(30)
     async with (
         httpx.AsyncClient(base_url=site, trust_env=False, timeout=timeout) as client,
@@ -607,7 +609,9 @@ async def ttft_run(site: str, fake_url: str, username: str, password: str, conve
                 through.append(s * 1000)
                 posts.append(p * 1000)
     added = [s - d for s, d in zip(through, direct, strict=True)]
+    await asyncio.sleep(2)
     return {
+        "site_after_2s": await Monitor(site_pid, args.database_url).now(),
         "samples": len(direct),
         "replies_done_before_attach": late,
         "direct_ms": spread(direct),
@@ -669,7 +673,8 @@ class PySpy:
     def __init__(self, pid: int, output: Path, rate: int):
         self.output = output
         command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
-        command += ["--nolineno", "--nonblocking", "--output", str(output)]
+        # --gil: only the thread holding the GIL, so waits (epoll, locks, sockets) are not counted as work.
+        command += ["--gil", "--nolineno", "--output", str(output)]
         self.log = open(output.with_suffix(".log"), "wb")  # closed in stop()
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         time.sleep(0.3)  # let it attach before the window starts
@@ -890,11 +895,29 @@ async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], 
 # -- Profile summary ----------------------------------------------------------------------
 
 
-def profile_summary(path: Path, cpu_seconds_spent: float, chunks: int, top: int) -> dict:
-    """Top functions by self and inclusive samples from py-spy's raw output, in µs per relayed chunk."""
+# Where a sampled stack's CPU goes, by the first marker found in it (most specific first).
+ACTIVITIES = [
+    ("database, in sync_to_async threads", "_worker (concurrent/futures/thread.py)"),
+    ("upstream read + parse (llm deltas)", "ReplyStream.deltas"),
+    ("frame publish (group_send)", "ReplyGeneration._publish_frame"),
+    ("generation, other", "ReplyGeneration"),
+    ("SSE watcher (reply_events)", "reply_events"),
+    ("Django ASGI handler (response send)", "django/core/handlers/asgi.py"),
+    ("channels_redis receive", "channels_redis"),
+    ("daphne / twisted HTTP", "daphne/"),
+    ("daphne / twisted HTTP", "twisted/"),
+]
+# Frames every stack passes through: left out of the inclusive ranking.
+PLUMBING = ("daphne)", "daphne/cli.py", "daphne/server.py", "asyncio/base_events.py", "asyncio/events.py")
+PLUMBING += ("twisted/internet/asyncioreactor.py", "threading.py", "concurrent/futures/thread.py")
+
+
+def profile_summary(path: Path, cpu_seconds_spent: float, units: int, unit: str, top: int) -> dict:
+    """Top functions by self and inclusive samples from py-spy's raw output, in µs of CPU per unit."""
     self_samples: Counter = Counter()
     inclusive: Counter = Counter()
     by_package: Counter = Counter()
+    by_activity: Counter = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -906,39 +929,35 @@ def profile_summary(path: Path, cpu_seconds_spent: float, chunks: int, top: int)
         self_samples[frames[-1]] += n
         by_package[_package(frames[-1])] += n
         for frame in set(frames):
-            inclusive[frame] += n
+            if not frame.endswith(PLUMBING):
+                inclusive[frame] += n
+        by_activity[next((name for name, marker in ACTIVITIES if marker in stack), "event loop, other")] += n
     if not total:
         return {"samples": 0}
-    per_chunk = cpu_seconds_spent / chunks * 1e6 if chunks else 0
+    per_unit = cpu_seconds_spent / units * 1e6 if units else 0
 
-    def rows(counter: Counter) -> list[dict]:
+    def rows(counter: Counter, limit: int = top) -> list[dict]:
         return [
-            {"share": round(n / total, 3), "us_per_chunk": round(n / total * per_chunk, 1), "frame": frame}
-            for frame, n in counter.most_common(top)
+            {"share": round(n / total, 3), f"us_per_{unit}": round(n / total * per_unit, 1), "frame": frame}
+            for frame, n in counter.most_common(limit)
         ]
 
     return {
         "samples": total,
-        "cpu_us_per_chunk": round(per_chunk, 1),
+        "unit": unit,
+        f"cpu_us_per_{unit}": round(per_unit, 1),
+        "by_activity": rows(by_activity, len(ACTIVITIES) + 1),
+        "self_by_package": rows(by_package),
         "self": rows(self_samples),
         "inclusive": rows(inclusive),
-        "self_by_package": rows(by_package),
     }
 
 
 def _package(frame: str) -> str:
-    """`function (path/to/module.py)` -> the top-level package or our app of that file."""
+    """`function (package/module.py)`, as py-spy names frames, -> the top-level package or module."""
     match = re.search(r"\(([^)]*)\)\s*$", frame)
     file = match.group(1) if match else frame
-    if "site-packages/" in file:
-        return file.split("site-packages/", 1)[1].split("/", 1)[0]
-    for ours in ("conversations", "accounts", "chatsite"):
-        if f"{ours}/" in file:
-            return ours
-    if "/lib/python3" in file:
-        rest = file.split("/lib/python3", 1)[1].split("/", 2)
-        return "stdlib:" + (rest[1].removesuffix(".py") if len(rest) > 1 else file)
-    return file
+    return file.split("/", 1)[0].removesuffix(".py")
 
 
 # -- Orchestration ------------------------------------------------------------------------
@@ -965,6 +984,9 @@ class Run:
                 "DEBUG": "false",
                 "VAR_DIR": str(self.scratch / "var"),
                 "PYTHONUNBUFFERED": "1",
+                # The check still runs on every message (its cost is part of the path), but
+                # a bench user sends far more than a person would.
+                "RATELIMIT_MESSAGES": "1000000/m",
             }
         )
         env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -988,7 +1010,7 @@ def phase_ttft(run: Run, layer: str) -> dict:
         with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-ttft") as site:
             load = quiet_machine(args.wait_idle)
             log(f"{layer}: TTFT, {args.ttft_warmup} warm-up + {args.ttft_samples} samples (load {load})")
-            result = asyncio.run(ttft_run(site.url, fake_url, username, password, conversations, args))
+            result = asyncio.run(ttft_run(site.url, site.pid, fake_url, username, password, conversations, args))
     return {**result, "machine": load}
 
 
@@ -1022,13 +1044,20 @@ def phase_paced(run: Run, layer: str, *, profile: bool = False) -> dict:
     result["machine"] = load
     if profile:
         result["profile"] = {
-            name: profile_summary(
-                out.with_name(f"{out.name}-{name}.txt"),
-                result[f"cpu_s_{name}"],
+            "relay": profile_summary(
+                out.with_name(f"{out.name}-relay.txt"),
+                result["cpu_s_relay"],
                 result["chunks_relayed"],
+                "chunk",
                 args.profile_top,
-            )
-            for name in ("relay", "setup")
+            ),
+            "setup": profile_summary(
+                out.with_name(f"{out.name}-setup.txt"),
+                result["cpu_s_setup"],
+                result["streams"],
+                "stream",
+                args.profile_top,
+            ),
         }
         result["profile"]["files"] = str(out) + "-{setup,relay}.txt"
     return result
@@ -1222,12 +1251,15 @@ def print_profile(layer: str, profiled: dict) -> None:
         profile = profiled["profile"][window]
         if not profile.get("samples"):
             continue
-        samples, per_chunk = profile["samples"], profile["cpu_us_per_chunk"]
-        print(f"\n{layer}: py-spy, {window} window ({samples} samples, {per_chunk} us of CPU per relayed chunk)")
-        for kind in ("self_by_package", "self", "inclusive"):
-            print(f"  top {kind}:")
+        unit = profile["unit"]
+        print(
+            f"\n{layer}: py-spy, {window} window: {profile['samples']} samples,"
+            f" {profile[f'cpu_us_per_{unit}']} us of CPU per {unit}"
+        )
+        for kind in ("by_activity", "self_by_package", "self", "inclusive"):
+            print(f"  {kind}:")
             for row in profile[kind][:12]:
-                print(f"    {row['share'] * 100:5.1f}%  {row['us_per_chunk']:7.1f} us/chunk  {row['frame']}")
+                print(f"    {row['share'] * 100:5.1f}%  {row[f'us_per_{unit}']:8.1f} us/{unit}  {row['frame']}")
 
 
 if __name__ == "__main__":

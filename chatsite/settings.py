@@ -243,7 +243,6 @@ RESERVATION_TTL = env_int("RESERVATION_TTL", 3600, minimum=60)
 RATELIMIT_MESSAGES = env_rate("RATELIMIT_MESSAGES", "30/m")
 RATELIMIT_LOGIN = env_rate("RATELIMIT_LOGIN", "10/m")
 RATELIMIT_SIGNUP = env_rate("RATELIMIT_SIGNUP", "10/h")
-RATELIMIT_VIEW = "accounts.views.rate_limited"
 # Behind a reverse proxy the client's address comes from this header, set by the
 # proxy, and only on requests from TRUSTED_PROXIES; a header a client sends
 # itself is never believed. Unset: the address of the peer.

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from conversations.models import ChatModel, Conversation, Message
+from conversations.services import conversation_reset
 
 
 @admin.register(ChatModel)
@@ -40,6 +41,12 @@ class ConversationAdmin(admin.ModelAdmin):
     raw_id_fields = ["user"]
     date_hierarchy = "created_at"
     inlines = [MessageInline]
+    actions = ["reset_conversations"]
+
+    @admin.action(description="Reset selected conversations (remove their messages; spending records stay)")
+    def reset_conversations(self, request, queryset):
+        removed = sum(conversation_reset(conversation=conversation, actor=request.user) for conversation in queryset)
+        self.message_user(request, f"Reset {len(queryset)} conversations: {removed} messages removed.")
 
 
 @admin.register(Message)

@@ -26,6 +26,7 @@ from django.conf import settings
 from accounts.models import User
 from accounts.services import QuotaExceeded, budget_reserve, estimate_prompt_tokens
 from conversations import services
+from conversations.groups import control_group, watch_group
 from conversations.llm import ReplyStream, UpstreamError, complete, reply_stream_open
 from conversations.models import Message
 
@@ -36,14 +37,6 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 5.0
 
 _running: dict[int, "ReplyGeneration"] = {}
-
-
-def watch_group(reply_id: int) -> str:
-    return f"reply.{reply_id}"
-
-
-def control_group(reply_id: int) -> str:
-    return f"replyctl.{reply_id}"
 
 
 SUMMARY_INSTRUCTIONS = (

@@ -6,12 +6,22 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Reservation, UsageRecord
-from accounts.services import Grant, QuotaExceeded, budget_reserve, budget_settle, estimate_prompt_tokens
+from accounts.models import AuditEntry, Reservation, UsageRecord
+from accounts.services import (
+    Grant,
+    QuotaExceeded,
+    audit_record,
+    budget_reserve,
+    budget_settle,
+    estimate_prompt_tokens,
+)
+from conversations.groups import chat_group, control_group
 from conversations.models import ChatModel, Conversation, Message, estimate_tokens, title_from_text
 
 if TYPE_CHECKING:
@@ -344,3 +354,33 @@ def replies_interrupt_stale(*, conversation: Conversation | None = None) -> int:
             )
             count += 1
     return count
+
+
+def conversation_reset(*, conversation: Conversation, actor: User) -> int:
+    """Staff empty a chat: its messages go, the spending records stay, the reset is audited.
+
+    Replies still being written are stopped, and pages with the chat open are
+    told to show the reset. Returns how many messages were removed.
+    """
+    with transaction.atomic():
+        live = list(conversation.messages.filter(status__in=Message.LIVE_STATUSES).values_list("pk", flat=True))
+        removed, _ = Message.objects.filter(conversation=conversation).delete()
+        Conversation.objects.filter(pk=conversation.pk).update(summary="", summary_upto=None, updated_at=timezone.now())
+        audit_record(
+            actor=actor,
+            actor_label=actor.get_username(),
+            action=AuditEntry.Action.CONVERSATION_RESET,
+            user=conversation.user,
+            subject=f"conversation {conversation.pk} “{conversation}”",
+            old=f"{removed} messages",
+            new="0 messages",
+        )
+
+    def tell_everyone():
+        layer = get_channel_layer()
+        for reply_id in live:
+            async_to_sync(layer.group_send)(control_group(reply_id), {"type": "reply.stop"})
+        async_to_sync(layer.group_send)(chat_group(conversation.pk), {"type": "chat.reset"})
+
+    transaction.on_commit(tell_everyone)
+    return removed

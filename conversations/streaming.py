@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from conversations import services
-from conversations.generation import control_group, watch_group
+from conversations.groups import chat_group, control_group, watch_group
 from conversations.models import Message
 
 # A comment line this often keeps proxies from closing a quiet stream, and
@@ -93,3 +93,23 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
                 yield sse_delta("".join(out), have)
     finally:
         await layer.group_discard(watch_group(reply_id), channel)
+
+
+async def chat_events(*, conversation_id: int) -> AsyncIterator[bytes]:
+    """SSE for an open chat page: `reset` when staff reset the chat, so the page shows it at once."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel("page.")
+    await layer.group_add(chat_group(conversation_id), channel)
+    try:
+        yield RETRY_PREAMBLE
+        while True:
+            try:
+                async with asyncio.timeout(KEEPALIVE_SECONDS):
+                    message = await layer.receive(channel)
+            except TimeoutError:
+                yield KEEPALIVE
+                continue
+            if message["type"] == "chat.reset":
+                yield b"event: reset\ndata: {}\n\n"
+    finally:
+        await layer.group_discard(chat_group(conversation_id), channel)

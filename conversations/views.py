@@ -2,16 +2,20 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
+from django_ratelimit.core import is_ratelimited
 
+from accounts.ratelimits import rate, too_many
 from conversations import generation, services
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
+from conversations.streaming import chat_events as chat_events_stream
 from conversations.streaming import reply_events
 
 CHAT_TEMPLATE = "conversations/chat.html"
@@ -100,6 +104,11 @@ def _message_prepare(request, pk: int | None) -> tuple[Conversation | None, serv
 async def message_create(request, pk: int | None = None):
     """Store the message, start the reply in the background, and answer at once."""
     await request.auser()  # resolve the lazy user outside the sync step below
+    limited = await sync_to_async(is_ratelimited)(
+        request, group="messages", key="user", rate=rate("RATELIMIT_MESSAGES"), increment=True
+    )
+    if limited:
+        return await sync_to_async(too_many)(request, what="messages", setting="RATELIMIT_MESSAGES")
     conversation, plan, errors, status = await sync_to_async(_message_prepare)(request, pk)
     if errors:
         return await sync_to_async(_composer_refused)(request, conversation, errors, status)
@@ -155,6 +164,13 @@ def message_detail(request, pk: int, message_pk: int):
     )
 
 
+def _sse_response(events) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass frames through as they come
+    return response
+
+
 @login_required
 @require_GET
 async def reply_stream(request, pk: int, message_pk: int):
@@ -166,12 +182,7 @@ async def reply_stream(request, pk: int, message_pk: int):
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
     if not raw_offset.isdigit():
         return HttpResponseBadRequest("offset must be a whole number of characters")
-    response = StreamingHttpResponse(
-        reply_events(reply_id=reply.pk, offset=int(raw_offset)), content_type="text/event-stream"
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass frames through as they come
-    return response
+    return _sse_response(reply_events(reply_id=reply.pk, offset=int(raw_offset)))
 
 
 @login_required
@@ -229,6 +240,33 @@ def delete(request, pk: int):
     if request.htmx:
         return HttpResponseClientRedirect("/")
     return redirect("conversations:home")
+
+
+@login_required
+@require_POST
+def reset(request, pk: int):
+    """Staff empty one of their chats (the admin action does the same for anyone's)."""
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff can reset a chat.")
+    conversation = _own_conversation(request, pk)
+    services.conversation_reset(conversation=conversation, actor=request.user)
+    if request.htmx:
+        return HttpResponseClientRefresh()
+    return redirect(conversation)
+
+
+@login_required
+@require_GET
+async def chat_events(request, pk: int):
+    """SSE for an open chat page; see streaming.chat_events."""
+    await request.auser()
+    conversation = await sync_to_async(_own_conversation)(request, pk)
+    response = StreamingHttpResponse(
+        chat_events_stream(conversation_id=conversation.pk), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
 
 
 @require_GET

@@ -68,6 +68,25 @@ local_model_install() {
     fi
 }
 
+# Stops PID, a background child of this shell: sends SIGNAL (none if empty),
+# waits for it and reaps it, and kills it if it is still there after SECONDS.
+child_stop() {
+    local pid=$1 signal=$2 seconds=$3 watchdog
+    if [ -n "$signal" ]; then
+        kill -"$signal" "$pid" 2>/dev/null || true
+    fi
+    (
+        sleep "$seconds" &
+        trap 'kill $! 2>/dev/null; exit 0' TERM
+        wait $!
+        kill -KILL "$pid" 2>/dev/null
+    ) &
+    watchdog=$!
+    wait "$pid" 2>/dev/null || true
+    kill "$watchdog" 2>/dev/null || true
+    wait "$watchdog" 2>/dev/null || true
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -euo pipefail
     cd "$(dirname "$0")/.."

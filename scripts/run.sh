@@ -45,17 +45,12 @@ site_pid=""
 
 stop_all() {
     trap - EXIT INT TERM
-    local pid
-    for pid in $site_pid $model_pid; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in $site_pid $model_pid; do
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
+    if [ -n "$site_pid" ]; then
+        child_stop "$site_pid" TERM 10
+    fi
+    if [ -n "$model_pid" ]; then
+        child_stop "$model_pid" TERM 10
+    fi
 }
 trap stop_all EXIT
 trap 'exit 130' INT

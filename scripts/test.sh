@@ -67,21 +67,21 @@ if [ ! -x "$pg_bin/initdb" ]; then
     exit 1
 fi
 
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/chatsite-test.XXXXXX")
-pgdata="$scratch/pgdata"
-redis_pid=""
-postgres_started=""
-
 # PostgreSQL refuses to run as root: as root, run it as the postgres user.
 if [ "$(id -u)" -eq 0 ]; then
     if ! id postgres >/dev/null 2>&1; then
         useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin postgres
     fi
     as_pg=(runuser -u postgres --)
-    chown postgres: "$scratch"
 else
     as_pg=()
 fi
+
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/chatsite-test.XXXXXX")
+pgdata="$scratch/pgdata"
+redis_pid=""
+postgres_started=""
+step_pid=""
 
 services_stop() {
     trap - EXIT INT TERM
@@ -89,14 +89,28 @@ services_stop() {
         "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
     fi
     if [ -n "$redis_pid" ]; then
-        kill -TERM "$redis_pid" 2>/dev/null || true
-        wait "$redis_pid" 2>/dev/null || true
+        child_stop "$redis_pid" TERM 10
     fi
     rm -rf "$scratch"
 }
+
+on_signal() {
+    if [ -n "$step_pid" ]; then
+        # The step runs in a session of its own (see step below), so this is
+        # the one Ctrl-C it gets, for a Ctrl-C or a TERM alike: pytest then
+        # unwinds and stops the servers its tests started.
+        kill -INT -- "-$step_pid" 2>/dev/null || true
+        child_stop "$step_pid" "" 60
+        kill -KILL -- "-$step_pid" 2>/dev/null || true
+    fi
+    exit "$1"
+}
 trap services_stop EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'on_signal 130 INT' INT
+trap 'on_signal 143 TERM' TERM
+if [ "${#as_pg[@]}" -gt 0 ]; then
+    chown postgres: "$scratch"
+fi
 
 pg_port=$(free_port)
 pg_password=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(16))')
@@ -155,11 +169,25 @@ LOCAL_MODEL_GGUF=$("$VENV/bin/python" scripts/local_model_path.py)
 export LOCAL_MODEL_GGUF
 
 # --- Checks, stopping at the first failure ----------------------------------
-echo "== ruff check"
-"$VENV/bin/ruff" check .
-echo "== ruff format --check"
-"$VENV/bin/ruff" format --check .
-echo "== makemigrations --check"
-"$VENV/bin/python" manage.py makemigrations --check --dry-run
-echo "== pytest"
-"$VENV/bin/pytest" "$@"
+# Each step runs in the background so that the traps above fire as soon as a
+# signal arrives (bash holds them while a foreground command runs), in a
+# session of its own so that on_signal is the only one to pass signals on, with
+# Ctrl-C restored and the terminal's stdin, as if it ran in the foreground.
+exec 3<&0
+step() {
+    echo "== ${*#"$VENV/bin/"}"
+    (
+        trap - INT
+        exec setsid "$@" <&3 3<&-
+    ) &
+    step_pid=$!
+    local status=0
+    wait "$step_pid" || status=$?
+    step_pid=""
+    return "$status"
+}
+
+step "$VENV/bin/ruff" check .
+step "$VENV/bin/ruff" format --check .
+step "$VENV/bin/python" manage.py makemigrations --check --dry-run
+step "$VENV/bin/pytest" "$@"

@@ -29,6 +29,17 @@ function attachReplyStreams(root) {
   });
 }
 
+// An open chat hears about a reset by staff (from any page or the admin) and shows it.
+let chatEvents = null;
+function watchChat() {
+  const chat = document.getElementById("chat");
+  const url = chat?.dataset.eventsUrl;
+  if (chatEvents?.url.endsWith(url ?? "")) return;
+  chatEvents?.close();
+  chatEvents = url ? new EventSource(url) : null;
+  chatEvents?.addEventListener("reset", () => window.location.reload());
+}
+
 function addCopyButtons(root) {
   root.querySelectorAll(".markdown pre:not([data-copy])").forEach((pre) => {
     pre.dataset.copy = "true";
@@ -75,6 +86,7 @@ document.addEventListener("keydown", (event) => {
 });
 
 document.addEventListener("htmx:load", (event) => {
+  watchChat();
   attachReplyStreams(event.detail.elt);
   addCopyButtons(event.detail.elt);
 });

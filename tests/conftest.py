@@ -12,6 +12,9 @@ import re
 
 import pytest
 from asgiref.sync import SyncToAsync
+from django.conf import settings as django_settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.core.cache import cache
 from django.db import connections
 from django.test import AsyncClient, Client
 
@@ -23,12 +26,27 @@ from tests.fake_upstream import FakeUpstream
 PASSWORD = "a-long-test-password-1"
 
 
+class FastPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """Django's default algorithm with fewer rounds: a live server with the default hasher still checks these."""
+
+    iterations = 1_000
+
+
+django_settings.PASSWORD_HASHERS = ["tests.conftest.FastPBKDF2PasswordHasher"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_worker_thread_connections(django_db_setup, django_db_blocker):
     """Close the connections sync_to_async opened on its worker thread, so the test database can be dropped."""
     yield
     with django_db_blocker.unblock():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters start from zero in every test (the cache is the throwaway Redis)."""
+    cache.clear()
 
 
 @pytest.fixture(scope="session")

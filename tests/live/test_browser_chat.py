@@ -1,6 +1,7 @@
 """The chat page in real Chromium against the site under daphne and the fake upstream."""
 
 import html
+import itertools
 import os
 import re
 import time
@@ -10,7 +11,6 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, 
 
 from conversations.models import Conversation, Message
 from tests.conftest import PASSWORD
-
 from tests.fake_upstream import Reply, Status
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -127,7 +127,7 @@ def test_a_reply_streams_in_then_shows_as_markdown(page, alice, catalog, upstrea
     samples = live_samples(page)
     growing = [text for i, text in enumerate(samples) if text and text != samples[i - 1]]
     assert len(growing) >= 3, f"the reply did not grow in steps: {samples}"
-    assert all(later.startswith(earlier) for earlier, later in zip(samples, samples[1:], strict=False))
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(samples))
     assert any(0 < len(text) < len(full) for text in samples)
     assert full.startswith(samples[-1])
 

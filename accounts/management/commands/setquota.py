@@ -1,0 +1,61 @@
+from decimal import Decimal, InvalidOperation
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import User
+from accounts.services import limits_set
+
+CLEAR = "default"
+
+
+def whole_number(raw: str) -> int | None:
+    if raw == CLEAR:
+        return None
+    if not raw.isdigit():
+        raise CommandError(f"expected a whole number of tokens or '{CLEAR}', not {raw!r}")
+    return int(raw)
+
+
+def dollars(raw: str) -> Decimal | None:
+    if raw == CLEAR:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise CommandError(f"expected an amount in US dollars such as 25 or 7.50, or '{CLEAR}', not {raw!r}") from None
+    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
+        raise CommandError(f"expected zero or more dollars with at most two decimals, not {raw!r}")
+    return value
+
+
+class Command(BaseCommand):
+    help = f"Set a user's limits, audited like changes in the admin. '{CLEAR}' puts a limit back to the site's default."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--tokens-per-day", type=str)
+        parser.add_argument("--usd-per-month", type=str)
+        parser.add_argument("--max-tokens", type=str)
+
+    def handle(self, *args, username, tokens_per_day, usd_per_month, max_tokens, **options):
+        try:
+            user = User.objects.get(username=username)
+        except User.DoesNotExist:
+            raise CommandError(f"no user named {username!r}") from None
+        values = {}
+        if tokens_per_day is not None:
+            values["tokens_per_day"] = whole_number(tokens_per_day)
+        if usd_per_month is not None:
+            values["usd_per_month"] = dollars(usd_per_month)
+        if max_tokens is not None:
+            values["max_tokens_per_request"] = whole_number(max_tokens)
+        if not values:
+            raise CommandError("nothing to set: give --tokens-per-day, --usd-per-month or --max-tokens")
+        changed = limits_set(user=user, actor=None, actor_label="manage.py setquota", **values)
+        limits = User.objects.get(pk=user.pk).limits()
+        self.stdout.write(
+            f"{username}: {'changed ' + ', '.join(changed) if changed else 'nothing changed'}. In force: "
+            f"{limits.tokens_per_day or 'unlimited'} tokens a day, "
+            f"{'$' + str(limits.usd_per_month) if limits.usd_per_month is not None else 'unlimited'} a month, "
+            f"max_tokens {limits.max_tokens_per_request or 'as the model allows'}."
+        )
