@@ -14,7 +14,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet, Sum
+from django.db.models import F, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -23,7 +23,7 @@ from accounts.models import DailyUsage, User, local_today
 from conversations.models import ChatModel
 
 DEFAULT_DAYS = 30
-# A leap year, no more: the per-day chart and table stay readable and the page fast.
+# A leap year at most: the chart and the table per day stay readable, the page fast.
 MAX_DAYS = 366
 TOP_SPENDERS = 10
 TEMPLATE = "admin/spending/spending.html"
@@ -34,7 +34,7 @@ FIGURES = {"calls": Sum("calls"), "tokens": Sum("tokens"), "cost": Sum("cost")}
 class SpendingForm(forms.Form):
     start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
     end = forms.DateField(help_text="Inclusive.", widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
-    user = forms.CharField(required=False, max_length=150, help_text="A username; empty: everyone.")
+    user = forms.CharField(required=False, max_length=150, help_text="A username; empty for everyone.")
     model = forms.ModelChoiceField(
         queryset=ChatModel.objects.order_by("display_name"),
         to_field_name="model_id",
@@ -57,16 +57,21 @@ class SpendingForm(forms.Form):
         if start and end:
             if end < start:
                 raise ValidationError("The end date is before the start date.")
-            if (end - start).days + 1 > MAX_DAYS:
+            if days_between(start, end) > MAX_DAYS:
                 raise ValidationError(
-                    f"That range is {(end - start).days + 1:,} days; choose at most {MAX_DAYS}. "
-                    "For longer periods, export each year as CSV."
+                    f"That range has {days_between(start, end):,} days; choose at most {MAX_DAYS}. "
+                    "For a longer period, export it a year at a time as CSV."
                 )
         return cleaned
 
 
+def days_between(start: date, end: date) -> int:
+    """Days from start to end, both included."""
+    return (end - start).days + 1
+
+
 def spending_form(query: QueryDict, *, today: date) -> SpendingForm:
-    """The form bound to the query, an empty start or end meaning the last DEFAULT_DAYS days up to today."""
+    """The form bound to the query string; an empty start or end means the last DEFAULT_DAYS days up to today."""
     data = query.copy()
     defaults = {"start": today - timedelta(days=DEFAULT_DAYS - 1), "end": today}
     for name, default in defaults.items():
@@ -103,23 +108,24 @@ class Spending:
     @property
     def top_spenders(self) -> list[dict]:
         spenders = sorted(self.users, key=lambda row: (-row["cost"], row["username"]))[:TOP_SPENDERS]
-        return [row | {"share": row["cost"] / self.totals.cost * 100 if self.totals.cost else 0} for row in spenders]
+        total = self.totals.cost
+        return [row | {"share": row["cost"] * 100 / total if total else Decimal(0)} for row in spenders]
 
 
 def spending_summary(rows: QuerySet[DailyUsage], *, start: date, end: date) -> Spending:
-    """The figures per day (every day of the range, idle ones at zero), per user and per model, and in total."""
+    """Calls, tokens and dollars per day (every day of the range, idle ones at zero), per user, per model, in all."""
     by_day = {row["day"]: row for row in rows.values("day").annotate(**FIGURES)}
-    zero = {"calls": 0, "tokens": 0, "cost": Decimal(0)}
-    days = [by_day.get(start + timedelta(days=n), zero | {"day": start + timedelta(days=n)}) for n in range(_span(start, end))]
-    users = list(
-        rows.values("user_id", username=_field("user__username")).annotate(**FIGURES).order_by("username")
-    )
+    days = []
+    for offset in range(days_between(start, end)):
+        day = start + timedelta(days=offset)
+        days.append(by_day.get(day) or {"day": day, "calls": 0, "tokens": 0, "cost": Decimal(0)})
+    users = list(rows.values("user_id", username=F("user__username")).annotate(**FIGURES).order_by("username"))
     models = list(
-        rows.values("model_id", model_name=_field("model__display_name"), model_ref=_field("model__model_id"))
+        rows.values("model_id", model_ref=F("model__model_id"), model_name=F("model__display_name"))
         .annotate(**FIGURES)
         .order_by("-cost", "model_name")
     )
-    # Every row belongs to exactly one model, so the models' sums are the totals.
+    # Each rollup row has one model, so the models' sums add up to the totals: no fourth pass over the rows.
     totals = Figures(
         calls=sum(row["calls"] for row in models),
         tokens=sum(row["tokens"] for row in models),
@@ -128,11 +134,100 @@ def spending_summary(rows: QuerySet[DailyUsage], *, start: date, end: date) -> S
     return Spending(totals=totals, days=days, users=users, models=models)
 
 
-def _span(start: date, end: date) -> int:
-    return (end - start).days + 1
+# The chart's drawing area, in SVG user units; the SVG scales to the page's width.
+CHART_WIDTH, CHART_HEIGHT = 800, 220
+PLOT_LEFT, PLOT_TOP, PLOT_BOTTOM = 76, 8, 192
 
 
-def _field(name: str):
-    from django.db.models import F
+def spending_chart(days: list[dict]) -> dict:
+    """Bars of dollars per day, with the numbers an SVG needs (as strings, free of number localisation)."""
+    peak = max(days, key=lambda row: row["cost"])
+    plot_height = PLOT_BOTTOM - PLOT_TOP
+    slot = (CHART_WIDTH - PLOT_LEFT) / len(days)
+    gap = slot * 0.2 if slot >= 4 else 0
+    bars = []
+    for index, row in enumerate(days):
+        height = float(row["cost"] / peak["cost"]) * plot_height if peak["cost"] else 0
+        if row["cost"]:
+            height = max(height, 1)  # a day with any spending shows
+        x = PLOT_LEFT + index * slot
+        bars.append(
+            row
+            | {
+                "slot_x": f"{x:.2f}",
+                "slot_width": f"{slot:.2f}",
+                "x": f"{x + gap / 2:.2f}",
+                "width": f"{slot - gap:.2f}",
+                "y": f"{PLOT_BOTTOM - height:.2f}",
+                "height": f"{height:.2f}",
+            }
+        )
+    ticks = [
+        {"y": f"{PLOT_BOTTOM - share * plot_height:.2f}", "cost": peak["cost"] * Decimal(share)}
+        for share in (0, 0.5, 1)
+    ]
+    # The first, middle and last days, kept inside the drawing at either end.
+    labels = [
+        {"x": f"{PLOT_LEFT + (index + 0.5) * slot:.2f}", "anchor": "middle", "day": days[index]["day"]}
+        for index in sorted({0, len(days) // 2, len(days) - 1})
+    ]
+    if len(labels) > 1:
+        labels[0] |= {"x": str(PLOT_LEFT), "anchor": "start"}
+        labels[-1] |= {"x": str(CHART_WIDTH), "anchor": "end"}
+    return {
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "left": PLOT_LEFT,
+        "top": PLOT_TOP,
+        "bottom": PLOT_BOTTOM,
+        "plot_height": plot_height,
+        "label_y": PLOT_BOTTOM + 18,
+        "peak": peak,
+        "bars": bars,
+        "ticks": ticks,
+        "labels": labels,
+    }
 
-    return F(name)
+
+# Spreadsheets run a cell that starts with one of these as a formula; usernames may start with + - @.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: str) -> str:
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
+def spending_csv(rows: QuerySet[DailyUsage], *, start: date, end: date) -> HttpResponse:
+    """One line per day, user and model: the rows every figure of the page adds up, dollars to the 8th place."""
+    response = HttpResponse(
+        content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="spending-{start}-to-{end}.csv"'},
+    )
+    writer = csv.writer(response)
+    writer.writerow(["day", "user", "model", "calls", "tokens", "cost_usd"])
+    lines = rows.order_by("day", "user__username", "model__model_id").values_list(
+        "day", "user__username", "model__model_id", "calls", "tokens", "cost"
+    )
+    for day, username, model_id, calls, tokens, cost in lines.iterator(chunk_size=5000):
+        writer.writerow(
+            [day.isoformat(), spreadsheet_text(username), spreadsheet_text(model_id), calls, tokens, f"{cost:f}"]
+        )
+    return response
+
+
+@require_GET
+def spending_view(request: HttpRequest) -> HttpResponse:
+    """Served through admin.site.admin_view: staff only, and only those who may view the daily usage."""
+    if not request.user.has_perm("accounts.view_dailyusage"):
+        raise PermissionDenied
+    form = spending_form(request.GET, today=local_today())
+    context = {**admin.site.each_context(request), "title": "Spending", "form": form}
+    if not form.is_valid():
+        return render(request, TEMPLATE, context, status=400)
+    start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+    rows = spending_rows(start=start, end=end, user=form.cleaned_data["user"], model=form.cleaned_data["model"])
+    if request.GET.get("format") == "csv":
+        return spending_csv(rows, start=start, end=end)
+    spending = spending_summary(rows, start=start, end=end)
+    context |= {"start": start, "end": end, "spending": spending, "chart": spending_chart(spending.days)}
+    return render(request, TEMPLATE, context)

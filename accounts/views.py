@@ -1,14 +1,16 @@
 from django.conf import settings
 from django.contrib.auth import login as auth_login
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 from django_ratelimit.decorators import ratelimit
 
 from accounts.forms import SignupForm
 from accounts.ratelimits import rate, too_many
+from accounts.services import usage_summary
 
 
 @require_http_methods(["GET", "POST"])
@@ -35,3 +37,10 @@ def signup(request):
         return redirect(settings.LOGIN_REDIRECT_URL)
     status = 400 if request.method == "POST" else 200
     return TemplateResponse(request, "accounts/signup.html", {"form": form}, status=status)
+
+
+@login_required
+@require_GET
+def usage(request):
+    """The user's own usage against their limits, and when each resets."""
+    return TemplateResponse(request, "accounts/usage.html", {"usage": usage_summary(user=request.user)})

@@ -12,6 +12,7 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefre
 from django_ratelimit.core import is_ratelimited
 
 from accounts.ratelimits import rate, too_many
+from accounts.services import usage_summary
 from conversations import generation, services
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
@@ -33,6 +34,7 @@ def _chat_context(request, conversation: Conversation | None, **extra) -> dict:
         "system_prompt_form": SystemPromptForm(instance=conversation) if conversation else None,
         "rename_form": RenameForm(instance=conversation) if conversation else None,
         "max_chars": settings.MESSAGE_MAX_CHARS,
+        "usage": usage_summary(user=request.user),
         **extra,
     }
 
