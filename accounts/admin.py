@@ -26,7 +26,7 @@ class UserAdmin(BaseUserAdmin):
         (
             "Limits",
             {
-                "fields": ["tokens_per_day", "usd_per_month", "max_tokens_per_request", "allowed_models"],
+                "fields": [*User.LIMIT_FIELDS, "allowed_models"],
                 "description": "Empty fields take the site's defaults (QUOTA_* settings). Every change is audited.",
             },
         ),
@@ -92,3 +92,47 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- The usage ledger and its daily rollup, read-only; the spending console's link on the index -------------
+# (Kept apart from the user admin above; the console itself is accounts/spending.py at /admin/spending/.)
+
+from accounts.models import DailyUsage, UsageRecord  # noqa: E402
+
+# Extends admin/index.html, so an override of that template still applies.
+admin.site.index_template = "admin/spending/index.html"
+
+
+class LedgerAdmin(admin.ModelAdmin):
+    """Rows written only by budget_settle: shown, never added, edited or deleted here."""
+
+    list_select_related = ["user", "model"]
+    search_fields = ["=user__username"]
+    show_full_result_count = False  # a count over millions of rows on every page load is not worth it
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(LedgerAdmin):
+    list_display = [
+        "created_at", "day", "user", "kind", "model", "prompt_tokens", "completion_tokens", "cached_tokens",
+        "cost", "estimated",
+    ]  # fmt: skip
+    list_filter = ["kind", "model", "estimated", "day"]
+    # Newest first by primary key, which has an index; created_at has none and would sort the whole ledger.
+    ordering = ["-id"]
+
+
+@admin.register(DailyUsage)
+class DailyUsageAdmin(LedgerAdmin):
+    list_display = ["day", "user", "model", "calls", "tokens", "cost"]
+    list_filter = ["day", "model"]
+    ordering = ["-day", "-id"]

@@ -1,3 +1,5 @@
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -17,6 +19,7 @@ class Limits:
     tokens_per_day: int | None
     usd_per_month: Decimal | None
     max_tokens_per_request: int | None
+    realtime_minutes_per_day: int | None
 
 
 class UserQuerySet(models.QuerySet):
@@ -81,8 +84,14 @@ class User(AbstractUser):
     allowed_models = models.ManyToManyField(
         "conversations.ChatModel", blank=True, help_text="None selected: every enabled model."
     )
+    realtime_minutes_per_day = models.PositiveIntegerField(
+        "realtime minutes per day",
+        null=True,
+        blank=True,
+        help_text="Voice session time minted per day. Empty: the site default (QUOTA_REALTIME_MINUTES_PER_DAY).",
+    )
 
-    LIMIT_FIELDS = ("tokens_per_day", "usd_per_month", "max_tokens_per_request")
+    LIMIT_FIELDS = ("tokens_per_day", "usd_per_month", "max_tokens_per_request", "realtime_minutes_per_day")
 
     def limits(self) -> Limits:
         def own_or_default(name: str):
@@ -93,6 +102,7 @@ class User(AbstractUser):
             tokens_per_day=own_or_default("tokens_per_day"),
             usd_per_month=own_or_default("usd_per_month"),
             max_tokens_per_request=own_or_default("max_tokens_per_request"),
+            realtime_minutes_per_day=own_or_default("realtime_minutes_per_day"),
         )
 
 
@@ -129,6 +139,9 @@ class UsageRecord(models.Model):
     # Kept when the chat is reset or deleted: the spending stays on record.
     message = models.ForeignKey(
         "conversations.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage_records"
     )
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
@@ -238,3 +251,75 @@ class AuditEntry(models.Model):
 
     def __str__(self):
         return f"{self.actor_label}: {self.get_action_display()} {self.subject}"
+
+
+API_KEY_PREFIX = "csk-"
+API_KEY_SHOWN = 12  # characters of a key kept in clear to tell keys apart
+
+
+def api_key_hash(key: str) -> str:
+    # Keys are 256 random bits: a fast hash is enough, unlike for passwords.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def usable(self):
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True, user__is_active=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        )
+
+
+class ApiKey(models.Model):
+    """A user's key for the /v1 API. Only a hash is stored; the key itself is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=API_KEY_SHOWN, help_text="The start of the key, to tell keys apart.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    allowed_models = models.ManyToManyField(
+        "conversations.ChatModel", blank=True, help_text="None selected: every model the user may use."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_usable(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+    @classmethod
+    def new_secret(cls) -> str:
+        return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class RealtimeSecret(models.Model):
+    """A short-lived Realtime client secret minted for a user: its lifetime counts against their daily minutes.
+
+    The secret itself is never stored.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="realtime_secrets")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    model = models.ForeignKey("conversations.ChatModel", on_delete=models.PROTECT, related_name="+")
+    seconds = models.PositiveIntegerField(help_text="Lifetime granted.")
+    day = models.DateField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "day"], name="realtime_user_day")]
+
+    def __str__(self):
+        return f"{self.seconds} s of {self.model_id} for user {self.user_id}"

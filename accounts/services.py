@@ -19,11 +19,15 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from accounts.models import (
+    API_KEY_PREFIX,
+    API_KEY_SHOWN,
+    ApiKey,
     AuditEntry,
     DailyUsage,
     Reservation,
     UsageRecord,
     User,
+    api_key_hash,
     day_end,
     local_today,
     month_end,
@@ -256,3 +260,32 @@ def limits_set(*, user: User, actor: User | None, actor_label: str, **values) ->
         if changed:
             locked.save(update_fields=changed)
     return changed
+
+
+def api_key_create(
+    *, user: User, name: str, expires_at: datetime | None = None, allowed_models=()
+) -> tuple[ApiKey, str]:
+    """Make a key for the user; returns the row and the key itself, which is never stored and shown only now."""
+    secret = ApiKey.new_secret()
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            user=user, name=name, prefix=secret[:API_KEY_SHOWN], key_hash=api_key_hash(secret), expires_at=expires_at
+        )
+        key.allowed_models.set(allowed_models)
+    return key, secret
+
+
+def api_key_authenticate(*, secret: str, ip: str) -> ApiKey | None:
+    """The usable key with this secret, its use recorded (time and address); None for anything else."""
+    if not secret.startswith(API_KEY_PREFIX):
+        return None
+    key = ApiKey.objects.usable().select_related("user").filter(key_hash=api_key_hash(secret)).first()
+    if key is not None:
+        now = timezone.now()
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now, last_used_ip=ip or None)
+        key.last_used_at, key.last_used_ip = now, ip
+    return key
+
+
+def api_key_revoke(*, key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -236,6 +236,7 @@ def env_rate(name: str, default: str) -> str:
 QUOTA_TOKENS_PER_DAY = env_optional_int("QUOTA_TOKENS_PER_DAY")
 QUOTA_USD_PER_MONTH = env_optional_usd("QUOTA_USD_PER_MONTH")
 QUOTA_MAX_TOKENS_PER_REQUEST = env_optional_int("QUOTA_MAX_TOKENS_PER_REQUEST")
+QUOTA_REALTIME_MINUTES_PER_DAY = env_optional_int("QUOTA_REALTIME_MINUTES_PER_DAY")
 # Budget held for a call counts at most this long: what a dead process leaves behind expires.
 RESERVATION_TTL = env_int("RESERVATION_TTL", 3600, minimum=60)
 

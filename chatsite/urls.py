@@ -1,11 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts.spending import spending_view
 from conversations.views import healthz
 
 urlpatterns = [
     path("", include("conversations.urls")),
     path("accounts/", include("accounts.urls")),
+    path("admin/spending/", admin.site.admin_view(spending_view), name="admin_spending"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
 ]

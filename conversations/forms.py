@@ -9,7 +9,7 @@ class ModelField(forms.ModelChoiceField):
 
     def __init__(self, **kwargs):
         super().__init__(
-            queryset=ChatModel.objects.enabled(),
+            queryset=ChatModel.objects.for_chat(),
             to_field_name="model_id",
             empty_label=None,
             error_messages={"invalid_choice": "That model is not available. Pick one from the list."},

@@ -16,15 +16,18 @@ class ChatModelQuerySet(models.QuerySet):
     def enabled(self):
         return self.filter(enabled=True)
 
+    def for_chat(self):
+        return self.enabled().filter(realtime=False)
+
     def usable_by(self, user):
         """Enabled models the user may pick: all of them, or only those an admin allowed them."""
-        models = self.enabled()
+        models = self.for_chat()
         if user.allowed_models.exists():
             models = models.filter(pk__in=user.allowed_models.values("pk"))
         return models
 
     def default(self) -> "ChatModel | None":
-        enabled = self.enabled()
+        enabled = self.for_chat()
         return enabled.filter(is_default=True).first() or enabled.order_by("display_name").first()
 
 
@@ -51,6 +54,9 @@ class ChatModel(models.Model):
     max_output_tokens = models.PositiveIntegerField(help_text="Sent as max_tokens on every call.")
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField("default", default=False)
+    realtime = models.BooleanField(
+        default=False, help_text="A Realtime (voice) model: offered for client secrets, not in the chat."
+    )
 
     objects = ChatModelQuerySet.as_manager()
 

@@ -54,6 +54,17 @@ CATALOG_SEED = [
         "local": False,
     },
     {
+        "model_id": "gpt-realtime",
+        "display_name": "GPT Realtime (voice)",
+        "input_price": Decimal("4.00"),
+        "output_price": Decimal("16.00"),
+        "cached_input_price": Decimal("0.40"),
+        "context_window": 32_000,
+        "max_output_tokens": 4_096,
+        "realtime": True,
+        "local": False,
+    },
+    {
         "model_id": "smollm2-135m",
         "display_name": "SmolLM2 135M (local)",
         "input_price": Decimal(0),
@@ -68,6 +79,8 @@ CATALOG_SEED = [
 
 def catalog_seed() -> list[str]:
     """Add the catalog's seed models that are missing, leaving admins' edits alone. Returns the ids added.
+
+    gpt-realtime is the Realtime (voice) model: it is offered for client secrets, never in the chat.
 
     New rows are enabled when they fit the configured upstream (the local model
     without OPENAI_BASE_URL, the OpenAI models with it). An explicit
