@@ -25,22 +25,24 @@ def prices() -> dict[str, tuple[Decimal, Decimal]]:
     return {m.model_id: (m.input_price, m.output_price) for m in ChatModel.objects.all()}
 
 
-def test_seedcatalog_adds_the_three_models_with_their_prices(openai_upstream):
+def test_seedcatalog_adds_the_models_with_their_prices(openai_upstream):
     output = seedcatalog()
 
     assert prices() == {
         "gpt-4o-mini": (Decimal("0.15"), Decimal("0.60")),
         "gpt-4o": (Decimal("2.50"), Decimal("10")),
+        "gpt-realtime": (Decimal("4.00"), Decimal("16.00")),
         "smollm2-135m": (Decimal(0), Decimal(0)),
     }
-    assert "added gpt-4o-mini, gpt-4o, smollm2-135m" in output
+    assert "added gpt-4o-mini, gpt-4o, gpt-realtime, smollm2-135m" in output
     assert "Default model: gpt-4o-mini." in output
 
 
 def test_with_an_openai_upstream_the_openai_models_are_enabled(openai_upstream):
     seedcatalog()
 
-    assert set(ChatModel.objects.enabled().values_list("model_id", flat=True)) == {"gpt-4o-mini", "gpt-4o"}
+    assert set(ChatModel.objects.for_chat().values_list("model_id", flat=True)) == {"gpt-4o-mini", "gpt-4o"}
+    assert ChatModel.objects.get(model_id="gpt-realtime").enabled  # for voice client secrets, not the chat
     assert ChatModel.objects.default().model_id == "gpt-4o-mini"
 
 
@@ -167,4 +169,4 @@ def test_many_models_can_be_not_default(openai_upstream):
     ChatModel.objects.create(model_id="a", display_name="A", context_window=1000, max_output_tokens=100)
     ChatModel.objects.create(model_id="b", display_name="B", context_window=1000, max_output_tokens=100)
 
-    assert ChatModel.objects.filter(is_default=False).count() == 4
+    assert ChatModel.objects.filter(is_default=False).count() == 5
