@@ -37,6 +37,16 @@ class Usage:
     cached_tokens: int = 0
 
 
+def usage_from(usage: dict) -> Usage:
+    """Our Usage from the upstream's usage object."""
+    details = usage.get("prompt_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+    )
+
+
 @dataclass
 class ReplyStream:
     """An open streamed reply: iterate for text deltas; usage and finish reason fill in as they arrive."""
@@ -46,7 +56,8 @@ class ReplyStream:
     usage: Usage | None = None
     finish_reason: str = ""
 
-    async def deltas(self) -> AsyncIterator[str]:
+    async def chunks(self) -> AsyncIterator[tuple[str, dict]]:
+        """Each chunk as the upstream sent it (its JSON text) and parsed, until [DONE]."""
         saw_done = False
         try:
             async for line in self.response.aiter_lines():
@@ -58,13 +69,12 @@ class ReplyStream:
                     break
                 try:
                     chunk = json.loads(payload)
-                    text = self._take(chunk)
+                    self._note(chunk)
                 except (ValueError, TypeError, KeyError, IndexError, AttributeError):
                     raise UpstreamError(
                         "malformed_chunk", "The model provider sent part of the reply in a form we could not read."
                     ) from None
-                if text:
-                    yield text
+                yield payload, chunk
         except httpx.ReadTimeout:
             raise UpstreamError(
                 "timeout",
@@ -80,28 +90,25 @@ class ReplyStream:
                 "The model provider ended the reply without confirming it was finished; it may be incomplete.",
             )
 
-    def _take(self, chunk: dict) -> str:
+    async def deltas(self) -> AsyncIterator[str]:
+        """The reply's text, piece by piece."""
+        async for _, chunk in self.chunks():
+            if chunk["choices"] and (text := chunk["choices"][0]["delta"].get("content")):
+                yield text
+
+    def _note(self, chunk: dict) -> None:
+        """Keep the usage and finish reason; raise an error event as UpstreamError."""
         if "error" in chunk:
             error = chunk["error"] or {}
             raise UpstreamError(
                 str(error.get("code") or "upstream_error"),
                 f"The model provider reported an error mid-reply: {error.get('message') or 'no details given'}.",
             )
-        usage = chunk.get("usage")
-        if usage:
-            details = usage.get("prompt_tokens_details") or {}
-            self.usage = Usage(
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-                cached_tokens=int(details.get("cached_tokens") or 0),
-            )
+        if usage := chunk.get("usage"):
+            self.usage = usage_from(usage)
         choices = chunk["choices"]
-        if not choices:
-            return ""
-        choice = choices[0]
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
-        return choice["delta"].get("content") or ""
+        if choices and choices[0].get("finish_reason"):
+            self.finish_reason = choices[0]["finish_reason"]
 
     async def close(self) -> None:
         """Close the connection, so the provider stops generating (and billing) at once."""
@@ -128,34 +135,33 @@ def _client() -> httpx.AsyncClient:
 
 async def reply_stream_open(*, model_id: str, messages: list[dict], max_tokens: int) -> ReplyStream:
     """Send a streamed request; returns once the upstream has accepted it (HTTP 200, SSE on the way)."""
-    body = {
-        "model": model_id,
-        "messages": messages,
-        "max_tokens": max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    response = await _send(body, model_id=model_id, stream=True)
-    return ReplyStream(response=response, model_id=model_id)
+    return await stream_open({"model": model_id, "messages": messages, "max_tokens": max_tokens})
+
+
+async def stream_open(body: dict) -> ReplyStream:
+    """Send any chat request streamed, always asking for usage so every call can be accounted."""
+    body = body | {"stream": True, "stream_options": {"include_usage": True}}
+    response = await _send(body, model_id=body["model"], stream=True)
+    return ReplyStream(response=response, model_id=body["model"])
 
 
 async def complete(*, model_id: str, messages: list[dict], max_tokens: int) -> tuple[str, Usage | None]:
     """A whole (not streamed) reply and its usage: for summaries, where nobody watches the tokens."""
-    response = await _send({"model": model_id, "messages": messages, "max_tokens": max_tokens}, model_id=model_id)
+    body = await completion_create({"model": model_id, "messages": messages, "max_tokens": max_tokens})
+    text = body["choices"][0]["message"]["content"] or ""
+    return text, usage_from(body["usage"]) if body.get("usage") else None
+
+
+async def completion_create(body: dict) -> dict:
+    """POST a non-streamed request; returns the upstream's chat.completion object, checked to have a reply."""
+    response = await _send(body, model_id=body["model"])
     try:
-        body = response.json()
-        text = body["choices"][0]["message"]["content"] or ""
-        usage = body.get("usage") or {}
+        completion = response.json()
+        if not isinstance(completion["choices"][0]["message"], dict):  # the one part every caller reads
+            raise TypeError
     except (ValueError, TypeError, KeyError, IndexError):
         raise UpstreamError("malformed_chunk", "The model provider sent a reply we could not read.") from None
-    if not usage:
-        return text, None
-    details = usage.get("prompt_tokens_details") or {}
-    return text, Usage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0),
-    )
+    return completion
 
 
 async def _send(body: dict, *, model_id: str, stream: bool = False) -> httpx.Response:
