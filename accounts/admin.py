@@ -136,3 +136,113 @@ class DailyUsageAdmin(LedgerAdmin):
     list_display = ["day", "user", "model", "calls", "tokens", "cost"]
     list_filter = ["day", "model"]
     ordering = ["-day", "-id"]
+
+
+# --- API keys: staff make them for anyone and revoke them; the key itself is shown once, never stored ---------
+
+from django.contrib import messages  # noqa: E402
+from django.db.models import Q  # noqa: E402
+from django.template.response import TemplateResponse  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from accounts.forms import ApiKeyAdminAddForm  # noqa: E402
+from accounts.models import ApiKey  # noqa: E402
+from accounts.services import api_key_create, api_key_revoke  # noqa: E402
+
+
+class ApiKeyStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", "active"), ("expired", "expired"), ("revoked", "revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), revoked_at__isnull=True)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = [
+        "name", "user", "key_start", "created_at", "expires_at", "last_used_at", "last_used_ip", "status",
+    ]  # fmt: skip
+    list_filter = [ApiKeyStatusFilter, "created_at", "expires_at", "last_used_at"]
+    list_select_related = ["user"]
+    search_fields = ["name", "prefix", "user__username"]
+    date_hierarchy = "created_at"
+    actions = ["revoke"]
+    # key_hash is in no list: it is never shown, nor editable.
+    fields = [
+        "user", "name", "prefix", "created_at", "expires_at", "allowed_models", "last_used_at", "last_used_ip",
+        "revoked_at",
+    ]  # fmt: skip
+    readonly_fields = ["user", "prefix", "created_at", "last_used_at", "last_used_ip", "revoked_at"]
+    add_fields = ["user", "name", "expires_at", "allowed_models"]
+    filter_horizontal = ["allowed_models"]
+    autocomplete_fields = ["user"]
+
+    @admin.display(description="key", ordering="prefix")
+    def key_start(self, key):
+        return f"{key.prefix}…"
+
+    @admin.display(description="status")
+    def status(self, key):
+        if key.revoked_at:
+            return "revoked"
+        return "active" if key.is_usable else "expired"
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke(self, request, queryset):
+        keys = list(queryset.filter(revoked_at__isnull=True))
+        for key in keys:
+            api_key_revoke(key=key)
+            self.log_change(request, key, "Revoked.")
+        self.message_user(request, f"Revoked {len(keys)} key{'s' if len(keys) != 1 else ''}.", messages.SUCCESS)
+
+    def get_fields(self, request, obj=None):
+        return self.add_fields if obj is None else self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyAdminAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        # Made by the service like every key, so the form's instance only mirrors the new row.
+        key, secret = api_key_create(
+            user=form.cleaned_data["user"],
+            name=form.cleaned_data["name"],
+            expires_at=form.cleaned_data["expires_at"],
+            allowed_models=form.cleaned_data["allowed_models"],
+        )
+        for field in ApiKey._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(key, field.attname))
+        obj._state.adding, obj._state.db = False, key._state.db
+        obj.secret_shown_once = secret
+
+    def save_related(self, request, form, formsets, change):
+        if change:  # on add, api_key_create has set the models
+            super().save_related(request, form, formsets, change)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # The key goes out in this answer only: not in a redirect, a message (a cookie) or the session.
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API key created",
+            "key": obj,
+            "secret": obj.secret_shown_once,
+        }
+        return TemplateResponse(request, "admin/accounts/apikey/created.html", context)

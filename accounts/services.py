@@ -184,6 +184,7 @@ def budget_settle(
     cached_tokens: int = 0,
     estimated: bool = False,
     message: Message | None = None,
+    api_key: ApiKey | None = None,
 ) -> UsageRecord | None:
     """Replace a reservation by what the call really used: a ledger row and the daily rollup, in one transaction.
 
@@ -203,6 +204,7 @@ def budget_settle(
             kind=kind,
             model=model,
             message=message,
+            api_key=api_key,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cached_tokens=cached_tokens,

@@ -9,3 +9,8 @@ urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("usage/", views.usage, name="usage"),
 ]
+
+urlpatterns += [
+    path("keys/", views.api_keys, name="api_keys"),
+    path("keys/<int:pk>/revoke/", views.revoke_api_key, name="api_key_revoke"),
+]

@@ -44,3 +44,52 @@ def signup(request):
 def usage(request):
     """The user's own usage against their limits, and when each resets."""
     return TemplateResponse(request, "accounts/usage.html", {"usage": usage_summary(user=request.user)})
+
+
+# --- API keys: the user's own, made and revoked on one page ----------------------------------------------------
+
+from django.shortcuts import get_object_or_404  # noqa: E402
+from django.views.decorators.cache import never_cache  # noqa: E402
+from django.views.decorators.http import require_POST  # noqa: E402
+
+from accounts.forms import ApiKeyForm  # noqa: E402
+from accounts.models import ApiKey  # noqa: E402
+from accounts.services import api_key_create, api_key_revoke  # noqa: E402
+
+API_KEYS_TEMPLATE = "accounts/api_keys.html"
+
+
+def _api_keys_context(request, **extra) -> dict:
+    keys = ApiKey.objects.filter(user=request.user).prefetch_related("allowed_models").order_by("-created_at", "-id")
+    return {"keys": keys, **extra}
+
+
+@never_cache  # the answer to a create holds the new key: no cache may keep it
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_keys(request):
+    """The user's keys and a form for a new one, whose key is shown in this answer and never again."""
+    form = ApiKeyForm(request.POST or None, user=request.user)
+    new_key = new_secret = None
+    if request.method == "POST" and form.is_valid():
+        new_key, new_secret = api_key_create(
+            user=request.user,
+            name=form.cleaned_data["name"],
+            expires_at=form.expires_at(),
+            allowed_models=form.cleaned_data["allowed_models"],
+        )
+        form = ApiKeyForm(user=request.user)
+    status = 400 if form.is_bound and form.errors else 200
+    template = f"{API_KEYS_TEMPLATE}#keys" if request.htmx else API_KEYS_TEMPLATE
+    context = _api_keys_context(request, form=form, new_key=new_key, new_secret=new_secret)
+    return TemplateResponse(request, template, context, status=status)
+
+
+@login_required
+@require_POST
+def revoke_api_key(request, pk: int):
+    key = get_object_or_404(ApiKey, pk=pk, user=request.user)
+    api_key_revoke(key=key)
+    if not request.htmx:
+        return redirect("api_keys")
+    return TemplateResponse(request, f"{API_KEYS_TEMPLATE}#key-list", _api_keys_context(request))

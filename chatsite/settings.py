@@ -86,6 +86,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "conversations.api.api_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -244,6 +245,10 @@ RESERVATION_TTL = env_int("RESERVATION_TTL", 3600, minimum=60)
 RATELIMIT_MESSAGES = env_rate("RATELIMIT_MESSAGES", "30/m")
 RATELIMIT_LOGIN = env_rate("RATELIMIT_LOGIN", "10/m")
 RATELIMIT_SIGNUP = env_rate("RATELIMIT_SIGNUP", "10/h")
+RATELIMIT_API = env_rate("RATELIMIT_API", "60/m")  # per user, over all their keys
+RATELIMIT_API_IP = env_rate("RATELIMIT_API_IP", "300/m")
+# Origins whose web apps may call /v1 from the browser (a Flutter web build), or *.
+CORS_ALLOWED_ORIGINS = [o.strip() for o in os.environ.get("CORS_ALLOWED_ORIGINS", "").split(",") if o.strip()]
 # Behind a reverse proxy the client's address comes from this header, set by the
 # proxy, and only on requests from TRUSTED_PROXIES; a header a client sends
 # itself is never believed. Unset: the address of the peer.

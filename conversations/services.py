@@ -25,9 +25,10 @@ from conversations.groups import chat_group, control_group
 from conversations.models import ChatModel, Conversation, Message, estimate_tokens, title_from_text
 
 if TYPE_CHECKING:
-    from accounts.models import User
+    from accounts.models import ApiKey, User
     from conversations.generation import Outcome
     from conversations.llm import Usage
+    from conversations.openai_request import ChatRequest
 
 INTERRUPTED_TEXT = "The server restarted while this reply was being written. The text so far is kept."
 
@@ -275,6 +276,18 @@ def reply_flush(*, reply_id: int, text: str) -> bool:
     return updated == 1
 
 
+def tokens_spent(
+    *, usage: Usage | None, reached_upstream: bool, prompt: list[dict], completion_text: str
+) -> tuple[int, int, int, bool]:
+    """(prompt, completion, cached tokens, estimated) of a call: the upstream's own figures when it
+    sent them, else counted from the text and flagged, and nothing when it never reached the upstream."""
+    if usage is not None:
+        return usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, False
+    if reached_upstream:
+        return sum(estimate_tokens(m["content"]) for m in prompt), estimate_tokens(completion_text), 0, True
+    return 0, 0, 0, False
+
+
 def reply_finish(*, plan: ReplyPlan, outcome: Outcome) -> None:
     """Store the final text, status, usage and cost of a reply, and settle its budget, in one transaction.
 
@@ -285,20 +298,12 @@ def reply_finish(*, plan: ReplyPlan, outcome: Outcome) -> None:
     tokens were spent.
     """
     stream = outcome.stream
-    usage = stream.usage if stream else None
-    estimated = False
-    if usage is not None:
-        prompt_tokens, completion_tokens, cached_tokens = (
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.cached_tokens,
-        )
-    elif stream is not None:
-        estimated = True
-        prompt_tokens = sum(estimate_tokens(m["content"]) for m in plan.messages)
-        completion_tokens, cached_tokens = estimate_tokens(outcome.text), 0
-    else:
-        prompt_tokens = completion_tokens = cached_tokens = 0
+    prompt_tokens, completion_tokens, cached_tokens, estimated = tokens_spent(
+        usage=stream.usage if stream else None,
+        reached_upstream=stream is not None,
+        prompt=plan.messages,
+        completion_text=outcome.text,
+    )
     now = timezone.now()
     with transaction.atomic():
         updated = Message.objects.filter(pk=plan.reply_id, status__in=Message.LIVE_STATUSES).update(
@@ -397,3 +402,33 @@ def conversation_reset(*, conversation: Conversation, actor: User) -> int:
 
     transaction.on_commit(tell_everyone)
     return removed
+
+
+@dataclass
+class ApiCall:
+    """One /v1 call in flight: who, with which key and model, and the budget held for it."""
+
+    key: ApiKey
+    model: ChatModel
+    grant: Grant
+    chat: ChatRequest
+
+
+def api_call_settle(
+    *, call: ApiCall, usage: Usage | None, completion_text: str = "", reached_upstream: bool = True
+) -> None:
+    """Settle an API call: the upstream's usage, else an estimate from the text (flagged), else nothing."""
+    prompt_tokens, completion_tokens, cached_tokens, estimated = tokens_spent(
+        usage=usage, reached_upstream=reached_upstream, prompt=call.chat.prompt_text(), completion_text=completion_text
+    )
+    budget_settle(
+        reservation_id=call.grant.reservation_id,
+        user_id=call.key.user_id,
+        model=call.model,
+        kind=UsageRecord.Kind.API,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
+        estimated=estimated,
+        api_key=call.key,
+    )

@@ -1,0 +1,285 @@
+"""The OpenAI-compatible /v1 API: apps and SDKs send a site key, the provider key stays here.
+
+OpenAI's semantics apply: the reply belongs to the request, and a client that
+disconnects cancels the upstream call. Quotas, rate limits and usage records
+are the same services the web chat uses; each call is recorded against the
+user and the key.
+"""
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.decorators import sync_and_async_middleware
+from django_ratelimit.core import is_ratelimited
+
+from accounts.models import ApiKey
+from accounts.ratelimits import client_ip, rate, retry_after_seconds
+from accounts.services import Grant, QuotaExceeded, api_key_authenticate, budget_reserve, estimate_prompt_tokens
+from conversations import services
+from conversations.llm import ReplyStream, UpstreamError, completion_create, stream_open, usage_from
+from conversations.models import ChatModel
+from conversations.openai_request import ChatRequest, InvalidRequest, chat_request_parse
+
+# Endpoints a logged-in browser may call with its session (and so a CSRF token);
+# every other /v1 call carries a Bearer key, which no other site can make a browser send.
+SESSION_PATHS = {"/v1/realtime/client_secrets"}
+
+
+def openai_error(
+    status: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    retry_after: float | None = None,
+) -> JsonResponse:
+    """An error in OpenAI's format, so the SDKs raise the matching exception."""
+    response = JsonResponse({"error": {"message": message, "type": type, "param": param, "code": code}}, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(max(math.ceil(retry_after), 1))
+    return response
+
+
+# How each upstream failure reaches the app: (status, type, code).
+UPSTREAM_ERRORS = {
+    "rate_limited": (429, "requests", "rate_limit_exceeded"),
+    "context_length_exceeded": (400, "invalid_request_error", "context_length_exceeded"),
+    "upstream_rejected": (400, "invalid_request_error", None),
+    "model_not_found": (404, "invalid_request_error", "model_not_found"),
+    "upstream_unavailable": (503, "server_error", "upstream_unavailable"),
+    "insufficient_quota": (503, "server_error", "upstream_unavailable"),
+}
+
+
+def upstream_error(error: UpstreamError) -> JsonResponse:
+    status, type, code = UPSTREAM_ERRORS.get(error.code, (502, "server_error", "upstream_error"))
+    return openai_error(
+        status, error.user_message, type=type, code=code, param="messages" if status == 400 else None,
+        retry_after=error.retry_after if status in (429, 503) else None,
+    )  # fmt: skip
+
+
+def _stream_error_event(error: UpstreamError) -> bytes:
+    _, type, code = UPSTREAM_ERRORS.get(error.code, (502, "server_error", "upstream_error"))
+    body = {"error": {"message": error.user_message, "type": type, "param": None, "code": code or error.code}}
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+INVALID_KEY = (
+    "Incorrect API key provided. Create a key for this site on your account's API keys page; "
+    "the model provider's own keys do not work here."
+)
+
+
+async def _authenticate(request) -> tuple[ApiKey | None, JsonResponse | None]:
+    header = request.headers.get("Authorization", "")
+    secret = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not secret:
+        return None, openai_error(
+            401, "You didn't provide an API key: send it as 'Authorization: Bearer KEY'.", code="invalid_api_key"
+        )
+    key = await sync_to_async(api_key_authenticate)(secret=secret, ip=client_ip(request))
+    if key is None:
+        return None, openai_error(401, INVALID_KEY, code="invalid_api_key")
+    return key, None
+
+
+def _rate_limited(request, key: ApiKey) -> JsonResponse | None:
+    """Per key's user and per address, counted in the shared cache like every other limit."""
+    checks = [
+        ("api", lambda group, request: f"user:{key.user_id}", "RATELIMIT_API"),
+        ("api-ip", "ip", "RATELIMIT_API_IP"),
+    ]
+    for group, key_of, setting in checks:
+        if is_ratelimited(request, group=group, key=key_of, rate=rate(setting), increment=True):
+            return openai_error(
+                429,
+                f"Rate limit reached for this site ({getattr(settings, setting)}). Try again shortly.",
+                type="requests",
+                code="rate_limit_exceeded",
+                retry_after=retry_after_seconds(setting),
+            )
+    return None
+
+
+def api_models(key: ApiKey):
+    """The chat models this key may use: the user's, narrowed to the key's own list if it has one."""
+    models = ChatModel.objects.usable_by(key.user)
+    if key.allowed_models.exists():
+        models = models.filter(pk__in=key.allowed_models.values("pk"))
+    return models
+
+
+def _prepare(request, key: ApiKey, chat: ChatRequest) -> tuple[ChatModel | None, Grant | None, JsonResponse | None]:
+    """Check the rate limits, the model and the budget, in one sync step."""
+    if limited := _rate_limited(request, key):
+        return None, None, limited
+    model = api_models(key).filter(model_id=chat.model).first()
+    if model is None:
+        return (
+            None,
+            None,
+            openai_error(
+                404,
+                f"The model `{chat.model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+                param="model",
+            ),
+        )
+    max_tokens = min(chat.max_tokens or model.max_output_tokens, model.max_output_tokens)
+    try:
+        grant = budget_reserve(
+            user=key.user, model=model, prompt_tokens=estimate_prompt_tokens(chat.prompt_text()), max_tokens=max_tokens
+        )
+    except QuotaExceeded as exceeded:
+        return (
+            None,
+            None,
+            openai_error(429, exceeded.user_message, type="insufficient_quota", code="insufficient_quota"),
+        )
+    return model, grant, None
+
+
+def _body_of(request) -> tuple[ChatRequest | None, JsonResponse | None]:
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return None, openai_error(400, "We could not parse the JSON body of your request.")
+    try:
+        return chat_request_parse(body), None
+    except InvalidRequest as invalid:
+        return None, openai_error(400, invalid.message, param=invalid.param, code=invalid.code)
+
+
+async def chat_completions(request):
+    if request.method != "POST":
+        return openai_error(405, "Use POST for /v1/chat/completions.")
+    key, error = await _authenticate(request)
+    if error:
+        return error
+    chat, error = _body_of(request)
+    if error:
+        return error
+    model, grant, error = await sync_to_async(_prepare)(request, key, chat)
+    if error:
+        return error
+    call = services.ApiCall(key=key, model=model, grant=grant, chat=chat)
+    upstream_body = {"model": model.model_id, "messages": chat.messages, "max_tokens": grant.max_tokens}
+    upstream_body |= chat.options
+    if chat.stream:
+        try:
+            stream = await stream_open(upstream_body)
+        except UpstreamError as failure:
+            await sync_to_async(services.api_call_settle)(call=call, usage=None, reached_upstream=False)
+            return upstream_error(failure)
+        except asyncio.CancelledError:
+            await asyncio.shield(sync_to_async(services.api_call_settle)(call=call, usage=None))
+            raise
+        response = StreamingHttpResponse(_relay(stream, call), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+    try:
+        completion = await completion_create(upstream_body)
+    except UpstreamError as failure:
+        await sync_to_async(services.api_call_settle)(call=call, usage=None, reached_upstream=False)
+        return upstream_error(failure)
+    except asyncio.CancelledError:  # the app went away: the provider may still bill the prompt
+        await asyncio.shield(sync_to_async(services.api_call_settle)(call=call, usage=None))
+        raise
+    usage = usage_from(completion["usage"]) if completion.get("usage") else None
+    text = completion["choices"][0]["message"].get("content") or ""
+    await sync_to_async(services.api_call_settle)(call=call, usage=usage, completion_text=text)
+    return JsonResponse(completion)
+
+
+async def _relay(stream: ReplyStream, call: "services.ApiCall") -> AsyncIterator[bytes]:
+    """The upstream's chunks as they come, minus the usage chunk the app did not ask for; settled at the end."""
+    pieces: list[str] = []
+    try:
+        async for payload, chunk in stream.chunks():
+            if choices := chunk["choices"]:
+                delta = choices[0].get("delta") or {}
+                pieces.append(delta.get("content") or "")
+            elif not call.chat.include_usage:
+                continue
+            yield b"data: " + payload.encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    except UpstreamError as failure:
+        yield _stream_error_event(failure)
+    finally:
+        # Runs when the app disconnects too: closing the upstream stops the tokens; what was used is settled.
+        await stream.close()
+        await asyncio.shield(
+            sync_to_async(services.api_call_settle)(call=call, usage=stream.usage, completion_text="".join(pieces))
+        )
+
+
+async def models_list(request):
+    if request.method != "GET":
+        return openai_error(405, "Use GET for /v1/models.")
+    key, error = await _authenticate(request)
+    if error:
+        return error
+    models = await sync_to_async(lambda: list(api_models(key).values_list("model_id", "pk")))()
+    data = [{"id": model_id, "object": "model", "created": 0, "owned_by": "chatsite"} for model_id, _ in models]
+    return JsonResponse({"object": "list", "data": data})
+
+
+def _cors_headers(response: HttpResponse, origin: str) -> HttpResponse:
+    allowed = settings.CORS_ALLOWED_ORIGINS
+    if origin and ("*" in allowed or origin in allowed):
+        response["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+        response["Vary"] = "Origin"
+        response["Access-Control-Expose-Headers"] = "Retry-After, X-Request-Id"
+    return response
+
+
+def _preflight(request) -> HttpResponse:
+    response = HttpResponse(status=204)
+    response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    requested = request.headers.get("Access-Control-Request-Headers", "")
+    response["Access-Control-Allow-Headers"] = requested or "authorization, content-type"
+    response["Access-Control-Max-Age"] = "600"
+    return _cors_headers(response, request.headers.get("Origin", ""))
+
+
+@sync_and_async_middleware
+def api_middleware(get_response):
+    """For /v1: CORS for the configured origins (a Flutter web build calls from its own origin), and no CSRF
+    check on calls that carry a Bearer key.
+
+    Sits before CsrfViewMiddleware.
+    """
+
+    def before(request) -> HttpResponse | None:
+        if not request.path.startswith("/v1/"):
+            return None
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return _preflight(request)
+        if "Authorization" in request.headers or request.path not in SESSION_PATHS:
+            request._dont_enforce_csrf_checks = True
+        return None
+
+    def after(request, response):
+        if request.path.startswith("/v1/"):
+            _cors_headers(response, request.headers.get("Origin", ""))
+        return response
+
+    if asyncio.iscoroutinefunction(get_response):
+
+        async def middleware(request):
+            return before(request) or after(request, await get_response(request))
+
+    else:
+
+        def middleware(request):
+            return before(request) or after(request, get_response(request))
+
+    return middleware
