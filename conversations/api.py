@@ -200,8 +200,21 @@ async def chat_completions(request):
 
 
 async def _relay(stream: ReplyStream, call: "services.ApiCall") -> AsyncIterator[bytes]:
-    """The upstream's chunks as they come, minus the usage chunk the app did not ask for; settled at the end."""
+    """The upstream's chunks as they come, minus the usage chunk the app did not ask for.
+
+    The call is settled before the app hears the end, so its record is there
+    when the app looks; if the app disconnects, closing the upstream stops the
+    tokens and what was used is settled then.
+    """
     pieces: list[str] = []
+    settled = False
+
+    async def settle():
+        nonlocal settled
+        settled = True
+        await stream.close()
+        await sync_to_async(services.api_call_settle)(call=call, usage=stream.usage, completion_text="".join(pieces))
+
     try:
         async for payload, chunk in stream.chunks():
             if choices := chunk["choices"]:
@@ -210,15 +223,14 @@ async def _relay(stream: ReplyStream, call: "services.ApiCall") -> AsyncIterator
             elif not call.chat.include_usage:
                 continue
             yield b"data: " + payload.encode() + b"\n\n"
+        await settle()
         yield b"data: [DONE]\n\n"
     except UpstreamError as failure:
+        await settle()
         yield _stream_error_event(failure)
     finally:
-        # Runs when the app disconnects too: closing the upstream stops the tokens; what was used is settled.
-        await stream.close()
-        await asyncio.shield(
-            sync_to_async(services.api_call_settle)(call=call, usage=stream.usage, completion_text="".join(pieces))
-        )
+        if not settled:
+            await asyncio.shield(settle())
 
 
 async def models_list(request):
