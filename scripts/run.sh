@@ -20,8 +20,12 @@ dotenv_load() {
             continue
         fi
         value="${value%$'\r'}"
+        value="${value#"${value%%[![:space:]]*}"}"
         if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then
             value="${BASH_REMATCH[1]}"
+        else
+            value="${value%%[[:space:]]#*}"
+            value="${value%"${value##*[![:space:]]}"}"
         fi
         if [ -z "${!key+set}" ]; then
             export "$key=$value"
@@ -75,26 +79,30 @@ if [ -z "${OPENAI_BASE_URL:-}" ]; then
         exit 1
     fi
     echo "Starting the local model (SmolLM2-135M-Instruct) on 127.0.0.1:$model_port, log in $model_log"
-    "$VENV/bin/python" -m llama_cpp.server \
+    # llama_cpp.server takes every setting from an environment variable of the
+    # same name as well (PORT, HOST, MODEL, API_KEY, CACHE...), and PORT and
+    # HOST even win over its command line: give it a clean environment.
+    env -i PATH="$PATH" HOME="${HOME:-/}" LANG="${LANG:-C.UTF-8}" \
+        "$VENV/bin/python" -m llama_cpp.server \
         --model "$("$VENV/bin/python" scripts/local_model_path.py)" \
         --model_alias smollm2-135m \
         --host 127.0.0.1 --port "$model_port" --n_ctx 4096 \
         >"$model_log" 2>&1 &
     model_pid=$!
-    for _ in $(seq 240); do
+    deadline=$((SECONDS + 120))
+    until http_ok "$model_url"; do
         if ! kill -0 "$model_pid" 2>/dev/null; then
             echo "The local model server exited. Last lines of $model_log:" >&2
             tail -n 30 "$model_log" >&2
             exit 1
         fi
-        http_ok "$model_url" && break
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "The local model server did not answer $model_url within 120 s. Last lines of $model_log:" >&2
+            tail -n 30 "$model_log" >&2
+            exit 1
+        fi
         sleep 0.5
     done
-    if ! http_ok "$model_url"; then
-        echo "The local model server did not answer $model_url within 120 s. Last lines of $model_log:" >&2
-        tail -n 30 "$model_log" >&2
-        exit 1
-    fi
 else
     echo "Upstream: $OPENAI_BASE_URL"
 fi

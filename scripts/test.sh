@@ -39,6 +39,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     policy_rc_d=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         policy_rc_d=/usr/sbin/policy-rc.d
+        trap 'as_root rm -f "$policy_rc_d"' EXIT
         printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy_rc_d" >/dev/null
         as_root chmod 755 "$policy_rc_d"
     fi
@@ -47,6 +48,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" || status=$?
     if [ -n "$policy_rc_d" ]; then
         as_root rm -f "$policy_rc_d"
+        trap - EXIT
     fi
     [ "$status" -eq 0 ] || exit "$status"
 fi

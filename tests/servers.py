@@ -105,8 +105,12 @@ def local_model_server() -> Iterator[str]:
         "--n_ctx",
         "2048",
     ]
+    # The server takes every setting from an environment variable of the same name
+    # as well (PORT, HOST, MODEL, API_KEY...), and PORT and HOST win over its
+    # command line: give it a clean environment.
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     base_url = f"http://127.0.0.1:{port}/v1"
-    with _server(command, ready_url=f"{base_url}/models", timeout=120):
+    with _server(command, ready_url=f"{base_url}/models", timeout=120, env=env):
         yield base_url
 
 
