@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -73,12 +74,14 @@ class User(AbstractUser):
         decimal_places=2,
         null=True,
         blank=True,
+        validators=[MinValueValidator(0)],
         help_text="Empty: the site default (QUOTA_USD_PER_MONTH).",
     )
     max_tokens_per_request = models.PositiveIntegerField(
         "max tokens per request",
         null=True,
         blank=True,
+        validators=[MinValueValidator(1)],
         help_text="Cap on max_tokens of each call. Empty: the site default (QUOTA_MAX_TOKENS), else the model's.",
     )
     allowed_models = models.ManyToManyField(

@@ -14,7 +14,7 @@ from accounts.services import usage_summary
 
 
 @require_http_methods(["GET", "POST"])
-@ratelimit(key="ip", rate=rate("RATELIMIT_LOGIN"), method="POST", group="login")
+@ratelimit(key="ip", rate=rate("RATELIMIT_LOGIN"), method="POST", group="login", block=False)
 def login(request):
     if getattr(request, "limited", False):
         return too_many(request, what="log-in attempts from your network", setting="RATELIMIT_LOGIN")
@@ -22,7 +22,7 @@ def login(request):
 
 
 @require_http_methods(["GET", "POST"])
-@ratelimit(key="ip", rate=rate("RATELIMIT_SIGNUP"), method="POST", group="signup")
+@ratelimit(key="ip", rate=rate("RATELIMIT_SIGNUP"), method="POST", group="signup", block=False)
 def signup(request):
     if not settings.SIGNUP_ENABLED:
         raise Http404("Sign-up is closed on this site.")

@@ -228,8 +228,13 @@ def env_rate(name: str, default: str) -> str:
     if raw == "off":
         return raw
     count, _, period = raw.partition("/")
-    if not count.isdigit() or not period or period[-1] not in "smhd" or not (period[:-1] or "1").isdigit():
-        raise ImproperlyConfigured(f"{name} must look like 30/m (per s, m, h or d) or be off, not {raw!r}")
+    multiplier = period[:-1] or "1"
+    valid = (
+        count.isascii() and count.isdigit() and period and period[-1] in "smhd"
+        and multiplier.isascii() and multiplier.isdigit() and int(multiplier) > 0
+    )  # fmt: skip
+    if not valid:
+        raise ImproperlyConfigured(f"{name} must look like 30/m or 5/10s (per s, m, h or d) or be off, not {raw!r}")
     return raw
 
 

@@ -43,7 +43,10 @@ class ConversationAdmin(admin.ModelAdmin):
     inlines = [MessageInline]
     actions = ["reset_conversations"]
 
-    @admin.action(description="Reset selected conversations (remove their messages; spending records stay)")
+    @admin.action(
+        description="Reset selected conversations (remove their messages; spending records stay)",
+        permissions=["change"],
+    )
     def reset_conversations(self, request, queryset):
         removed = sum(conversation_reset(conversation=conversation, actor=request.user) for conversation in queryset)
         self.message_user(request, f"Reset {len(queryset)} conversations: {removed} messages removed.")

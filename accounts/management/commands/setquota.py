@@ -8,12 +8,20 @@ from accounts.services import limits_set
 CLEAR = "default"
 
 
-def whole_number(raw: str) -> int | None:
+def whole_number(raw: str, *, smallest: int, largest: int) -> int | None:
     if raw == CLEAR:
         return None
-    if not raw.isdigit():
-        raise CommandError(f"expected a whole number of tokens or '{CLEAR}', not {raw!r}")
+    if not (raw.isascii() and raw.isdigit()) or not smallest <= int(raw) <= largest:
+        raise CommandError(
+            f"expected a whole number of tokens from {smallest} to {largest:,}, or '{CLEAR}', not {raw!r}"
+        )
     return int(raw)
+
+
+# What the database columns hold.
+LARGEST_TOKENS_PER_DAY = 2**63 - 1
+LARGEST_MAX_TOKENS = 2**31 - 1
+LARGEST_DOLLARS = Decimal("9999999999.99")
 
 
 def dollars(raw: str) -> Decimal | None:
@@ -23,8 +31,10 @@ def dollars(raw: str) -> Decimal | None:
         value = Decimal(raw)
     except InvalidOperation:
         raise CommandError(f"expected an amount in US dollars such as 25 or 7.50, or '{CLEAR}', not {raw!r}") from None
-    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
-        raise CommandError(f"expected zero or more dollars with at most two decimals, not {raw!r}")
+    if not value.is_finite() or not 0 <= value <= LARGEST_DOLLARS or value != value.quantize(Decimal("0.01")):
+        raise CommandError(
+            f"expected zero or more dollars (at most {LARGEST_DOLLARS:,}) with at most two decimals, not {raw!r}"
+        )
     return value
 
 
@@ -44,11 +54,11 @@ class Command(BaseCommand):
             raise CommandError(f"no user named {username!r}") from None
         values = {}
         if tokens_per_day is not None:
-            values["tokens_per_day"] = whole_number(tokens_per_day)
+            values["tokens_per_day"] = whole_number(tokens_per_day, smallest=0, largest=LARGEST_TOKENS_PER_DAY)
         if usd_per_month is not None:
             values["usd_per_month"] = dollars(usd_per_month)
         if max_tokens is not None:
-            values["max_tokens_per_request"] = whole_number(max_tokens)
+            values["max_tokens_per_request"] = whole_number(max_tokens, smallest=1, largest=LARGEST_MAX_TOKENS)
         if not values:
             raise CommandError("nothing to set: give --tokens-per-day, --usd-per-month or --max-tokens")
         changed = limits_set(user=user, actor=None, actor_label="manage.py setquota", **values)
