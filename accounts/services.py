@@ -105,7 +105,10 @@ def _resets_in(moment: datetime) -> str:
     local = timezone.localtime(moment)
     left = moment - timezone.now()
     hours, minutes = divmod(max(int(left.total_seconds() // 60), 1), 60)
-    wait = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    if hours >= 48:
+        wait = f"{round(hours / 24)} days"
+    else:
+        wait = f"{hours} h {minutes} min" if hours else f"{minutes} min"
     return f"It resets at {local:%H:%M} on {local:%-d %B} ({settings.TIME_ZONE}), in {wait}."
 
 
@@ -136,10 +139,12 @@ def budget_reserve(
         if limits.max_tokens_per_request is not None:
             max_tokens = min(max_tokens, limits.max_tokens_per_request)
         Reservation.objects.filter(user=locked, expires_at__lte=now).delete()
-        held = Reservation.objects.filter(user=locked)
+        # Every live reservation counts, whenever it was made: a call in flight at midnight
+        # is settled into the new day (or month), so it must be held against it too.
+        held = Reservation.objects.filter(user=locked).aggregate(tokens=Sum("tokens"), cost=Sum("cost"))
+        tokens_held, cost_held = held["tokens"] or 0, held["cost"] or 0
         tokens_used, cost_used = _spent(locked.pk, today)
         if limits.tokens_per_day is not None:
-            tokens_held = held.filter(day=today).aggregate(total=Sum("tokens"))["total"] or 0
             room = limits.tokens_per_day - tokens_used - tokens_held - prompt_tokens
             if room < min(MIN_REPLY_TOKENS, max_tokens):
                 raise QuotaExceeded(
@@ -149,7 +154,6 @@ def budget_reserve(
                 )
             max_tokens = min(max_tokens, room)
         if limits.usd_per_month is not None:
-            cost_held = held.filter(day__gte=month_start(today)).aggregate(total=Sum("cost"))["total"] or 0
             room_usd = limits.usd_per_month - cost_used - cost_held - model.cost(prompt_tokens=prompt_tokens)
             per_token = model.output_price / 1_000_000
             room = int(room_usd / per_token) if per_token else max_tokens
@@ -291,3 +295,59 @@ def api_key_authenticate(*, secret: str, ip: str) -> ApiKey | None:
 
 def api_key_revoke(*, key: ApiKey) -> None:
     ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+# At most one Realtime client secret per user this often (seconds).
+REALTIME_MINT_INTERVAL = 5
+
+
+def realtime_mint_check(*, user: User, seconds: int, now: datetime | None = None) -> None:
+    """Raise QuotaExceeded when a client secret lasting `seconds` may not be minted for the user now.
+
+    The rules: one secret per REALTIME_MINT_INTERVAL, and the lifetimes
+    granted today (the site's day) stay within the user's realtime minutes.
+    """
+    now = now or timezone.now()
+    today = local_today(now)
+    last = (
+        user.realtime_secrets.filter(created_at__gt=now - timedelta(seconds=REALTIME_MINT_INTERVAL))
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    if last is not None:
+        raise QuotaExceeded(
+            "realtime_interval",
+            f"Only one realtime client secret every {REALTIME_MINT_INTERVAL} seconds: wait a moment and try again.",
+            last + timedelta(seconds=REALTIME_MINT_INTERVAL),
+        )
+    minutes = user.limits().realtime_minutes_per_day
+    if minutes is None:
+        return
+    used = user.realtime_secrets.filter(day=today).aggregate(total=Sum("seconds"))["total"] or 0
+    left = max(minutes * 60 - used, 0)
+    if seconds > left:
+        if left:
+            words = " ".join(f"{n} {unit}" for n, unit in ((left // 60, "min"), (left % 60, "s")) if n)
+            text = f"Only {words} of your {minutes} realtime minutes for today are left: too few for {seconds} s."
+        else:
+            text = f"You have used your {minutes} realtime minutes for today."
+        raise QuotaExceeded("realtime_minutes_per_day", f"{text} {_resets_in(day_end(today))}", day_end(today))
+
+
+def realtime_secret_record(
+    *, user: User, model: ChatModel, seconds: int, expires_at: datetime, api_key: ApiKey | None = None
+) -> None:
+    """Put a client secret the upstream has minted on the user's ledger; the secret itself is never stored.
+
+    The rules are checked again under the user's row lock, so parallel mints
+    are counted one after the other: one that would break a rule raises
+    QuotaExceeded, and its secret must not be handed out.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        realtime_mint_check(user=locked, seconds=seconds, now=now)
+        locked.realtime_secrets.create(
+            api_key=api_key, model=model, seconds=seconds, day=local_today(now), created_at=now, expires_at=expires_at
+        )

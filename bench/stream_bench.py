@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -38,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +54,8 @@ from tests.servers import free_port, wait_for_http  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "bench" / "results"
+# Where the site's code is run from: the work tree, or a snapshot of a commit (--revision).
+SOURCE = REPO
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 MODEL = "gpt-4o-mini"
@@ -93,33 +97,76 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def machine_busy(seconds: float = 1.0) -> float:
-    """Cores busy over `seconds`, across the whole machine (our idle servers included)."""
+def _process_table() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, CPU seconds, command name) for every process we can read."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                raw = stat.read()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, name)
+    return table
 
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-        idle = values[3] + values[4]
-        return sum(values), idle
 
-    total0, idle0 = sample()
+# Processes of this bench that are not our children (PostgreSQL daemonizes): their pids.
+OUR_ROOTS: set[int] = set()
+
+
+class OthersMeter:
+    """CPU used by processes that are not this bench's (nor its servers') between start and stop."""
+
+    def __init__(self):
+        self.before = _process_table()
+        self.started = time.monotonic()
+
+    def stop(self) -> tuple[float, list[str]]:
+        after = _process_table()
+        seconds = max(time.monotonic() - self.started, 1e-3)
+        ours = {os.getpid(), *OUR_ROOTS}
+        grew = True
+        while grew:  # everything descended from us or from our daemons
+            grew = False
+            for pid, (parent, _, _) in after.items():
+                if parent in ours and pid not in ours:
+                    ours.add(pid)
+                    grew = True
+        others = Counter()
+        for pid, (_, cpu, name) in after.items():
+            if pid not in ours:
+                others[name] += cpu - (self.before[pid][1] if pid in self.before else 0)
+        busy = sum(others.values()) / seconds
+        return busy, [f"{name} {cpu / seconds:.2f}" for name, cpu in others.most_common(3) if cpu > 0]
+
+
+def machine_busy(seconds: float = 1.0) -> tuple[float, list[str]]:
+    """Cores busy over `seconds` in processes that are not this bench's, and the busiest of them."""
+    meter = OthersMeter()
     time.sleep(seconds)
-    total1, idle1 = sample()
-    total = max(total1 - total0, 1)
-    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / total)
+    return meter.stop()
 
 
-def quiet_machine(wait_limit: float, threshold: float = 0.25) -> dict:
-    """Wait (bounded) until the machine is quiet; return what the load was."""
+def others_during(meter: OthersMeter) -> dict:
+    busy, top = meter.stop()
+    return {"others_busy_cores_during": round(busy, 2), "others_top_during": top}
+
+
+def quiet_machine(wait_limit: float, threshold: float = 0.2) -> dict:
+    """Wait (bounded) until other work on the machine is quiet; return what the load was."""
     deadline = time.monotonic() + wait_limit
     while True:
-        busy = machine_busy(1.0)
+        busy, top = machine_busy(2.0)
         if busy <= threshold or time.monotonic() >= deadline:
             break
-        log(f"machine busy ({busy:.2f} cores in use by others); waiting for it to calm down")
-        time.sleep(4)
+        log(f"others use {busy:.2f} cores ({', '.join(top)}); waiting for them to calm down")
+        time.sleep(3)
     load = os.getloadavg()
-    return {"busy_cores_before": round(busy, 2), "loadavg": [round(x, 2) for x in load]}
+    return {"others_busy_cores": round(busy, 2), "others_top": top, "loadavg": [round(x, 2) for x in load]}
 
 
 def stop_process(process: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
@@ -192,6 +239,7 @@ class Postgres:
         self.started = True
         pg_ctl = str(self.bin / "pg_ctl")
         self._run(pg_ctl, "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60", "start")
+        OUR_ROOTS.add(int((self.data / "postmaster.pid").read_text().split()[0]))
         password = secrets.token_hex(16)
         self._run(
             str(self.bin / "psql"),
@@ -249,7 +297,7 @@ def fake_upstream(scratch: Path, *, chunks: int, interval: float, first_delay: f
     command = [sys.executable, "-m", "tests.fake_upstream", "--port", str(port), "--chunks", str(chunks)]
     command += ["--interval", str(interval), "--first-delay", str(first_delay)]
     with open(log_path, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=SOURCE, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, 20, process)
         yield f"http://127.0.0.1:{port}/v1"
@@ -272,7 +320,7 @@ def site_server(scratch: Path, env: dict[str, str], name: str) -> Iterator[Site]
     command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            command, cwd=SOURCE, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -413,7 +461,12 @@ async def message_send(http: aiohttp.ClientSession, site: str, user: BenchUser, 
 
 
 async def reply_watch(
-    http: aiohttp.ClientSession, site: str, user: BenchUser, watch: Watch, on_attached: Callable[[], None]
+    http: aiohttp.ClientSession,
+    site: str,
+    user: BenchUser,
+    watch: Watch,
+    on_attached: Callable[[], None],
+    on_delta: Callable[[Watch], None] | None = None,
 ) -> None:
     """GET the SSE stream and read it to `event: done`, counting delta frames."""
     attached_noted = False
@@ -448,6 +501,8 @@ async def reply_watch(
                     if watch.first_delta is None:
                         watch.first_delta = time.monotonic()
                     watch.offset = int(event_id)
+                    if on_delta:
+                        on_delta(watch)
                 elif event == "done":
                     watch.status = json.loads(data)["status"]
                     watch.done = time.monotonic()
@@ -469,8 +524,8 @@ def http_session(read_timeout: float) -> aiohttp.ClientSession:
     )
 
 
-async def reference_reply(fake_url: str) -> tuple[int, str]:
-    """Content chunks and text of one reply straight from the fake: what every stream must deliver."""
+async def reference_reply(fake_url: str) -> list[str]:
+    """The content chunks of one reply straight from the fake: what every stream must deliver."""
     pieces = []
     async with (
         httpx.AsyncClient(trust_env=False, timeout=60) as client,
@@ -481,7 +536,7 @@ async def reference_reply(fake_url: str) -> tuple[int, str]:
                 chunk = json.loads(line[5:])
                 if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                     pieces.append(chunk["choices"][0]["delta"]["content"])
-    return len(pieces), "".join(pieces)
+    return pieces
 
 
 def _upstream_body() -> dict:
@@ -668,61 +723,84 @@ class Monitor:
 
 
 class PySpy:
-    """py-spy recording the site (raw collapsed stacks), started and stopped around a window."""
+    """py-spy recording the site (raw collapsed stacks) over a window of a load."""
 
-    def __init__(self, pid: int, output: Path, rate: int):
+    def __init__(self, pid: int, output: Path, args: argparse.Namespace):
         self.output = output
-        command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
+        command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", str(args.profile_rate)]
         # --gil: only the thread holding the GIL, so waits (epoll, locks, sockets) are not counted as work.
-        command += ["--gil", "--nolineno", "--output", str(output)]
+        # --nonblocking: never pause daphne; with hundreds of threads (one per stream, see README)
+        # pausing it for every sample slows it down several times over.
+        command += ["--format", "raw", "--gil", "--nonblocking", "--nolineno", "--output", str(output)]
         self.log = open(output.with_suffix(".log"), "wb")  # closed in stop()
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-        time.sleep(0.3)  # let it attach before the window starts
+
+    def stop_soon(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
 
     def stop(self) -> None:
         stop_process(self.process, sig=signal.SIGINT, timeout=30)
         self.log.close()
 
 
-async def paced_run(
-    site: Site, users: list[BenchUser], chunks: int, args, *, on_window: Callable[[str], Awaitable[None]] | None = None
-) -> dict:
+@dataclass
+class Instant:
+    at: float
+    cpu: float
+    chunks: int
+
+
+async def paced_run(site: Site, users: list[BenchUser], pieces: list[str], args, *, profile_to: Path | None) -> dict:
     """Every user sends a message at once and watches its reply to the end.
 
-    CPU is read at three instants: before the first POST, once every watcher is
-    attached (the upstream holds its first chunk back for --paced-first-delay, so
-    setup and relay do not overlap), and after the last `event: done`.
+    Daphne's CPU is read before the first POST, after the last `event: done`
+    (all-in), and over the steady window: from the moment every stream has
+    its first frame (every setup is done, all streams relay at once) until the
+    first stream is 95% through. Chunks relayed in the window are counted from
+    the watchers' offsets, since the fake's text is known chunk by chunk.
     """
     watches = [Watch() for _ in users]
-    pending = len(users)
-    all_attached = asyncio.Event()
+    cumulative = list(itertools.accumulate(len(piece) for piece in pieces))
+    window_end_offset = cumulative[int(len(pieces) * 0.95) - 1]
+    window: dict[str, Instant] = {}
+    window_done = asyncio.Event()
+    spies: dict[str, PySpy] = {}
+    streaming = 0
 
-    def attached() -> None:
-        nonlocal pending
-        pending -= 1
-        if pending == 0:
-            all_attached.set()
+    def instant() -> Instant:
+        relayed = sum(bisect.bisect_right(cumulative, w.offset) for w in watches)
+        return Instant(time.monotonic(), cpu_seconds(site.pid), relayed)
+
+    def on_delta(watch: Watch) -> None:
+        nonlocal streaming
+        if watch.frames == 1:
+            streaming += 1
+            if streaming == len(users):
+                window["start"] = instant()
+                if profile_to:
+                    spies["setup"].stop_soon()
+                    spies["relay"] = PySpy(site.pid, profile_to.with_name(f"{profile_to.name}-relay.txt"), args)
+        if "start" in window and "end" not in window and watch.offset >= window_end_offset:
+            window["end"] = instant()
+            window_done.set()
+            if profile_to:
+                spies["relay"].stop_soon()
 
     async def one(user: BenchUser, watch: Watch) -> None:
         if await message_send(http, site.url, user, watch, "Tell me about foxes."):
-            await reply_watch(http, site.url, user, watch, attached)
-        else:
-            attached()
+            await reply_watch(http, site.url, user, watch, lambda: None, on_delta)
 
     monitor = Monitor(site.pid, args.database_url)
     monitor_task = asyncio.create_task(monitor.run())
+    if profile_to:
+        spies["setup"] = PySpy(site.pid, profile_to.with_name(f"{profile_to.name}-setup.txt"), args)
+        await asyncio.sleep(0.5)  # let py-spy attach
     async with http_session(read_timeout=60) as http:
-        cpu_start = cpu_seconds(site.pid)
-        started = time.monotonic()
+        begin = instant()
         tasks = [asyncio.create_task(one(user, watch)) for user, watch in zip(users, watches, strict=True)]
         try:
             async with asyncio.timeout(args.phase_timeout):
-                await all_attached.wait()
-                cpu_attached = cpu_seconds(site.pid)
-                attached_at = time.monotonic()
-                text_before_window = sum(1 for w in watches if w.offset > 0)
-                if on_window:
-                    await on_window("relay")
                 await asyncio.gather(*tasks)
         except TimeoutError:
             log(f"paced load hit the {args.phase_timeout} s limit")
@@ -730,41 +808,50 @@ async def paced_run(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        cpu_end = cpu_seconds(site.pid)
-        ended = time.monotonic()
+        end = instant()
     monitor_task.cancel()
     await asyncio.gather(monitor_task, return_exceptions=True)
+    for spy in spies.values():
+        await asyncio.get_running_loop().run_in_executor(None, spy.stop)
     await asyncio.sleep(2)  # replies settle; then count what was left behind
     after = await monitor.now()
 
     complete = [w for w in watches if w.status == "complete" and not w.error]
-    relayed = len(complete) * chunks
+    relayed = len(complete) * len(pieces)
     frames = sum(w.frames for w in complete)
     errors = Counter(w.error or f"status {w.status}" for w in watches if w.error or w.status != "complete")
-    streaming = [(w.first_delta, w.done) for w in complete if w.first_delta and w.done]
-    return {
+    intervals = [(w.first_delta, w.done) for w in complete if w.first_delta and w.done]
+    result = {
         "streams": len(users),
         "complete": len(complete),
         "errors": dict(errors),
         "chunks_relayed": relayed,
         "frames_delivered": frames,
         "chunks_per_frame": round(relayed / frames, 2) if frames else None,
-        "cpu_s_total": round(cpu_end - cpu_start, 3),
-        "cpu_s_setup": round(cpu_attached - cpu_start, 3),
-        "cpu_s_relay": round(cpu_end - cpu_attached, 3),
-        "cpu_us_per_chunk_all_in": round((cpu_end - cpu_start) / relayed * 1e6, 1) if relayed else None,
-        "cpu_us_per_chunk_relay": round((cpu_end - cpu_attached) / relayed * 1e6, 1) if relayed else None,
-        "cpu_ms_per_stream_setup": round((cpu_attached - cpu_start) / len(users) * 1000, 2),
-        "relay_window_clean": text_before_window == 0,
-        "wall_s_total": round(ended - started, 2),
-        "wall_s_setup": round(attached_at - started, 2),
-        "wall_s_relay": round(ended - attached_at, 2),
-        "ideal_stream_s": round(args.paced_first_delay + (chunks - 1) * args.paced_interval, 2),
-        "stream_duration_s": spread([(done - first) for first, done in streaming]) if streaming else None,
-        "peak_concurrent_streams": _peak_overlap(streaming),
+        "cpu_s_total": round(end.cpu - begin.cpu, 3),
+        "cpu_us_per_chunk_all_in": round((end.cpu - begin.cpu) / relayed * 1e6, 1) if relayed else None,
+        "wall_s_total": round(end.at - begin.at, 2),
+        "ideal_stream_s": round(args.paced_first_delay + (len(pieces) - 1) * args.paced_interval, 2),
+        "stream_duration_s": spread([(done - first) for first, done in intervals]) if intervals else None,
+        "peak_concurrent_streams": _peak_overlap(intervals),
         "site_peak": dict(monitor.peak),
         "site_after_2s": after,
     }
+    if "start" in window and "end" in window:
+        start, stop = window["start"], window["end"]
+        chunks = stop.chunks - start.chunks
+        result["steady"] = {
+            "setup_wall_s": round(start.at - begin.at, 2),
+            "setup_cpu_ms_per_stream": round((start.cpu - begin.cpu) / len(users) * 1000, 2),
+            "wall_s": round(stop.at - start.at, 2),
+            "chunks": chunks,
+            "chunks_per_s": round(chunks / (stop.at - start.at)),
+            "upstream_chunks_per_s": round(len(users) / args.paced_interval),
+            "cpu_s": round(stop.cpu - start.cpu, 3),
+            "cpu_us_per_chunk": round((stop.cpu - start.cpu) / chunks * 1e6, 1) if chunks else None,
+            "site_cpu_busy": round((stop.cpu - start.cpu) / (stop.at - start.at), 2),
+        }
+    return result
 
 
 def _peak_overlap(intervals: list[tuple[float, float]]) -> int:
@@ -829,63 +916,40 @@ async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], 
 
             await asyncio.gather(*(one(u, w, e) for u, w, e in zip(group, watches, attached_events, strict=True)))
 
+        n = len(users)
+        watches = [Watch() for _ in users]
+        monitor = Monitor(site.pid, args.database_url)
         try:
-            async with asyncio.timeout(args.phase_timeout):
-                warm_watches = [Watch() for _ in warm]
-                await open_all(warm, warm_watches, send=True, watch=True)
+            async with asyncio.timeout(args.memory_timeout):
+                await open_all(warm, [Watch() for _ in warm], send=True, watch=True)
                 base = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
-                base_status = proc_status(site.pid)
-                base_fds = open_fds(site.pid)
-                monitor = Monitor(site.pid, args.database_url)
-                base_backends = (await monitor.now())["pg_backends"]
+                result["baseline"] = {**await monitor.now(), "rss_kb": base, "open_fds": open_fds(site.pid)}
                 cpu0 = cpu_seconds(site.pid)
 
-                watches = [Watch() for _ in users]
                 t0 = time.monotonic()
                 await open_all(users, watches, send=True, watch=False)
-                sent_s = time.monotonic() - t0
+                result["wall_s_send"] = round(time.monotonic() - t0, 1)
                 generating = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
-                gen_status = await monitor.now()
+                result["generating"] = {**await monitor.now(), "rss_kb": generating, "open_fds": open_fds(site.pid)}
+                result["kb_per_reply_generating"] = round((generating - base) / n, 1)
 
                 t0 = time.monotonic()
                 await open_all(users, watches, send=False, watch=True)
-                watch_s = time.monotonic() - t0
+                result["wall_s_attach"] = round(time.monotonic() - t0, 1)
                 watching = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
-                all_status = await monitor.now()
-                cpu1 = cpu_seconds(site.pid)
-                live = sum(1 for t in watch_tasks if not t.done())
-                failed = Counter(w.error for w in watches if w.error)
-                n = len(users)
-                result = {
-                    "streams": n,
-                    "watchers_open": live - len(warm),
-                    "errors": dict(failed),
-                    "rss_mb_baseline": round(base / 1024, 1),
-                    "rss_mb_generating": round(generating / 1024, 1),
-                    "rss_mb_watching": round(watching / 1024, 1),
-                    "kb_per_stream": round((watching - base) / n, 1),
-                    "kb_per_reply_generating": round((generating - base) / n, 1),
-                    "kb_per_watcher": round((watching - generating) / n, 1),
-                    "vm_hwm_mb": round(proc_status(site.pid)["VmHWM"] / 1024, 1),
-                    "threads": {
-                        "baseline": base_status["Threads"],
-                        "generating": gen_status["threads"],
-                        "watching": all_status["threads"],
-                    },
-                    "pg_backends": {
-                        "baseline": base_backends,
-                        "generating": gen_status["pg_backends"],
-                        "watching": all_status["pg_backends"],
-                    },
-                    "open_fds": {"baseline": base_fds, "watching": open_fds(site.pid)},
-                    "wall_s_send": round(sent_s, 1),
-                    "wall_s_attach": round(watch_s, 1),
-                    "cpu_s_during": round(cpu1 - cpu0, 2),
-                }
+                result["watching"] = {**await monitor.now(), "rss_kb": watching, "open_fds": open_fds(site.pid)}
+                result["kb_per_watcher"] = round((watching - generating) / n, 1)
+                result["kb_per_stream"] = round((watching - base) / n, 1)
+                result["cpu_s_during"] = round(cpu_seconds(site.pid) - cpu0, 2)
+                result["watchers_open"] = sum(1 for t in watch_tasks if not t.done()) - len(warm)
         except TimeoutError:
-            log(f"memory phase hit the {args.phase_timeout} s limit")
-            result = {"error": f"timed out after {args.phase_timeout} s"}
+            log(f"memory phase hit the {args.memory_timeout} s limit; keeping what was measured")
+            result["error"] = f"timed out after {args.memory_timeout} s"
         finally:
+            result["streams"] = n
+            result["errors"] = dict(Counter(w.error for w in watches if w.error))
+            result["messages_sent"] = sum(1 for w in watches if w.path)
+            result["vm_hwm_mb"] = round(proc_status(site.pid)["VmHWM"] / 1024, 1)
             for task in watch_tasks:
                 task.cancel()
             await asyncio.gather(*watch_tasks, return_exceptions=True)
@@ -1001,6 +1065,19 @@ class Run:
         return f"bench-{layer}-{phase}-{self.counter}"
 
 
+def pg_connect_ms(database_url: str, samples: int = 50) -> dict[str, float]:
+    """What a new PostgreSQL connection costs (TCP, SCRAM auth, backend fork, one query), as each request pays it."""
+    import psycopg
+
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        with psycopg.connect(database_url) as connection:
+            connection.execute("SELECT 1").fetchone()
+        times.append((time.perf_counter() - started) * 1000)
+    return spread(times)
+
+
 def phase_ttft(run: Run, layer: str) -> dict:
     args = run.args
     password = secrets.token_urlsafe(16)
@@ -1010,7 +1087,10 @@ def phase_ttft(run: Run, layer: str) -> dict:
         with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-ttft") as site:
             load = quiet_machine(args.wait_idle)
             log(f"{layer}: TTFT, {args.ttft_warmup} warm-up + {args.ttft_samples} samples (load {load})")
+            meter = OthersMeter()
             result = asyncio.run(ttft_run(site.url, site.pid, fake_url, username, password, conversations, args))
+            load.update(others_during(meter))
+            result["pg_connect_ms"] = pg_connect_ms(args.database_url)
     return {**result, "machine": load}
 
 
@@ -1020,46 +1100,37 @@ def phase_paced(run: Run, layer: str, *, profile: bool = False) -> dict:
     users = users_create(run.prefix(layer, "paced"), args.paced_streams)
     fake = {"chunks": args.paced_chunks, "interval": args.paced_interval, "first_delay": args.paced_first_delay}
     with fake_upstream(run.scratch, **fake) as fake_url:
-        chunks, _ = asyncio.run(reference_reply(fake_url))
-        if chunks != args.paced_chunks:
-            raise RuntimeError(f"the fake sent {chunks} content chunks, expected {args.paced_chunks}")
+        pieces = asyncio.run(reference_reply(fake_url))
+        if len(pieces) != args.paced_chunks:
+            raise RuntimeError(f"the fake sent {len(pieces)} content chunks, expected {args.paced_chunks}")
         with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-paced") as site:
             done = asyncio.run(warm_up(site, warm, args.phase_timeout))
             load = quiet_machine(args.wait_idle)
             what = "profiled run" if profile else "measurement"
-            log(f"{layer}: paced {what}, {len(users)} streams x {chunks} chunks (warm-up {done} ok; load {load})")
-            spies: dict[str, PySpy] = {}
-            out = RESULTS / f"profile-{layer}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-            async def window(name: str) -> None:
-                spies.pop("setup").stop()
-                spies[name] = PySpy(site.pid, out.with_name(f"{out.name}-{name}.txt"), args.profile_rate)
-
+            log(f"{layer}: paced {what}, {len(users)} streams x {len(pieces)} chunks (warm-up {done} ok; load {load})")
+            out = None
             if profile:
                 RESULTS.mkdir(parents=True, exist_ok=True)
-                spies["setup"] = PySpy(site.pid, out.with_name(f"{out.name}-setup.txt"), args.profile_rate)
-            result = asyncio.run(paced_run(site, users, chunks, args, on_window=window if profile else None))
-            for spy in spies.values():
-                spy.stop()
+                out = RESULTS / f"profile-{layer}-{time.strftime('%Y%m%d-%H%M%S')}"
+            meter = OthersMeter()
+            result = asyncio.run(paced_run(site, users, pieces, args, profile_to=out))
+            load.update(others_during(meter))
     result["machine"] = load
-    if profile:
+    steady = result.get("steady")
+    if out and steady:
         result["profile"] = {
             "relay": profile_summary(
-                out.with_name(f"{out.name}-relay.txt"),
-                result["cpu_s_relay"],
-                result["chunks_relayed"],
-                "chunk",
-                args.profile_top,
+                out.with_name(f"{out.name}-relay.txt"), steady["cpu_s"], steady["chunks"], "chunk", args.profile_top
             ),
             "setup": profile_summary(
                 out.with_name(f"{out.name}-setup.txt"),
-                result["cpu_s_setup"],
-                result["streams"],
+                steady["setup_cpu_ms_per_stream"] / 1000 * len(users),
+                len(users),
                 "stream",
                 args.profile_top,
             ),
+            "files": str(out) + "-{setup,relay}.txt",
         }
-        result["profile"]["files"] = str(out) + "-{setup,relay}.txt"
     return result
 
 
@@ -1071,7 +1142,9 @@ def phase_memory(run: Run, layer: str) -> dict:
         with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-memory") as site:
             load = quiet_machine(args.wait_idle)
             log(f"{layer}: memory, {len(users)} open streams (load {load})")
+            meter = OthersMeter()
             result = asyncio.run(memory_run(site, warm, users, args))
+            load.update(others_during(meter))
     return {**result, "machine": load}
 
 
@@ -1082,17 +1155,21 @@ def summary_table(results: dict) -> str:
         ("direct TTFT p50 / p95 (ms)", "", ("ttft", "direct_ms"), "p50p95"),
         ("site TTFT p50 / p95 (ms)", "", ("ttft", "site_ms"), "p50p95"),
         ("added TTFT p50 / p95 (ms)", "<= 5 p50", ("ttft", "added_ms"), "p50p95"),
-        ("CPU/chunk all-in (us)", "<= 50", ("paced", "cpu_us_per_chunk_all_in"), "{}"),
-        ("CPU/chunk relay window (us)", "<= 50", ("paced", "cpu_us_per_chunk_relay"), "{}"),
-        ("CPU per stream setup (ms)", "", ("paced", "cpu_ms_per_stream_setup"), "{}"),
+        ("CPU/chunk, steady window (us)", "<= 50", ("paced", "steady", "cpu_us_per_chunk"), "{}"),
+        ("CPU/chunk, all-in (us)", "", ("paced", "cpu_us_per_chunk_all_in"), "{}"),
+        ("CPU per stream setup (ms)", "", ("paced", "steady", "setup_cpu_ms_per_stream"), "{}"),
+        ("steady chunks/s relayed (of)", "", ("paced", "steady"), "rate"),
         ("streams complete / errors", "", ("paced",), "complete"),
         ("chunks per frame (coalescing)", "", ("paced", "chunks_per_frame"), "{}"),
-        ("paced wall: setup + relay (s)", "", ("paced",), "wall"),
+        ("wall: setup / steady / all (s)", "", ("paced",), "wall"),
         ("peak concurrent streams", "200", ("paced", "peak_concurrent_streams"), "{}"),
         ("peak PG backends / threads", "", ("paced", "site_peak"), "peaks"),
         ("KB per open stream", "<= 64", ("memory", "kb_per_stream"), "{}"),
         ("  of which reply / watcher (KB)", "", ("memory",), "split"),
         ("open streams measured", "2000", ("memory", "streams"), "{}"),
+        ("others' cores during ttft", "", ("ttft", "machine", "others_busy_cores_during"), "{}"),
+        ("others' cores during paced", "", ("paced", "machine", "others_busy_cores_during"), "{}"),
+        ("others' cores during memory", "", ("memory", "machine", "others_busy_cores_during"), "{}"),
     ]
     for label, budget, path, fmt in lines:
         cells = []
@@ -1107,7 +1184,11 @@ def summary_table(results: dict) -> str:
             elif fmt == "complete":
                 cells.append(f"{node['complete']}/{node['streams']} / {sum(node['errors'].values())}")
             elif fmt == "wall":
-                cells.append(f"{node['wall_s_setup']} + {node['wall_s_relay']}")
+                steady = node.get("steady") or {}
+                setup, window = steady.get("setup_wall_s", "-"), steady.get("wall_s", "-")
+                cells.append(f"{setup} / {window} / {node['wall_s_total']}")
+            elif fmt == "rate":
+                cells.append(f"{node['chunks_per_s']} ({node['upstream_chunks_per_s']})")
             elif fmt == "peaks":
                 cells.append(f"{node.get('pg_backends', '-')} / {node.get('threads', '-')}")
             elif fmt == "split":
@@ -1119,13 +1200,25 @@ def summary_table(results: dict) -> str:
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
 
 
-def git_revision() -> str:
+def git_revision(revision: str | None) -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", revision or "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        if revision:
+            return head.stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except OSError:
+        return head.stdout.strip() + ("+work-tree-changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def source_snapshot(revision: str, into: Path) -> Path:
+    """The files of a commit (git archive), so edits to the work tree cannot change the site mid-run."""
+    into.mkdir()
+    archive = subprocess.run(["git", "archive", "--format=tar", revision], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1135,7 +1228,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small counts, to check the bench itself")
     parser.add_argument("--profile", action="store_true", help="also run the paced load once under py-spy")
     parser.add_argument("--profile-only", action="store_true", help="only the py-spy run of the paced load")
-    parser.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second")
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--ttft-samples", type=int, default=200)
     parser.add_argument("--ttft-warmup", type=int, default=20)
@@ -1144,25 +1237,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ttft-interval", type=float, default=0.01)
     parser.add_argument("--warmup-streams", type=int, default=20)
     parser.add_argument("--paced-streams", type=int, default=200)
-    parser.add_argument("--paced-chunks", type=int, default=100)
-    parser.add_argument("--paced-interval", type=float, default=0.02)
     parser.add_argument(
-        "--paced-first-delay", type=float, default=6.0, help="upstream holds the first chunk: setup ends before relay"
+        "--paced-chunks", type=int, default=400, help="long enough that all streams overlap after the last setup"
     )
+    parser.add_argument("--paced-interval", type=float, default=0.02)
+    parser.add_argument("--paced-first-delay", type=float, default=0.5, help="seconds before the first chunk")
     parser.add_argument("--memory-streams", type=int, default=2000)
     parser.add_argument("--memory-chunks", type=int, default=1000)
     parser.add_argument("--memory-interval", type=float, default=8.0, help="seconds between chunks of the slow replies")
     parser.add_argument("--memory-settle", type=float, default=4.0, help="seconds before RSS is read")
     parser.add_argument("--memory-setup-concurrency", type=int, default=32)
-    parser.add_argument("--phase-timeout", type=float, default=300, help="hard limit per phase, seconds")
+    parser.add_argument("--phase-timeout", type=float, default=300, help="hard limit per load, seconds")
+    parser.add_argument("--memory-timeout", type=float, default=900, help="hard limit of the memory phase, seconds")
     parser.add_argument("--wait-idle", type=float, default=90, help="wait at most this long for a quiet machine")
+    parser.add_argument(
+        "--revision", help="run the site from this commit (a snapshot) instead of the work tree, e.g. HEAD"
+    )
     parser.add_argument("--output", type=Path, help="JSON file (default bench/results/stream-<time>.json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.ttft_samples, args.ttft_warmup = 20, 5
-        args.paced_streams, args.warmup_streams, args.paced_first_delay = 20, 5, 2.0
+        args.paced_streams, args.warmup_streams, args.paced_chunks = 20, 5, 100
         args.memory_streams = 50
         args.wait_idle = 5
+    if args.profile and not (BIN / "py-spy").exists():
+        parser.error(f"--profile needs py-spy: {BIN / 'pip'} install py-spy")
     args.layers = [x for x in args.layers.split(",") if x]
     args.phases = [x for x in args.phases.split(",") if x]
     if args.profile_only:
@@ -1199,13 +1298,18 @@ def main(argv: list[str] | None = None) -> None:
         run = Run(args=args, scratch=scratch, database_url=database_url, redis_url=redis_url)
 
         prepare_env = run.site_env("memory", "http://127.0.0.1:9/v1")
+        global SOURCE
+        if args.revision:
+            SOURCE = source_snapshot(args.revision, scratch / "source")
+            sys.path.insert(0, str(SOURCE))
+            log(f"running the site from {args.revision} ({git_revision(args.revision)}), not the work tree")
         for command in (["migrate", "--noinput", "-v", "0"], ["seedcatalog"]):
-            subprocess.run([sys.executable, "manage.py", *command], cwd=REPO, env=prepare_env, check=True)
+            subprocess.run([sys.executable, "manage.py", *command], cwd=SOURCE, env=prepare_env, check=True)
         django_setup(prepare_env)
 
         results = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "revision": git_revision(),
+            "revision": git_revision(args.revision),
             "machine": {"cores": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
             "budget": BUDGET,
             "settings": {
@@ -1213,25 +1317,23 @@ def main(argv: list[str] | None = None) -> None:
             },
             "layers": {},
         }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        output = args.output or RESULTS / f"stream-{time.strftime('%Y%m%d-%H%M%S')}.json"
         for layer in args.layers:
             figures: dict = {}
             results["layers"][layer] = figures
-            if "ttft" in args.phases:
-                figures["ttft"] = phase_ttft(run, layer)
-            if "paced" in args.phases:
-                figures["paced"] = phase_paced(run, layer)
-            if args.profile:
-                figures["paced_profiled"] = phase_paced(run, layer, profile=True)
-            if "memory" in args.phases:
-                figures["memory"] = phase_memory(run, layer)
-
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        output = args.output or RESULTS / f"stream-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        output.write_text(json.dumps(results, indent=2, default=str))
+            steps = [("ttft", phase_ttft), ("paced", phase_paced), ("memory", phase_memory)]
+            for name, phase in steps:
+                if name in args.phases:
+                    figures[name] = phase(run, layer)
+                    output.write_text(json.dumps(results, indent=2, default=str))  # keep what is done so far
+                if name == "paced" and args.profile:
+                    figures["paced_profiled"] = phase_paced(run, layer, profile=True)
+                    output.write_text(json.dumps(results, indent=2, default=str))
         print()
         print(summary_table(results))
         for layer, figures in results["layers"].items():
-            if "paced_profiled" in figures:
+            if "profile" in figures.get("paced_profiled", {}):
                 print_profile(layer, figures["paced_profiled"])
         print(f"\nwritten to {output}")
     finally:

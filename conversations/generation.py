@@ -14,6 +14,7 @@ database is written at most once per STREAM_FLUSH_INTERVAL and at the end.
 """
 
 import asyncio
+import contextvars
 import logging
 import time
 from dataclasses import dataclass
@@ -99,7 +100,9 @@ async def reply_start(*, plan: services.ReplyPlan) -> None:
     await layer.group_add(control_group(reply_id), control_channel)
     generation = ReplyGeneration(reply_id=reply_id, plan=plan, control_channel=control_channel)
     _running[reply_id] = generation
-    generation.task = asyncio.create_task(generation.run(), name=f"reply-{reply_id}")
+    # A fresh context: the task outlives the request, so its database work must not run on the
+    # request's worker thread (whose connection nobody would close) but on the process's shared one.
+    generation.task = asyncio.create_task(generation.run(), name=f"reply-{reply_id}", context=contextvars.Context())
     generation.task.add_done_callback(lambda _: _running.pop(reply_id, None))
 
 

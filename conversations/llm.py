@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 from django.conf import settings
@@ -164,14 +165,31 @@ async def completion_create(body: dict) -> dict:
     return completion
 
 
-async def _send(body: dict, *, model_id: str, stream: bool = False) -> httpx.Response:
-    """POST to chat/completions until the upstream accepts.
+async def client_secret_create(body: dict) -> dict:
+    """POST a Realtime client secret request; returns the upstream's answer, checked to hold a secret and its expiry.
+
+    The answer is a credential: nothing here logs it, nor the request's headers.
+    """
+    response = await _send(body, model_id=body["session"]["model"], path="realtime/client_secrets")
+    try:
+        answer = response.json()
+        value, expires_at = answer["value"], answer["expires_at"]
+        if not isinstance(value, str) or not value or isinstance(expires_at, bool) or not isinstance(expires_at, int):
+            raise TypeError
+        datetime.fromtimestamp(expires_at, UTC)  # a time Python can hold
+    except (ValueError, TypeError, KeyError, OverflowError, OSError):
+        raise UpstreamError("malformed_answer", "The model provider sent a client secret we could not read.") from None
+    return answer
+
+
+async def _send(body: dict, *, model_id: str, stream: bool = False, path: str = "chat/completions") -> httpx.Response:
+    """POST to the upstream's `path` until it accepts.
 
     429 and 5xx answers are retried with exponential backoff, honouring
     Retry-After; every other failure raises UpstreamError at once.
     """
     headers = {"Authorization": f"Bearer {settings.OPENAI_API_KEY}"}
-    url = f"{settings.OPENAI_BASE_URL}/chat/completions"
+    url = f"{settings.OPENAI_BASE_URL}/{path}"
     client = _client()
     attempt = 0
     while True:

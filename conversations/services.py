@@ -199,6 +199,17 @@ class ReplyPlan:
         return [*head, *turns[len(turns) // 2 :]] if len(turns) > 1 else self.messages
 
 
+def _turns_fitting(turns: list[dict], room: int) -> int:
+    """How many of the newest turns fit in `room` tokens; the newest one always counts."""
+    kept = 0
+    for turn in reversed(turns):
+        room -= estimate_prompt_tokens([turn])
+        if room < 0 and kept:
+            break
+        kept += 1
+    return kept
+
+
 def reply_plan(*, reply: Message) -> ReplyPlan:
     """What to send upstream for a pending reply: the system prompt, any summary, and as many turns as fit.
 
@@ -219,12 +230,9 @@ def reply_plan(*, reply: Message) -> ReplyPlan:
         .values("pk", "role", "content")
     )
     room = model.context_window - model.max_output_tokens - estimate_prompt_tokens(head)
-    kept = 0
-    for turn in reversed(turns):
-        room -= estimate_prompt_tokens([turn])
-        if room < 0 and kept:
-            break
-        kept += 1
+    kept = _turns_fitting(turns, room)
+    if kept < len(turns):  # some turns will be summarised: leave room for the summary too
+        kept = _turns_fitting(turns, room - SUMMARY_MAX_TOKENS)
     dropped, fitting = turns[: len(turns) - kept], turns[len(turns) - kept :]
     return ReplyPlan(
         reply_id=reply.pk,
@@ -347,7 +355,12 @@ def replies_interrupt_stale(*, conversation: Conversation | None = None) -> int:
     for reply in stale:
         with transaction.atomic():
             reservation = Reservation.objects.filter(message=reply).first()
-            prompt_tokens = reservation.prompt_tokens if reservation else 0
+            # The prompt went upstream; without the reservation's estimate (it expired), count it again.
+            prompt_tokens = (
+                reservation.prompt_tokens
+                if reservation
+                else sum(estimate_tokens(m["content"]) for m in reply_plan(reply=reply).messages)
+            )
             completion_tokens = estimate_tokens(reply.content)
             if not Message.objects.filter(pk=reply.pk, status__in=Message.LIVE_STATUSES).update(
                 status=Message.Status.INTERRUPTED,

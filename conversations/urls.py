@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations import api, views
+from conversations import api, realtime, views
 
 app_name = "conversations"
 urlpatterns = [
@@ -18,4 +18,5 @@ urlpatterns = [
     path("c/<int:pk>/messages/<int:message_pk>/stop/", views.reply_stop, name="reply_stop"),
     path("v1/chat/completions", api.chat_completions, name="api_chat_completions"),
     path("v1/models", api.models_list, name="api_models"),
+    path("v1/realtime/client_secrets", realtime.client_secrets, name="api_realtime_client_secrets"),
 ]

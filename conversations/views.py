@@ -161,9 +161,13 @@ def message_detail(request, pk: int, message_pk: int):
     message = _own_message(request, pk, message_pk)
     if not request.htmx:
         return redirect(f"{message.conversation.get_absolute_url()}#message-{message.pk}")
-    return TemplateResponse(
+    response = TemplateResponse(
         request, f"{CHAT_TEMPLATE}#message", {"message": message, "conversation": message.conversation}
-    )
+    ).render()
+    # A finished reply changed the user's usage: refresh the meter beside the chat list too.
+    meter = {"usage": usage_summary(user=request.user), "usage_oob": True}
+    response.content += TemplateResponse(request, f"{CHAT_TEMPLATE}#usage-link", meter).render().content
+    return response
 
 
 def _sse_response(events) -> StreamingHttpResponse:

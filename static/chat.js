@@ -3,8 +3,14 @@
 // as text nodes; formatted HTML comes from the server, already sanitised.
 "use strict";
 
+// Elements matching a selector in a swapped-in fragment, the fragment itself included
+// (htmx hands over a new reply's <article> itself).
+function within(root, selector) {
+  return [...(root.matches?.(selector) ? [root] : []), ...root.querySelectorAll(selector)];
+}
+
 function attachReplyStreams(root) {
-  root.querySelectorAll("[data-stream-url]:not([data-attached])").forEach((article) => {
+  within(root, "[data-stream-url]:not([data-attached])").forEach((article) => {
     article.dataset.attached = "true";
     const content = article.querySelector(".content");
     const url = `${article.dataset.streamUrl}?offset=${article.dataset.offset || 0}`;
@@ -41,7 +47,7 @@ function watchChat() {
 }
 
 function addCopyButtons(root) {
-  root.querySelectorAll(".markdown pre:not([data-copy])").forEach((pre) => {
+  within(root, ".markdown pre:not([data-copy])").forEach((pre) => {
     pre.dataset.copy = "true";
     const button = document.createElement("button");
     button.type = "button";
@@ -110,6 +116,8 @@ document.addEventListener("htmx:sendError", () => {
 });
 
 document.addEventListener("DOMContentLoaded", () => {
+  // On a phone the chat list starts folded away, leaving the screen to the chat.
+  if (window.matchMedia("(max-width: 700px)").matches) document.getElementById("sidebar")?.removeAttribute("open");
   attachReplyStreams(document);
   addCopyButtons(document);
   scrollToBottom();

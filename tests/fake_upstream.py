@@ -2,7 +2,10 @@
 
 Tests and benchmarks point the site (or the openai SDK) at ``FakeUpstream().base_url``
 instead of a paid API. It speaks the Chat Completions wire format byte for byte like
-OpenAI does, so whatever parses it here parses the real thing.
+OpenAI does, so whatever parses it here parses the real thing. It also mints Realtime
+client secrets (POST /v1/realtime/client_secrets), answering ``ek_...`` like OpenAI;
+those requests take their behaviour from the same script (a Reply answers, after its
+``first_delay``).
 
     with FakeUpstream() as fake:
         fake.script(Reply("Hi there", delay=0.01), Status.server_error(503))
@@ -40,9 +43,11 @@ MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "smollm2-135m")
 SYSTEM_FINGERPRINT = "fp_0fa4e5c0de"
 
 SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+# OpenAI's default lifetime of a Realtime client secret, when the request names none.
+CLIENT_SECRET_SECONDS = 600
 
 
-# -- Behaviours: what the next POST /v1/chat/completions does -----------------------------
+# -- Behaviours: what the next POST /v1/chat/completions (or realtime/client_secrets) does --
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,7 @@ Behaviour = Reply | Status | Refuse | Hang
 
 @dataclass
 class ReceivedRequest:
-    """One POST /v1/chat/completions as the fake saw it, and how far its answer got."""
+    """One POST as the fake saw it, and how far its answer got."""
 
     method: str
     path: str
@@ -237,8 +242,7 @@ def _status_response(status: Status) -> web.Response:
     return _error_response(status.status, body, status.retry_after)
 
 
-def _validation_error(request: web.Request, body: Any, api_key: str | None) -> web.Response | None:
-    """The checks OpenAI makes that a buggy client would trip, in OpenAI's order."""
+def _auth_error(request: web.Request, api_key: str | None) -> web.Response | None:
     auth = request.headers.get("Authorization", "")
     token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else ""
     if not token:
@@ -249,15 +253,24 @@ def _validation_error(request: web.Request, body: Any, api_key: str | None) -> w
         return _error_response(401, _error_body(message, "invalid_request_error", code="invalid_api_key"))
     if api_key is not None and token != api_key:
         return _status_response(Status.invalid_api_key(token[:8] + "***"))
+    return None
+
+
+NOT_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you "
+    "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+    "but what was sent was not valid JSON.)"
+)
+
+
+def _validation_error(request: web.Request, body: Any, api_key: str | None) -> web.Response | None:
+    """The checks OpenAI makes that a buggy client would trip, in OpenAI's order."""
+    if error := _auth_error(request, api_key):
+        return error
     if request.method != "POST":
         return None
     if not isinstance(body, dict):
-        message = (
-            "We could not parse the JSON body of your request. (HINT: This likely means you "
-            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
-            "but what was sent was not valid JSON.)"
-        )
-        return _error_response(400, _error_body(message, "invalid_request_error"))
+        return _error_response(400, _error_body(NOT_JSON, "invalid_request_error"))
     if not body.get("model"):
         return _error_response(400, _error_body("you must provide a model parameter", "invalid_request_error"))
     if "messages" not in body:
@@ -268,6 +281,31 @@ def _validation_error(request: web.Request, body: Any, api_key: str | None) -> w
     if body.get("stream_options") is not None and body.get("stream") is not True:
         message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
         return _error_response(400, _error_body(message, "invalid_request_error", "stream_options"))
+    return None
+
+
+def _client_secret_error(body: Any) -> web.Response | None:
+    """OpenAI's checks of a POST /v1/realtime/client_secrets body that a buggy client would trip."""
+    if not isinstance(body, dict):
+        return _error_response(400, _error_body(NOT_JSON, "invalid_request_error"))
+    expires_after, session = body.get("expires_after"), body.get("session")
+    if expires_after is not None and not isinstance(expires_after, dict):
+        message = "Invalid type for 'expires_after': expected an object."
+        return _error_response(400, _error_body(message, "invalid_request_error", "expires_after", "invalid_type"))
+    if session is not None and (not isinstance(session, dict) or "type" not in session):
+        message = "Missing required parameter: 'session.type'."
+        return _error_response(
+            400, _error_body(message, "invalid_request_error", "session.type", "missing_required_parameter")
+        )
+    seconds = (expires_after or {}).get("seconds", CLIENT_SECRET_SECONDS)
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 10 <= seconds <= 7200:
+        below = isinstance(seconds, int) and seconds < 10
+        message = (
+            f"Invalid 'expires_after.seconds': integer {'below minimum' if below else 'above maximum'} value. "
+            f"Expected a value {'>= 10' if below else '<= 7200'}, but got {seconds} instead."
+        )
+        code = "integer_below_min_value" if below else "integer_above_max_value"
+        return _error_response(400, _error_body(message, "invalid_request_error", "expires_after.seconds", code))
     return None
 
 
@@ -351,6 +389,7 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/realtime/client_secrets", self._client_secrets)
         # handler_cancellation: a client that goes away cancels its handler at once, which
         # is how a Stop in the site shows up here (and how a hang ends).
         # A short shutdown_timeout: stop() must not wait for hanging streams to finish.
@@ -458,6 +497,51 @@ class FakeUpstream:
             # A write raced the client's close, before the cancellation arrived.
             self._note_disconnect(received, epoch)
             return web.Response()
+
+    async def _client_secrets(self, request: web.Request) -> web.StreamResponse:
+        """Mint a Realtime client secret: a Reply answers (after its first_delay), faults as for chat."""
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        epoch = self._epoch
+        received = ReceivedRequest(request.method, request.path, CIMultiDictProxy(CIMultiDict(request.headers)), body)
+        if self._record_requests:
+            with self._cond:
+                self._requests.append(received)
+                self._cond.notify_all()
+
+        if error := _auth_error(request, self._api_key) or _client_secret_error(body):
+            received.finished = True
+            return error
+
+        behaviour = self._next_behaviour()
+        try:
+            if isinstance(behaviour, Status):
+                received.finished = True
+                return _status_response(behaviour)
+            if isinstance(behaviour, Refuse):
+                _close(request, reset=True)
+                return web.Response()
+            if isinstance(behaviour, Hang):
+                await asyncio.sleep(behaviour.seconds)
+                _close(request, reset=False)
+                return web.Response()
+            if behaviour.first_delay:
+                await asyncio.sleep(behaviour.first_delay)
+            seconds = (body.get("expires_after") or {}).get("seconds", CLIENT_SECRET_SECONDS)
+            session = body.get("session") or {"type": "realtime", "model": "gpt-realtime"}
+            answer = {
+                "value": "ek_" + "".join(random.choices("0123456789abcdef", k=32)),
+                "expires_at": int(time.time()) + seconds,
+                "session": {"id": "sess_" + "".join(random.choices(string.ascii_letters, k=20)), **session},
+            }
+            received.finished = True
+            return web.json_response(answer, dumps=_dumps, headers={"x-request-id": _request_id()})
+        except asyncio.CancelledError:
+            self._note_disconnect(received, epoch)
+            raise
 
     async def _complete(
         self, request: web.Request, body: dict, reply: Reply, received: ReceivedRequest

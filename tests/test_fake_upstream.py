@@ -278,6 +278,10 @@ def test_requests_record_what_the_client_sent(fake: FakeUpstream, client: openai
     assert request.json["stream_options"] == {"include_usage": True}
     assert request.json["messages"] == MESSAGES
     assert request.headers["authorization"] == "Bearer test"
+    # The client can read [DONE] a moment before the server's handler marks the response finished.
+    deadline = time.monotonic() + 2
+    while not request.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert request.finished
 
 

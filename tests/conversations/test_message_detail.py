@@ -24,14 +24,19 @@ def url(message: Message) -> str:
 
 
 def test_htmx_gets_the_finished_message_alone(alice_client, reply):
-    # What the page swaps in when a streamed reply ends: the stored text, rendered.
+    # What the page swaps in when a streamed reply ends: the stored text, rendered, and the
+    # usage meter beside the chat list, swapped out of band since the reply changed it.
     response = alice_client.get(url(reply), headers=HTMX)
 
     assert response.status_code == 200
     assert b"<html" not in response.content
     fragment = parse_html(response.content)
     top_level = [child for child in fragment.children if not isinstance(child, str)]
-    assert [(element.tag, element.attrs.get("id")) for element in top_level] == [("article", f"message-{reply.pk}")]
+    assert [(element.tag, element.attrs.get("id")) for element in top_level] == [
+        ("article", f"message-{reply.pk}"),
+        ("a", "usage-link"),
+    ]
+    assert top_level[1].attrs.get("hx-swap-oob") == "true"
     article = top_level[0]
     assert article.find("h2").text == "Packing"
     assert [item.text for item in article.find_all("li")] == ["boots", "a map"]

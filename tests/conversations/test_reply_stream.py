@@ -168,6 +168,7 @@ async def test_a_reply_whose_process_died_is_marked_interrupted_with_its_text(al
     text, status = await watch_reply(alice_async, url(orphan))
 
     await orphan.arefresh_from_db()
+    assert text == ""  # nothing new: the stored text is all there is
     assert status == "interrupted"
     assert orphan.status == Message.Status.INTERRUPTED
     assert orphan.content == "Half a sente"

@@ -145,6 +145,39 @@ def test_a_reply_streams_in_then_shows_as_markdown(page, alice, catalog, upstrea
     expect(chats.get_by_role("link")).to_have_attribute("aria-current", "page")
 
 
+def test_a_follow_up_in_the_same_chat_streams_its_reply_too(page, alice, catalog, upstream):
+    parts = [f"more{i} " for i in range(30)]
+    upstream.script(Reply("First answer."), Reply(chunks=parts, first_delay=0.2, delay=0.05))
+    log_in(page, alice)
+    send(page, "First question")
+    expect(last_reply(page).locator(".markdown")).to_have_text("First answer.")
+
+    send(page, "Second question")
+
+    expect(page.locator("article.user")).to_have_text(["First question", "Second question"])
+    reply = last_reply(page)
+    expect(reply.locator(".content.streaming"), "the follow-up's reply does not stream in").to_contain_text("more3 ")
+    expect(reply.locator(".markdown")).to_have_text("".join(parts).strip())
+
+
+def test_a_long_reply_keeps_its_latest_text_the_composer_and_the_chat_list_on_screen(page, alice, catalog, upstream):
+    upstream.script(Reply(chunks=[f"Line {i}\n\n" for i in range(60)], delay=0.05))
+    log_in(page, alice)
+
+    send(page, "Give me sixty lines")
+
+    reply = last_reply(page)
+    expect(reply.locator(".content.streaming")).to_contain_text("Line 30")
+    # Still streaming for another second and a half: look now.
+    on_screen = {
+        "the end of the reply being written": reply.get_by_role("button", name="Stop"),
+        "the composer": page.get_by_role("textbox", name="Message"),
+        "the chat list": page.get_by_role("link", name="New chat"),
+    }
+    for name, locator in on_screen.items():
+        expect(locator, f"{name} is off screen").to_be_in_viewport(timeout=1_000)
+
+
 def test_stop_ends_the_reply_and_keeps_its_text(page, alice, catalog, upstream):
     words = [f"w{i} " for i in range(200)]  # ten seconds of reply
     upstream.script(Reply(chunks=words, delay=0.05))
@@ -170,7 +203,7 @@ def test_stop_ends_the_reply_and_keeps_its_text(page, alice, catalog, upstream):
 
 
 def test_a_page_reloaded_mid_reply_shows_the_text_so_far_then_continues(page, alice, catalog, upstream):
-    parts = [f"part{i} " for i in range(60)]  # three seconds of reply
+    parts = [f"part{i} " for i in range(80)]  # four seconds of reply
     full = "".join(parts)
     upstream.script(Reply(chunks=parts, delay=0.05))
     page.add_init_script(RECORD_LIVE_TEXT)

@@ -1,0 +1,37 @@
+"""What a long-running server process holds on to after replies are done."""
+
+import pytest
+from django.db import connection
+
+from tests.live.conftest import chat_start, login, reply_watch, stream_url
+from tests.servers import site_server
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+APPLICATION_NAME = "live-resources-site"
+
+
+@pytest.fixture(scope="module")
+def counted_site(live_env):
+    """A server of its own whose database connections carry a name, so that only they are counted."""
+    env = live_env | {"DATABASE_URL": f"{live_env['DATABASE_URL']}?application_name={APPLICATION_NAME}"}
+    with site_server(env) as base_url:
+        yield base_url
+
+
+def server_connections() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APPLICATION_NAME])
+        return cursor.fetchone()[0]
+
+
+def test_finished_replies_leave_no_database_connections_open(counted_site, alice, catalog, upstream):
+    client = login(counted_site, alice)
+
+    for i in range(10):
+        conversation_id, reply_id = chat_start(client, f"Question {i}")
+        _, status = reply_watch(client, stream_url(conversation_id, reply_id))
+        assert status == "complete"
+
+    # PostgreSQL allows 100 connections by default: one left open per reply runs a busy site out of them.
+    assert server_connections() <= 2
