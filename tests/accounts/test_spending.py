@@ -7,7 +7,7 @@ day (TIME_ZONE) when it was settled.
 
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -145,7 +145,7 @@ def test_its_figures_are_the_sums_of_the_usage_records(admin_client, alice, bob,
 
     spending = admin_client.get(URL, MARCH_10_TO_12).context["spending"]
 
-    assert vars(spending.totals) == sums()
+    assert {k: spending.totals[k] for k in ("calls", "tokens", "cost")} == sums()
     assert {row["day"]: {k: row[k] for k in ("calls", "tokens", "cost")} for row in spending.days} == sums("day")
     assert {row["user_id"]: {k: row[k] for k in ("calls", "tokens", "cost")} for row in spending.users} == sums(
         "user_id"
@@ -153,7 +153,7 @@ def test_its_figures_are_the_sums_of_the_usage_records(admin_client, alice, bob,
     assert {row["model_id"]: {k: row[k] for k in ("calls", "tokens", "cost")} for row in spending.models} == sums(
         "model_id"
     )
-    assert spending.totals.calls == 24
+    assert spending.totals["calls"] == 24
 
 
 def test_the_date_range_leaves_out_the_days_outside_it(admin_client, alice, mini):
@@ -185,8 +185,8 @@ def test_a_call_counts_on_the_day_of_the_sites_time_zone(
     on_day = admin_client.get(URL, {"start": day, "end": day})
     on_other_day = admin_client.get(URL, {"start": other_day, "end": other_day})
 
-    assert on_day.context["spending"].totals.calls == 1
-    assert on_other_day.context["spending"].totals.calls == 0
+    assert on_day.context["spending"].totals["calls"] == 1
+    assert on_other_day.context["spending"].totals["calls"] == 0
     assert "Nothing was spent in this range." in section(on_other_day, "spending-per-day").text
 
 
@@ -205,19 +205,48 @@ def test_it_shows_the_last_30_days_of_the_sites_time_zone_by_default(admin_clien
     assert totals(response) == {"Spent": "$0.000150", "Tokens": "1,000", "Calls": "1"}
 
 
-def test_it_narrows_the_figures_to_one_user(admin_client, march):
-    response = admin_client.get(URL, MARCH_10_TO_12 | {"user": "bob"})
-
-    assert response.status_code == 200
-    assert totals(response) == {"Spent": "$0.026800", "Tokens": "16,000", "Calls": "2"}
-    assert [row[0] for row in table(response, "spending-per-user")] == ["bob"]
+def link(response, section_id: str, text: str) -> str:
+    """Where a link of the page leads, as a path the test client can follow."""
+    return URL + section(response, section_id).find("a", text=text).attrs["href"]
 
 
-def test_it_narrows_the_figures_to_one_model(admin_client, march):
-    response = admin_client.get(URL, MARCH_10_TO_12 | {"model": "gpt-4o"})
+def test_a_spenders_name_narrows_the_page_and_its_csv_to_them(admin_client, march):
+    page = admin_client.get(URL, MARCH_10_TO_12)
 
-    assert totals(response) == {"Spent": "$0.040000", "Tokens": "13,000", "Calls": "2"}
-    assert table(response, "spending-per-model") == [["GPT-4o", "2", "13,000", "$0.040000"]]
+    bob = admin_client.get(link(page, "spending-top-spenders", "bob"))
+
+    assert bob.status_code == 200
+    assert totals(bob) == {"Spent": "$0.026800", "Tokens": "16,000", "Calls": "2"}
+    assert [row[0] for row in table(bob, "spending-per-user")] == ["bob"]
+    bobs_csv = admin_client.get(URL + parse_html(bob.content).find("a", text="Export as CSV").attrs["href"])
+    assert [line[1] for line in csv_lines(bobs_csv)[1:]] == ["bob", "bob"]
+
+
+def test_a_models_name_narrows_the_page_to_it_keeping_the_user(admin_client, march):
+    alices = admin_client.get(URL, MARCH_10_TO_12 | {"user": "alice"})
+
+    response = admin_client.get(link(alices, "spending-per-model", "GPT-4o"))
+
+    assert totals(response) == {"Spent": "$0.015000", "Tokens": "3,000", "Calls": "1"}
+    assert parse_html(response.content).find("form", action=URL).form_data() == MARCH_10_TO_12 | {
+        "user": "alice",
+        "model": "gpt-4o",
+    }
+
+
+def test_a_long_list_of_users_stops_at_1000_and_says_so(admin_client, mini):
+    users = User.objects.bulk_create(User(username=f"user{n:04}") for n in range(1001))
+    DailyUsage.objects.bulk_create(
+        DailyUsage(user=user, model=mini, day=date(2026, 3, 10), calls=1, tokens=10, cost=Decimal("0.01"))
+        for user in users
+    )
+
+    response = admin_client.get(URL, MARCH_10_TO_12)
+
+    listed = table(response, "spending-per-user")
+    assert (len(listed), listed[0][0], listed[-1][0]) == (1000, "user0000", "user0999")
+    assert "The first 1000 of 1001 users by name." in section(response, "spending-per-user").text
+    assert totals(response) == {"Spent": "$10.010000", "Tokens": "10,010", "Calls": "1,001"}
 
 
 def test_the_chart_is_an_inline_svg_with_a_text_alternative(admin_client, march):
@@ -277,9 +306,9 @@ def test_the_csv_adds_up_to_the_pages_totals(admin_client, march):
     lines = csv_lines(admin_client.get(URL, MARCH_10_TO_12 | {"format": "csv"}))[1:]
     totals = admin_client.get(URL, MARCH_10_TO_12).context["spending"].totals
 
-    assert sum(int(line[3]) for line in lines) == totals.calls
-    assert sum(int(line[4]) for line in lines) == totals.tokens
-    assert sum(Decimal(line[5]) for line in lines) == totals.cost
+    assert sum(int(line[3]) for line in lines) == totals["calls"]
+    assert sum(int(line[4]) for line in lines) == totals["tokens"]
+    assert sum(Decimal(line[5]) for line in lines) == totals["cost"]
 
 
 def test_the_csv_follows_the_user_and_model_filters(admin_client, march):
@@ -366,7 +395,7 @@ def test_staff_allowed_to_view_daily_usage_see_the_console(alice, catalog, march
     response = client.get(URL, MARCH_10_TO_12)
 
     assert response.status_code == 200
-    assert response.context["spending"].totals.calls == 4
+    assert response.context["spending"].totals["calls"] == 4
     assert parse_html(client.get("/admin/").content).find_all("a", href=URL)
 
 

@@ -58,7 +58,8 @@ async def test_it_delivers_tokens_as_they_arrive(alice_async, upstream):
 
 async def test_a_watcher_that_reattaches_gets_the_rest_without_gaps_or_repeats(alice_async, upstream):
     words = [f"word{i} " for i in range(30)]
-    upstream.script(Reply(chunks=words, first_delay=0.1, delay=0.05))
+    # Slow enough that the first watcher attaches before the end even on a loaded machine.
+    upstream.script(Reply(chunks=words, first_delay=0.5, delay=0.1))
     reply = await start_reply(alice_async)
 
     first = await alice_async.get(url(reply))
