@@ -1,9 +1,13 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db import transaction
+from django.db.models import Q
+from django.template.response import TemplateResponse
+from django.utils import timezone
 
-from accounts.models import AuditEntry, User
-from accounts.services import audit_record, limits_set
+from accounts.forms import ApiKeyAdminAddForm
+from accounts.models import ApiKey, AuditEntry, DailyUsage, UsageRecord, User
+from accounts.services import api_key_create, api_key_revoke, audit_record, limits_set
 
 
 class NearLimitFilter(admin.SimpleListFilter):
@@ -97,7 +101,6 @@ class AuditEntryAdmin(admin.ModelAdmin):
 # --- The usage ledger and its daily rollup, read-only; the spending console's link on the index -------------
 # (Kept apart from the user admin above; the console itself is accounts/spending.py at /admin/spending/.)
 
-from accounts.models import DailyUsage, UsageRecord  # noqa: E402
 
 # Extends admin/index.html, so an override of that template still applies.
 admin.site.index_template = "admin/spending/index.html"
@@ -139,15 +142,6 @@ class DailyUsageAdmin(LedgerAdmin):
 
 
 # --- API keys: staff make them for anyone and revoke them; the key itself is shown once, never stored ---------
-
-from django.contrib import messages  # noqa: E402
-from django.db.models import Q  # noqa: E402
-from django.template.response import TemplateResponse  # noqa: E402
-from django.utils import timezone  # noqa: E402
-
-from accounts.forms import ApiKeyAdminAddForm  # noqa: E402
-from accounts.models import ApiKey  # noqa: E402
-from accounts.services import api_key_create, api_key_revoke  # noqa: E402
 
 
 class ApiKeyStatusFilter(admin.SimpleListFilter):

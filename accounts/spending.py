@@ -17,6 +17,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import F, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
 from accounts.models import DailyUsage, User, local_today
@@ -26,6 +28,8 @@ DEFAULT_DAYS = 30
 # A leap year at most: the chart and the table per day stay readable, the page fast.
 MAX_DAYS = 366
 TOP_SPENDERS = 10
+# Users listed by name on the page; the CSV and the user filter reach the rest.
+PER_USER_ROWS = 1000
 TEMPLATE = "admin/spending/spending.html"
 
 FIGURES = {"calls": Sum("calls"), "tokens": Sum("tokens"), "cost": Sum("cost")}
@@ -91,25 +95,34 @@ def spending_rows(
     return rows.order_by()
 
 
-@dataclass(frozen=True)
-class Figures:
-    calls: int
-    tokens: int
-    cost: Decimal
+def usd(amount: Decimal) -> str:
+    return f"${amount:,.6f}"
+
+
+def shown(row: dict) -> dict:
+    """The row with its figures as the page shows them.
+
+    Done here rather than with template filters: a year of days and a thousand
+    users are thousands of numbers, and floatformat costs ten times as much.
+    """
+    return row | {
+        "calls_shown": f"{row['calls']:,}",
+        "tokens_shown": f"{row['tokens']:,}",
+        "cost_shown": usd(row["cost"]),
+    }
 
 
 @dataclass(frozen=True)
 class Spending:
-    totals: Figures
+    totals: dict
     days: list[dict]
     users: list[dict]
     models: list[dict]
+    top_spenders: list[dict]
 
     @property
-    def top_spenders(self) -> list[dict]:
-        spenders = sorted(self.users, key=lambda row: (-row["cost"], row["username"]))[:TOP_SPENDERS]
-        total = self.totals.cost
-        return [row | {"share": row["cost"] * 100 / total if total else Decimal(0)} for row in spenders]
+    def users_listed(self) -> list[dict]:
+        return self.users[:PER_USER_ROWS]
 
 
 def spending_summary(rows: QuerySet[DailyUsage], *, start: date, end: date) -> Spending:
@@ -118,20 +131,29 @@ def spending_summary(rows: QuerySet[DailyUsage], *, start: date, end: date) -> S
     days = []
     for offset in range(days_between(start, end)):
         day = start + timedelta(days=offset)
-        days.append(by_day.get(day) or {"day": day, "calls": 0, "tokens": 0, "cost": Decimal(0)})
-    users = list(rows.values("user_id", username=F("user__username")).annotate(**FIGURES).order_by("username"))
-    models = list(
-        rows.values("model_id", model_ref=F("model__model_id"), model_name=F("model__display_name"))
+        row = by_day.get(day) or {"day": day, "calls": 0, "tokens": 0, "cost": Decimal(0)}
+        days.append(shown(row) | {"day_shown": f"{day:%a} {day.day} {day:%b %Y}"})
+    users = [
+        shown(row)
+        for row in rows.values("user_id", username=F("user__username")).annotate(**FIGURES).order_by("username")
+    ]
+    models = [
+        shown(row)
+        for row in rows.values("model_id", model_ref=F("model__model_id"), model_name=F("model__display_name"))
         .annotate(**FIGURES)
         .order_by("-cost", "model_name")
-    )
+    ]
     # Each rollup row has one model, so the models' sums add up to the totals: no fourth pass over the rows.
-    totals = Figures(
-        calls=sum(row["calls"] for row in models),
-        tokens=sum(row["tokens"] for row in models),
-        cost=sum((row["cost"] for row in models), Decimal(0)),
+    totals = shown(
+        {
+            "calls": sum(row["calls"] for row in models),
+            "tokens": sum(row["tokens"] for row in models),
+            "cost": sum((row["cost"] for row in models), Decimal(0)),
+        }
     )
-    return Spending(totals=totals, days=days, users=users, models=models)
+    spenders = sorted(users, key=lambda row: (-row["cost"], row["username"]))[:TOP_SPENDERS]
+    top_spenders = [row | {"share": row["cost"] * 100 / totals["cost"] if totals["cost"] else 0} for row in spenders]
+    return Spending(totals=totals, days=days, users=users, models=models, top_spenders=top_spenders)
 
 
 # The chart's drawing area, in SVG user units; the SVG scales to the page's width.
@@ -163,7 +185,7 @@ def spending_chart(days: list[dict]) -> dict:
             }
         )
     ticks = [
-        {"y": f"{PLOT_BOTTOM - share * plot_height:.2f}", "cost": peak["cost"] * Decimal(share)}
+        {"y": f"{PLOT_BOTTOM - share * plot_height:.2f}", "cost_shown": usd(peak["cost"] * Decimal(share))}
         for share in (0, 0.5, 1)
     ]
     # The first, middle and last days, kept inside the drawing at either end.
@@ -179,7 +201,6 @@ def spending_chart(days: list[dict]) -> dict:
         "height": CHART_HEIGHT,
         "left": PLOT_LEFT,
         "top": PLOT_TOP,
-        "bottom": PLOT_BOTTOM,
         "plot_height": plot_height,
         "label_y": PLOT_BOTTOM + 18,
         "peak": peak,
@@ -229,5 +250,20 @@ def spending_view(request: HttpRequest) -> HttpResponse:
     if request.GET.get("format") == "csv":
         return spending_csv(rows, start=start, end=end)
     spending = spending_summary(rows, start=start, end=end)
-    context |= {"start": start, "end": end, "spending": spending, "chart": spending_chart(spending.days)}
+    # Links that narrow the page to one user or one model, keeping the other filters; built once, not per row.
+    dates = {"start": start.isoformat(), "end": end.isoformat()}
+    user = {"user": form.cleaned_data["user"].username} if form.cleaned_data["user"] else {}
+    model = {"model": form.cleaned_data["model"].model_id} if form.cleaned_data["model"] else {}
+    context |= {
+        "start": start,
+        "end": end,
+        "spending": spending,
+        "chart": spending_chart(spending.days),
+        "per_user_rows": PER_USER_ROWS,
+        "query_for_a_user": urlencode(dates | model),
+        "query_for_a_model": urlencode(dates | user),
+        "csv_query": urlencode(dates | user | model | {"format": "csv"}),
+        # The admin's own URL pattern, <id>/change/, without a reverse() per row.
+        "user_admin_url": reverse("admin:accounts_user_changelist"),
+    }
     return render(request, TEMPLATE, context)

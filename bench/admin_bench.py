@@ -10,9 +10,10 @@ starts one, unless DATABASE_URL names an empty database to fill (it is
 migrated and loaded; do not point it at data you keep) or one this bench
 filled before (then it only times the pages again).
 
-The data is written with SQL (INSERT ... SELECT over generate_series), not the
-ORM row by row: users and chats spread over a year (a few users have most of
-them), 10 messages a chat, every assistant reply with a UsageRecord, a summary
+Messages and the ledger are written with SQL (INSERT ... SELECT over
+generate_series), users and chats with bulk_create; never the ORM row by row.
+Chats spread over a year in time order (a few users have most of them),
+10 messages a chat, every assistant reply with a UsageRecord, a summary
 call for every fourth chat, and DailyUsage summed from those records as
 budget_settle keeps it. Then VACUUM ANALYZE.
 
@@ -211,9 +212,12 @@ def data_load(users_count: int, messages: int, days: int, chat_length: int) -> d
     chat_models = rng.choices(
         [models["gpt-4o-mini"], models["gpt-4o"], models["smollm2-135m"]], weights=[70, 25, 5], k=chats
     )
+    # In time order, as a live site writes them: ids and table pages follow the clock, which the planner sees.
+    starts = sorted(
+        now - timedelta(days=rng.randrange(days), seconds=rng.randrange(86400) + 3600) for _ in range(chats)
+    )
     conversations = []
-    for n in range(chats):
-        start = now - timedelta(days=rng.randrange(days), seconds=rng.randrange(86400) + 3600)
+    for n, start in enumerate(starts):
         conversations.append(
             Conversation(
                 user_id=user_ids[int(len(user_ids) * rng.random() ** 2)],
@@ -277,7 +281,7 @@ def data_load(users_count: int, messages: int, days: int, chat_length: int) -> d
     replies = """
         SELECT user_id, 'reply', model_id, id, prompt_tokens, completion_tokens, cached_tokens, cost,
                usage_estimated, (created_at AT TIME ZONE %s)::date, created_at /*extra*/
-        FROM conversations_message WHERE role = 'assistant'
+        FROM conversations_message WHERE role = 'assistant' ORDER BY created_at
     """
     summaries = """
         SELECT c.user_id, 'summary', c.model_id, NULL, 3000, 300, 0,
@@ -293,7 +297,7 @@ def data_load(users_count: int, messages: int, days: int, chat_length: int) -> d
             cursor.execute(sql, [tz, *extra])
         rollup = """
             SELECT user_id, model_id, day, count(*), sum(prompt_tokens + completion_tokens), sum(cost) /*extra*/
-            FROM accounts_usagerecord GROUP BY user_id, model_id, day
+            FROM accounts_usagerecord GROUP BY user_id, model_id, day ORDER BY day
         """
         sql, extra = insert_sql(DailyUsage, ["user_id", "model_id", "day", "calls", "tokens", "cost"], rollup)
         cursor.execute(sql, extra)
@@ -524,8 +528,9 @@ def main() -> int:
         if args.keep and postgres:
             log(f"Kept running. Time again:  DATABASE_URL={database_url} {sys.argv[0]}")
             log(f"Stop it:  {' '.join(postgres.as_pg)} {postgres.bin / 'pg_ctl'} -D {postgres.data} stop")
-        elif postgres:
-            postgres.stop()
+        else:
+            if postgres:
+                postgres.stop()
             shutil.rmtree(scratch, ignore_errors=True)
 
 
