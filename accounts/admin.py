@@ -80,37 +80,9 @@ class UserAdmin(BaseUserAdmin):
             )
 
 
-@admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "actor_label", "action", "user", "subject", "old_value", "new_value"]
-    list_filter = ["action", "created_at"]
-    list_select_related = ["user"]
-    search_fields = ["actor_label", "user__username", "subject"]
-    date_hierarchy = "created_at"
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records of what happened (ledger, audit, messages): shown, never added, edited or deleted here."""
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-# --- The usage ledger and its daily rollup, read-only; the spending console's link on the index -------------
-# (Kept apart from the user admin above; the console itself is accounts/spending.py at /admin/spending/.)
-
-
-# Extends admin/index.html, so an override of that template still applies.
-admin.site.index_template = "admin/spending/index.html"
-
-
-class LedgerAdmin(admin.ModelAdmin):
-    """Rows written only by budget_settle: shown, never added, edited or deleted here."""
-
-    list_select_related = ["user", "model"]
-    search_fields = ["=user__username"]
     show_full_result_count = False  # a count over millions of rows on every page load is not worth it
 
     def has_add_permission(self, request):
@@ -121,6 +93,30 @@ class LedgerAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "actor_label", "action", "user", "subject", "old_value", "new_value"]
+    list_filter = ["action", "created_at"]
+    list_select_related = ["user"]
+    search_fields = ["actor_label", "user__username", "subject"]
+    date_hierarchy = "created_at"
+
+
+# --- The usage ledger and its daily rollup, read-only; the spending console's link on the index -------------
+# (Kept apart from the user admin above; the console itself is accounts/spending.py at /admin/spending/.)
+
+
+# Extends admin/index.html, so an override of that template still applies.
+admin.site.index_template = "admin/spending/index.html"
+
+
+class LedgerAdmin(ReadOnlyAdmin):
+    """Rows written only by budget_settle."""
+
+    list_select_related = ["user", "model"]
+    search_fields = ["=user__username"]
 
 
 @admin.register(UsageRecord)

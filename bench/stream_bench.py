@@ -746,10 +746,10 @@ class PySpy:
     def __init__(self, pid: int, output: Path, args: argparse.Namespace):
         self.output = output
         command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", str(args.profile_rate)]
-        # --gil: only the thread holding the GIL, so waits (epoll, locks, sockets) are not counted as work.
-        # --nonblocking: never pause daphne; with hundreds of threads (one per stream, see README)
-        # pausing it for every sample slows it down several times over.
-        command += ["--format", "raw", "--gil", "--nonblocking", "--nolineno", "--output", str(output)]
+        # --nonblocking: never pause daphne; with a thread per open stream (see README), pausing
+        # it for every sample slows it down several times over. Idle threads are left out by
+        # py-spy, and samples blocked in C are dropped in profile_summary (IDLE_LEAVES).
+        command += ["--format", "raw", "--nonblocking", "--nolineno", "--output", str(output)]
         self.log = open(output.with_suffix(".log"), "wb")  # closed in stop()
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -767,16 +767,17 @@ class Instant:
     at: float
     cpu: float
     chunks: int
+    frames: int
 
 
 async def paced_run(site: Site, users: list[BenchUser], pieces: list[str], args, *, profile_to: Path | None) -> dict:
-    """Every user sends a message at once and watches its reply to the end.
+    """Every user sends a message at once and watches its reply; measured until the steady window ends.
 
-    Daphne's CPU is read before the first POST, after the last `event: done`
-    (all-in), and over the steady window: from the moment every stream has
-    its first frame (every setup is done, all streams relay at once) until the
-    first stream is 95% through. Chunks relayed in the window are counted from
-    the watchers' offsets, since the fake's text is known chunk by chunk.
+    Daphne's CPU is read before the first POST and over the steady window: from
+    the moment every stream has had its first frame (every setup is done, all
+    streams relay at once) for --paced-window seconds, or until the first stream
+    is 95% through. Chunks relayed are counted from the watchers' SSE offsets,
+    since the fake's text is known chunk by chunk. Then the load stops.
     """
     watches = [Watch() for _ in users]
     cumulative = list(itertools.accumulate(len(piece) for piece in pieces))
@@ -788,7 +789,14 @@ async def paced_run(site: Site, users: list[BenchUser], pieces: list[str], args,
 
     def instant() -> Instant:
         relayed = sum(bisect.bisect_right(cumulative, w.offset) for w in watches)
-        return Instant(time.monotonic(), cpu_seconds(site.pid), relayed)
+        return Instant(time.monotonic(), cpu_seconds(site.pid), relayed, sum(w.frames for w in watches))
+
+    def window_close() -> None:
+        if "start" in window and "end" not in window:
+            window["end"] = instant()
+            window_done.set()
+            if profile_to:
+                spies["relay"].stop_soon()
 
     def on_delta(watch: Watch) -> None:
         nonlocal streaming
@@ -796,14 +804,12 @@ async def paced_run(site: Site, users: list[BenchUser], pieces: list[str], args,
             streaming += 1
             if streaming == len(users):
                 window["start"] = instant()
+                asyncio.get_running_loop().call_later(args.paced_window, window_close)
                 if profile_to:
                     spies["setup"].stop_soon()
                     spies["relay"] = PySpy(site.pid, profile_to.with_name(f"{profile_to.name}-relay.txt"), args)
-        if "start" in window and "end" not in window and watch.offset >= window_end_offset:
-            window["end"] = instant()
-            window_done.set()
-            if profile_to:
-                spies["relay"].stop_soon()
+        if watch.offset >= window_end_offset:
+            window_close()
 
     async def one(user: BenchUser, watch: Watch) -> None:
         if await message_send(http, site.url, user, watch, "Tell me about foxes."):
@@ -819,56 +825,50 @@ async def paced_run(site: Site, users: list[BenchUser], pieces: list[str], args,
         tasks = [asyncio.create_task(one(user, watch)) for user, watch in zip(users, watches, strict=True)]
         try:
             async with asyncio.timeout(args.phase_timeout):
-                await asyncio.gather(*tasks)
+                await window_done.wait()
         except TimeoutError:
-            log(f"paced load hit the {args.phase_timeout} s limit")
+            log(f"paced load hit the {args.phase_timeout} s limit before its steady window ended")
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        end = instant()
     monitor_task.cancel()
     await asyncio.gather(monitor_task, return_exceptions=True)
     for spy in spies.values():
         await asyncio.get_running_loop().run_in_executor(None, spy.stop)
-    await asyncio.sleep(2)  # replies settle; then count what was left behind
+    await asyncio.sleep(2)
     after = await monitor.now()
 
-    complete = [w for w in watches if w.status == "complete" and not w.error]
-    relayed = len(complete) * len(pieces)
-    frames = sum(w.frames for w in complete)
-    errors = Counter(w.error or f"status {w.status}" for w in watches if w.error or w.status != "complete")
-    intervals = [(w.first_delta, w.done) for w in complete if w.first_delta and w.done]
+    errors = Counter(w.error for w in watches if w.error and w.error != "stream CancelledError")
     result = {
         "streams": len(users),
-        "complete": len(complete),
         "errors": dict(errors),
-        "chunks_relayed": relayed,
-        "frames_delivered": frames,
-        "chunks_per_frame": round(relayed / frames, 2) if frames else None,
-        "cpu_s_total": round(end.cpu - begin.cpu, 3),
-        "cpu_us_per_chunk_all_in": round((end.cpu - begin.cpu) / relayed * 1e6, 1) if relayed else None,
-        "wall_s_total": round(end.at - begin.at, 2),
         "ideal_stream_s": round(args.paced_first_delay + (len(pieces) - 1) * args.paced_interval, 2),
-        "stream_duration_s": spread([(done - first) for first, done in intervals]) if intervals else None,
-        "peak_concurrent_streams": _peak_overlap(intervals),
         "site_peak": dict(monitor.peak),
-        "site_after_2s": after,
+        "site_2s_after_the_load_stopped": after,
     }
     if "start" in window and "end" in window:
         start, stop = window["start"], window["end"]
-        chunks = stop.chunks - start.chunks
-        result["steady"] = {
-            "setup_wall_s": round(start.at - begin.at, 2),
-            "setup_cpu_ms_per_stream": round((start.cpu - begin.cpu) / len(users) * 1000, 2),
-            "wall_s": round(stop.at - start.at, 2),
-            "chunks": chunks,
-            "chunks_per_s": round(chunks / (stop.at - start.at)),
-            "upstream_chunks_per_s": round(len(users) / args.paced_interval),
-            "cpu_s": round(stop.cpu - start.cpu, 3),
-            "cpu_us_per_chunk": round((stop.cpu - start.cpu) / chunks * 1e6, 1) if chunks else None,
-            "site_cpu_busy": round((stop.cpu - start.cpu) / (stop.at - start.at), 2),
-        }
+        chunks, frames, seconds = stop.chunks - start.chunks, stop.frames - start.frames, stop.at - start.at
+        result.update(
+            {
+                "cpu_us_per_chunk_all_in": round((stop.cpu - begin.cpu) / stop.chunks * 1e6, 1),
+                "chunks_all_in": stop.chunks,
+                "steady": {
+                    "setup_wall_s": round(start.at - begin.at, 2),
+                    "setup_cpu_ms_per_stream": round((start.cpu - begin.cpu) / len(users) * 1000, 2),
+                    "wall_s": round(seconds, 2),
+                    "chunks": chunks,
+                    "frames": frames,
+                    "chunks_per_frame": round(chunks / frames, 2) if frames else None,
+                    "chunks_per_s": round(chunks / seconds),
+                    "upstream_chunks_per_s": round(len(users) / args.paced_interval),
+                    "cpu_s": round(stop.cpu - start.cpu, 3),
+                    "cpu_us_per_chunk": round((stop.cpu - start.cpu) / chunks * 1e6, 1) if chunks else None,
+                    "site_cpu_busy": round((stop.cpu - start.cpu) / seconds, 2),
+                },
+            }
+        )
     return result
 
 
@@ -979,19 +979,31 @@ async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], 
 
 # Where a sampled stack's CPU goes, by the first marker found in it (most specific first).
 ACTIVITIES = [
-    ("database, in sync_to_async threads", "_worker (concurrent/futures/thread.py)"),
-    ("upstream read + parse (llm deltas)", "ReplyStream.deltas"),
-    ("frame publish (group_send)", "ReplyGeneration._publish_frame"),
-    ("generation, other", "ReplyGeneration"),
-    ("SSE watcher (reply_events)", "reply_events"),
-    ("Django ASGI handler (response send)", "django/core/handlers/asgi.py"),
-    ("channels_redis receive", "channels_redis"),
-    ("daphne / twisted HTTP", "daphne/"),
-    ("daphne / twisted HTTP", "twisted/"),
+    ("database: reply_flush (text saved about once a second per reply)", ("reply_flush",)),
+    ("database: other, in sync_to_async threads", ("_worker (concurrent/futures/thread.py)",)),
+    ("upstream read + parse (llm.py, httpx)", ("ReplyStream.chunks", "ReplyStream.deltas", "httpcore/", "h11/")),
+    ("frame publish (group_send)", ("ReplyGeneration._publish_frame",)),
+    ("generation, other", ("ReplyGeneration",)),
+    ("channel layer receive (Redis pub/sub reader)", ("channels_redis", "redis/")),
+    ("SSE watcher (reply_events)", ("reply_events",)),
+    ("Django ASGI handler (response send)", ("django/core/handlers/asgi.py",)),
+    ("daphne / twisted HTTP write", ("daphne/", "twisted/")),
+    ("asyncio socket I/O", ("asyncio/selector_events.py",)),
 ]
 # Frames every stack passes through: left out of the inclusive ranking.
 PLUMBING = ("daphne)", "daphne/cli.py", "daphne/server.py", "asyncio/base_events.py", "asyncio/events.py")
 PLUMBING += ("twisted/internet/asyncioreactor.py", "threading.py", "concurrent/futures/thread.py")
+# Innermost frames that block in C (epoll, sockets, locks, queues): waiting, not work. py-spy cannot
+# always tell when it does not pause the process, so such samples are dropped here.
+IDLE_LEAVES = (
+    "EpollSelector.select (selectors.py)",
+    "Connection.wait (psycopg/connection.py)",
+    "Condition.wait (threading.py)",
+    "_worker (concurrent/futures/thread.py)",
+    "Event.wait (threading.py)",
+    "Thread.join (threading.py)",
+)
+STACK_ROOTS = ("<module> (daphne)", "Thread._bootstrap (threading.py)")
 
 
 def profile_summary(path: Path, cpu_seconds_spent: float, units: int, unit: str, top: int) -> dict:
@@ -1000,20 +1012,25 @@ def profile_summary(path: Path, cpu_seconds_spent: float, units: int, unit: str,
     inclusive: Counter = Counter()
     by_package: Counter = Counter()
     by_activity: Counter = Counter()
-    total = 0
+    total = idle = truncated = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
         frames = stack.split(";")
+        if frames[-1] in IDLE_LEAVES:
+            idle += n
+            continue
         total += n
+        truncated += n if frames[0] not in STACK_ROOTS else 0
         self_samples[frames[-1]] += n
         by_package[_package(frames[-1])] += n
         for frame in set(frames):
             if not frame.endswith(PLUMBING):
                 inclusive[frame] += n
-        by_activity[next((name for name, marker in ACTIVITIES if marker in stack), "event loop, other")] += n
+        activity = next((name for name, markers in ACTIVITIES if any(m in stack for m in markers)), None)
+        by_activity[activity or "event loop, other"] += n
     if not total:
         return {"samples": 0}
     per_unit = cpu_seconds_spent / units * 1e6 if units else 0
@@ -1026,6 +1043,8 @@ def profile_summary(path: Path, cpu_seconds_spent: float, units: int, unit: str,
 
     return {
         "samples": total,
+        "idle_samples_dropped": idle,
+        "truncated_share": round(truncated / total, 3),
         "unit": unit,
         f"cpu_us_per_{unit}": round(per_unit, 1),
         "by_activity": rows(by_activity, len(ACTIVITIES) + 1),
@@ -1194,10 +1213,10 @@ def summary_table(results: dict) -> str:
         ("CPU per message, sequential (ms)", "", ("ttft", "site_cpu_ms_per_message"), "{}"),
         ("CPU before window / stream (ms)", "", ("paced", "steady", "setup_cpu_ms_per_stream"), "{}"),
         ("steady chunks/s relayed (of)", "", ("paced", "steady"), "rate"),
-        ("streams complete / errors", "", ("paced",), "complete"),
-        ("chunks per frame (coalescing)", "", ("paced", "chunks_per_frame"), "{}"),
-        ("wall: setup / steady / all (s)", "", ("paced",), "wall"),
-        ("peak concurrent streams", "200", ("paced", "peak_concurrent_streams"), "{}"),
+        ("steady daphne CPU (cores)", "", ("paced", "steady", "site_cpu_busy"), "{}"),
+        ("chunks per frame (coalescing)", "", ("paced", "steady", "chunks_per_frame"), "{}"),
+        ("setup wall / steady window (s)", "", ("paced",), "wall"),
+        ("paced stream errors", "0", ("paced", "errors"), "count"),
         ("peak PG backends / threads", "", ("paced", "site_peak"), "peaks"),
         ("KB per open stream", "<= 64", ("memory", "kb_per_stream"), "{}"),
         ("  of which reply / watcher (KB)", "", ("memory",), "split"),
@@ -1216,12 +1235,11 @@ def summary_table(results: dict) -> str:
                 cells.append("-")
             elif fmt == "p50p95":
                 cells.append(f"{node['p50']} / {node['p95']}")
-            elif fmt == "complete":
-                cells.append(f"{node['complete']}/{node['streams']} / {sum(node['errors'].values())}")
+            elif fmt == "count":
+                cells.append(str(sum(node.values())))
             elif fmt == "wall":
                 steady = node.get("steady") or {}
-                setup, window = steady.get("setup_wall_s", "-"), steady.get("wall_s", "-")
-                cells.append(f"{setup} / {window} / {node['wall_s_total']}")
+                cells.append(f"{steady.get('setup_wall_s', '-')} / {steady.get('wall_s', '-')}")
             elif fmt == "rate":
                 cells.append(f"{node['chunks_per_s']} ({node['upstream_chunks_per_s']})")
             elif fmt == "peaks":
@@ -1263,7 +1281,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small counts, to check the bench itself")
     parser.add_argument("--profile", action="store_true", help="also run the paced load once under py-spy")
     parser.add_argument("--profile-only", action="store_true", help="only the py-spy run of the paced load")
-    parser.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second")
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--ttft-samples", type=int, default=200)
     parser.add_argument("--ttft-warmup", type=int, default=20)
@@ -1273,8 +1291,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup-streams", type=int, default=20)
     parser.add_argument("--paced-streams", type=int, default=200)
     parser.add_argument(
-        "--paced-chunks", type=int, default=400, help="long enough that all streams overlap after the last setup"
+        "--paced-chunks", type=int, default=1500, help="long enough that all streams overlap after the last setup"
     )
+    parser.add_argument("--paced-window", type=float, default=15, help="seconds of steady window at most")
     parser.add_argument("--paced-interval", type=float, default=0.02)
     parser.add_argument("--paced-first-delay", type=float, default=0.5, help="seconds before the first chunk")
     parser.add_argument(
@@ -1286,6 +1305,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--memory-settle", type=float, default=4.0, help="seconds before RSS is read")
     parser.add_argument("--memory-setup-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--pg-max-connections", type=int, help="of the throwaway PostgreSQL; default: room for 2 per stream"
+    )
     parser.add_argument("--phase-timeout", type=float, default=300, help="hard limit per load, seconds")
     parser.add_argument("--memory-timeout", type=float, default=900, help="hard limit of the memory phase, seconds")
     parser.add_argument("--wait-idle", type=float, default=90, help="wait at most this long for a quiet machine")
@@ -1296,7 +1318,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.ttft_samples, args.ttft_warmup = 20, 5
-        args.paced_streams, args.warmup_streams, args.paced_chunks = 20, 5, 100
+        args.paced_streams, args.warmup_streams, args.paced_chunks, args.paced_window = 20, 5, 300, 3
         args.memory_streams = 50
         args.wait_idle = 5
     if args.profile and not (BIN / "py-spy").exists():
@@ -1325,7 +1347,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         database_url = os.environ.get("DATABASE_URL", "").strip()
         if not database_url:
-            postgres = Postgres(scratch, max_connections=2 * most + 200)
+            postgres = Postgres(scratch, max_connections=args.pg_max_connections or 2 * most + 200)
             database_url = postgres.start()
             log(f"PostgreSQL on 127.0.0.1:{postgres.port} (max_connections {postgres.max_connections})")
         redis_url = os.environ.get("REDIS_URL", "").strip()
@@ -1395,7 +1417,8 @@ def print_profile(layer: str, profiled: dict) -> None:
             continue
         unit = profile["unit"]
         print(
-            f"\n{layer}: py-spy, {window} window: {profile['samples']} samples,"
+            f"\n{layer}: py-spy, {window} window: {profile['samples']} samples"
+            f" ({profile['truncated_share'] * 100:.0f}% with truncated stacks),"
             f" {profile[f'cpu_us_per_{unit}']} us of CPU per {unit}"
         )
         for kind in ("by_activity", "self_by_package", "self", "inclusive"):

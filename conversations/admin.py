@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from accounts.admin import ReadOnlyAdmin
 from conversations.models import ChatModel, Conversation, Message
 from conversations.services import conversation_reset
 
@@ -53,7 +54,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ReadOnlyAdmin):
     list_display = [
         "id", "created_at", "user", "conversation", "role", "status", "model",
         "prompt_tokens", "completion_tokens", "cached_tokens", "cost", "usage_estimated",
@@ -64,13 +65,3 @@ class MessageAdmin(admin.ModelAdmin):
     # Newest first by primary key: an index PostgreSQL already has, so a page of a million rows
     # needs no sort (created_at ordering, or a date hierarchy, costs a second there).
     ordering = ["-id"]
-    show_full_result_count = False  # a count over millions of rows on every page load is not worth it
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -85,6 +85,24 @@ def bob(db):
 
 
 @pytest.fixture
+def root(db) -> User:
+    """A superuser, for the admin."""
+    return User.objects.create_superuser("root", password=PASSWORD)
+
+
+@pytest.fixture
+def admin_client(root, catalog) -> Client:
+    client = Client()
+    client.force_login(root)
+    return client
+
+
+@pytest.fixture
+def mini(catalog) -> ChatModel:
+    return ChatModel.objects.get(model_id="gpt-4o-mini")
+
+
+@pytest.fixture
 def alice_client(alice, catalog) -> Client:
     client = Client()
     client.force_login(alice)

@@ -10,28 +10,10 @@ from django.utils import timezone
 from accounts.models import AuditEntry, DailyUsage, User, local_today, month_start
 from accounts.services import budget_settle
 from conversations.models import ChatModel
-from tests.conftest import PASSWORD
 from tests.dom import parse_html
 
 USERS = "/admin/accounts/user/"
 AUDIT = "/admin/accounts/auditentry/"
-
-
-@pytest.fixture
-def root(db) -> User:
-    return User.objects.create_superuser("root", password=PASSWORD)
-
-
-@pytest.fixture
-def admin_client(root, catalog) -> Client:
-    client = Client()
-    client.force_login(root)
-    return client
-
-
-@pytest.fixture
-def mini(catalog) -> ChatModel:
-    return ChatModel.objects.get(model_id="gpt-4o-mini")
 
 
 def rows(response) -> list[dict[str, str]]:

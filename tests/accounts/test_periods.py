@@ -40,11 +40,6 @@ def last_second_of(zone: str, day: date) -> datetime:
 
 
 @pytest.fixture
-def mini(catalog) -> ChatModel:
-    return ChatModel.objects.get(model_id="gpt-4o-mini")
-
-
-@pytest.fixture
 def big(catalog) -> ChatModel:
     """GPT-4o: $10 per million output tokens, so 100,000 of them cost exactly $1."""
     return ChatModel.objects.get(model_id="gpt-4o")

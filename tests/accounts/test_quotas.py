@@ -122,11 +122,6 @@ def frozen_at(moment: datetime):
 
 
 @pytest.fixture
-def mini(catalog) -> ChatModel:
-    return ChatModel.objects.get(model_id="gpt-4o-mini")
-
-
-@pytest.fixture
 def only_mini(alice, mini):
     """An admin has allowed Alice GPT-4o mini only."""
     alice.allowed_models.set([mini])

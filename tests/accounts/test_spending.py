@@ -27,23 +27,6 @@ MARCH_10_TO_12 = {"start": "2026-03-10", "end": "2026-03-12"}
 
 
 @pytest.fixture
-def root(db) -> User:
-    return User.objects.create_superuser("root", password=PASSWORD)
-
-
-@pytest.fixture
-def admin_client(root, catalog) -> Client:
-    client = Client()
-    client.force_login(root)
-    return client
-
-
-@pytest.fixture
-def mini(catalog) -> ChatModel:
-    return ChatModel.objects.get(model_id="gpt-4o-mini")
-
-
-@pytest.fixture
 def gpt4o(catalog) -> ChatModel:
     return ChatModel.objects.get(model_id="gpt-4o")
 

@@ -3,17 +3,9 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
-from accounts.models import User
 from conversations.models import ChatModel, Message
-from tests.conftest import PASSWORD, make_conversation, make_message
+from tests.conftest import make_conversation, make_message
 from tests.dom import parse_html
-
-
-@pytest.fixture
-def admin_client(db, catalog) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", password=PASSWORD))
-    return client
 
 
 @pytest.fixture

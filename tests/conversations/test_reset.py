@@ -41,18 +41,6 @@ def sam_client(sam, catalog) -> Client:
     return client
 
 
-@pytest.fixture
-def root(db) -> User:
-    return User.objects.create_superuser("root", password=PASSWORD)
-
-
-@pytest.fixture
-def admin_client(root, catalog) -> Client:
-    client = Client()
-    client.force_login(root)
-    return client
-
-
 def chat_with_spending(user: User, title: str = "Trip plans") -> Conversation:
     """A chat with a question and a paid reply, its spending on record as budget_settle writes it."""
     chat = make_conversation(user, title=title)
