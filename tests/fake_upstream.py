@@ -309,6 +309,21 @@ def _client_secret_error(body: Any) -> web.Response | None:
     return None
 
 
+async def _fault(behaviour: Behaviour, request: web.Request, received: ReceivedRequest) -> web.Response | None:
+    """The answer of a fault behaviour (Status, Refuse, Hang) to any endpoint; None for a Reply."""
+    if isinstance(behaviour, Status):
+        received.finished = True
+        return _status_response(behaviour)
+    if isinstance(behaviour, Refuse):
+        _close(request, reset=True)
+        return web.Response()
+    if isinstance(behaviour, Hang):
+        await asyncio.sleep(behaviour.seconds)
+        _close(request, reset=False)
+        return web.Response()
+    return None
+
+
 def _close(request: web.Request, *, reset: bool) -> None:
     transport = request.transport
     if transport is None:
@@ -477,16 +492,8 @@ class FakeUpstream:
 
         behaviour = self._next_behaviour()
         try:
-            if isinstance(behaviour, Status):
-                received.finished = True
-                return _status_response(behaviour)
-            if isinstance(behaviour, Refuse):
-                _close(request, reset=True)
-                return web.Response()
-            if isinstance(behaviour, Hang):
-                await asyncio.sleep(behaviour.seconds)
-                _close(request, reset=False)
-                return web.Response()
+            if (fault := await _fault(behaviour, request, received)) is not None:
+                return fault
             if body.get("stream") is True:
                 return await self._stream(request, body, behaviour, received)
             return await self._complete(request, body, behaviour, received)
@@ -518,16 +525,8 @@ class FakeUpstream:
 
         behaviour = self._next_behaviour()
         try:
-            if isinstance(behaviour, Status):
-                received.finished = True
-                return _status_response(behaviour)
-            if isinstance(behaviour, Refuse):
-                _close(request, reset=True)
-                return web.Response()
-            if isinstance(behaviour, Hang):
-                await asyncio.sleep(behaviour.seconds)
-                _close(request, reset=False)
-                return web.Response()
+            if (fault := await _fault(behaviour, request, received)) is not None:
+                return fault
             if behaviour.first_delay:
                 await asyncio.sleep(behaviour.first_delay)
             seconds = (body.get("expires_after") or {}).get("seconds", CLIENT_SECRET_SECONDS)
