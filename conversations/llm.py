@@ -66,8 +66,12 @@ class ReplyStream:
                     continue  # blank separators, comments (": keep-alive"), event names
                 payload = line[5:].strip()
                 if payload == "[DONE]":
+                    # Read on to the end of the body (nothing more comes): a response read to its
+                    # end hands its connection back to the pool, and the next reply skips a handshake.
                     saw_done = True
-                    break
+                    continue
+                if saw_done:
+                    continue
                 try:
                     chunk = json.loads(payload)
                     self._note(chunk)

@@ -180,6 +180,7 @@ class ReceivedRequest:
     chunks_sent: int = 0  # content chunks written so far
     finished: bool = False  # the whole response was written
     disconnected: bool = False  # the client went away before that
+    peer: Any = None  # the client's (address, port): the same for requests on one kept-alive connection
 
 
 # -- Wire format helpers ------------------------------------------------------------------
@@ -307,6 +308,10 @@ def _client_secret_error(body: Any) -> web.Response | None:
         code = "integer_below_min_value" if below else "integer_above_max_value"
         return _error_response(400, _error_body(message, "invalid_request_error", "expires_after.seconds", code))
     return None
+
+
+def _peer(request: web.Request) -> Any:
+    return request.transport.get_extra_info("peername") if request.transport else None
 
 
 async def _fault(behaviour: Behaviour, request: web.Request, received: ReceivedRequest) -> web.Response | None:
@@ -480,7 +485,9 @@ class FakeUpstream:
         except ValueError:
             body = None
         epoch = self._epoch
-        received = ReceivedRequest(request.method, request.path, CIMultiDictProxy(CIMultiDict(request.headers)), body)
+        received = ReceivedRequest(
+            request.method, request.path, CIMultiDictProxy(CIMultiDict(request.headers)), body, peer=_peer(request)
+        )
         if self._record_requests:
             with self._cond:
                 self._requests.append(received)
@@ -513,7 +520,9 @@ class FakeUpstream:
         except ValueError:
             body = None
         epoch = self._epoch
-        received = ReceivedRequest(request.method, request.path, CIMultiDictProxy(CIMultiDict(request.headers)), body)
+        received = ReceivedRequest(
+            request.method, request.path, CIMultiDictProxy(CIMultiDict(request.headers)), body, peer=_peer(request)
+        )
         if self._record_requests:
             with self._cond:
                 self._requests.append(received)

@@ -230,3 +230,15 @@ async def test_a_reply_outlives_the_request_that_started_it(alice_async, upstrea
             break
     assert reply.status == Message.Status.COMPLETE
     assert reply.content == "one two three four"
+
+
+async def test_replies_reuse_the_connection_to_the_upstream(alice_async, upstream):
+    # A new connection per reply would cost a TLS handshake each time against a real provider.
+    await alice_async.post("/c/new/messages/", {"text": "One"})
+    first = await latest_reply()
+    await watch_reply(alice_async, stream_url(first))
+    await alice_async.post(f"/c/{first.conversation_id}/messages/", {"text": "Two"})
+    await watch_reply(alice_async, stream_url(await latest_reply()))
+
+    assert len(upstream.requests) == 2
+    assert upstream.requests[0].peer == upstream.requests[1].peer
