@@ -281,15 +281,22 @@ def api_key_create(
     return key, secret
 
 
+LAST_USE_PRECISION = timedelta(minutes=1)
+
+
 def api_key_authenticate(*, secret: str, ip: str) -> ApiKey | None:
     """The usable key with this secret, its use recorded (time and address); None for anything else."""
     if not secret.startswith(API_KEY_PREFIX):
         return None
     key = ApiKey.objects.usable().select_related("user").filter(key_hash=api_key_hash(secret)).first()
-    if key is not None:
-        now = timezone.now()
+    if key is None:
+        return None
+    now = timezone.now()
+    # To the minute is enough to tell whether a key is in use, and spares busy apps a write per call.
+    stale = key.last_used_at is None or now - key.last_used_at > LAST_USE_PRECISION
+    if stale or key.last_used_ip != (ip or None):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now, last_used_ip=ip or None)
-        key.last_used_at, key.last_used_ip = now, ip
+        key.last_used_at, key.last_used_ip = now, ip or None
     return key
 
 
