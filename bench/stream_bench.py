@@ -984,7 +984,7 @@ ACTIVITIES = [
     ("upstream read + parse (llm.py, httpx)", ("ReplyStream.chunks", "ReplyStream.deltas", "httpcore/", "h11/")),
     ("frame publish (group_send)", ("ReplyGeneration._publish_frame",)),
     ("generation, other", ("ReplyGeneration",)),
-    ("channel layer receive (Redis pub/sub reader)", ("channels_redis", "redis/")),
+    ("Redis channel layer: publish writes, subscriber reads", ("channels_redis", "redis/")),
     ("SSE watcher (reply_events)", ("reply_events",)),
     ("Django ASGI handler (response send)", ("django/core/handlers/asgi.py",)),
     ("daphne / twisted HTTP write", ("daphne/", "twisted/")),

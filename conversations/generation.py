@@ -193,12 +193,12 @@ class ReplyGeneration:
                 self.chunks.append(delta)
                 self.unpublished.append(delta)
                 self.length += len(delta)
-                now = time.monotonic()
                 if first_token_at is None:
-                    first_token_at = now
-                if now - self.last_frame_at >= settings.STREAM_FRAME_INTERVAL:
-                    await self._publish_frame()
+                    first_token_at = time.monotonic()
+                    await self._publish_frame()  # the first token goes out at once
                 elif self.frame_timer is None:
+                    # Later ones wait for the next frame, whatever the load: reading never waits on
+                    # publishing, and a busy process sends bigger frames rather than more of them.
                     self.frame_timer = asyncio.get_running_loop().call_at(
                         self.last_frame_at + settings.STREAM_FRAME_INTERVAL, self._frame_due
                     )

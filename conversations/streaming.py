@@ -6,6 +6,7 @@ which EventSource sends back as Last-Event-ID.
 """
 
 import asyncio
+import contextvars
 import json
 from collections.abc import AsyncIterator
 
@@ -32,6 +33,15 @@ def sse_done(status: str) -> bytes:
     return f"event: done\ndata: {json.dumps({'status': status})}\n\n".encode()
 
 
+async def on_shared_worker(function, *args):
+    """Run a database step on the process's shared worker thread, not the request's.
+
+    A watcher's request lasts as long as its stream: its own worker would hold a
+    database connection all that time, one per open stream.
+    """
+    return await asyncio.create_task(sync_to_async(function)(*args), context=contextvars.Context())
+
+
 def _reply_status(reply_id: int) -> str | None:
     """The reply's status after marking it interrupted if its generator is gone; None if it was deleted."""
     reply = Message.objects.filter(pk=reply_id).select_related("conversation").first()
@@ -50,7 +60,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
     await layer.group_add(watch_group(reply_id), channel)
     try:
         yield RETRY_PREAMBLE
-        status = await sync_to_async(_reply_status)(reply_id)
+        status = await on_shared_worker(_reply_status, reply_id)
         if status is None:
             return
         if status not in Message.LIVE_STATUSES:
@@ -67,7 +77,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
                 async with asyncio.timeout(KEEPALIVE_SECONDS):
                     message = await layer.receive(channel)
             except TimeoutError:
-                status = await sync_to_async(_reply_status)(reply_id)
+                status = await on_shared_worker(_reply_status, reply_id)
                 if status not in Message.LIVE_STATUSES:
                     yield sse_done(status or Message.Status.ERROR)
                     return
@@ -76,7 +86,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
                 yield KEEPALIVE
                 continue
             if message["type"] == "reply.end":
-                status = await sync_to_async(_reply_status)(reply_id)
+                status = await on_shared_worker(_reply_status, reply_id)
                 yield sse_done(status or Message.Status.ERROR)
                 return
             heard = True

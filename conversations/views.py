@@ -3,7 +3,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -17,7 +17,7 @@ from conversations import generation, services
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
 from conversations.streaming import chat_events as chat_events_stream
-from conversations.streaming import reply_events
+from conversations.streaming import on_shared_worker, reply_events
 
 CHAT_TEMPLATE = "conversations/chat.html"
 SIDEBAR_SIZE = 200
@@ -182,7 +182,8 @@ def _sse_response(events) -> StreamingHttpResponse:
 async def reply_stream(request, pk: int, message_pk: int):
     """SSE: the reply's text after `offset` (or Last-Event-ID), live until it ends."""
     await request.auser()
-    reply = await sync_to_async(_own_message)(request, pk, message_pk)
+    reply = await on_shared_worker(_own_message, request, pk, message_pk)
+    await sync_to_async(close_old_connections)()  # the stream may last minutes: hold no connection meanwhile
     if reply.role != Message.Role.ASSISTANT:
         raise Http404("Only replies stream.")
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
@@ -266,13 +267,9 @@ def reset(request, pk: int):
 async def chat_events(request, pk: int):
     """SSE for an open chat page; see streaming.chat_events."""
     await request.auser()
-    conversation = await sync_to_async(_own_conversation)(request, pk)
-    response = StreamingHttpResponse(
-        chat_events_stream(conversation_id=conversation.pk), content_type="text/event-stream"
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    conversation = await on_shared_worker(_own_conversation, request, pk)
+    await sync_to_async(close_old_connections)()  # open as long as the page: hold no connection meanwhile
+    return _sse_response(chat_events_stream(conversation_id=conversation.pk))
 
 
 @require_GET

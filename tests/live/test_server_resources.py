@@ -3,6 +3,7 @@
 import pytest
 from django.db import connection
 
+from tests.fake_upstream import Reply
 from tests.live.conftest import chat_start, login, reply_watch, stream_url
 from tests.servers import site_server
 
@@ -35,3 +36,20 @@ def test_finished_replies_leave_no_database_connections_open(counted_site, alice
 
     # PostgreSQL allows 100 connections by default: one left open per reply runs a busy site out of them.
     assert server_connections() <= 2
+
+
+def test_open_reply_streams_hold_no_database_connection(counted_site, alice, catalog, upstream):
+    # Replies that take a while, each watched by its own open stream, as when many tabs are open.
+    upstream.default = Reply(chunks=[f"w{i} " for i in range(100)], delay=0.05)
+    client = login(counted_site, alice)
+    started = [chat_start(client, f"Question {i}") for i in range(12)]
+    streams = [client.stream("GET", stream_url(*ids)) for ids in started]
+    responses = [stream.__enter__() for stream in streams]
+    try:
+        for response in responses:
+            next(response.iter_lines())  # attached and receiving
+        # One per stream would run PostgreSQL (100 by default) out of connections at a hundred open tabs.
+        assert server_connections() <= 3
+    finally:
+        for stream in streams:
+            stream.__exit__(None, None, None)
