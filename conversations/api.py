@@ -77,7 +77,8 @@ INVALID_KEY = (
 )
 
 
-async def _authenticate(request) -> tuple[ApiKey | None, JsonResponse | None]:
+async def key_from_request(request) -> tuple[ApiKey | None, JsonResponse | None]:
+    """The site key in the Authorization header, or the 401 to answer."""
     header = request.headers.get("Authorization", "")
     secret = header[7:].strip() if header[:7].lower() == "bearer " else ""
     if not secret:
@@ -160,7 +161,7 @@ def _body_of(request) -> tuple[ChatRequest | None, JsonResponse | None]:
 async def chat_completions(request):
     if request.method != "POST":
         return openai_error(405, "Use POST for /v1/chat/completions.")
-    key, error = await _authenticate(request)
+    key, error = await key_from_request(request)
     if error:
         return error
     chat, error = _body_of(request)
@@ -236,7 +237,7 @@ async def _relay(stream: ReplyStream, call: "services.ApiCall") -> AsyncIterator
 async def models_list(request):
     if request.method != "GET":
         return openai_error(405, "Use GET for /v1/models.")
-    key, error = await _authenticate(request)
+    key, error = await key_from_request(request)
     if error:
         return error
     models = await sync_to_async(lambda: list(api_models(key).values_list("model_id", "pk")))()

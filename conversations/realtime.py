@@ -22,7 +22,7 @@ from django_ratelimit.core import get_usage, is_ratelimited
 from accounts.models import ApiKey, User
 from accounts.ratelimits import rate, retry_after_seconds
 from accounts.services import REALTIME_MINT_INTERVAL, QuotaExceeded, realtime_mint_check, realtime_secret_record
-from conversations.api import UPSTREAM_ERRORS, _authenticate, openai_error
+from conversations.api import UPSTREAM_ERRORS, key_from_request, openai_error
 from conversations.llm import UpstreamError, client_secret_create
 from conversations.models import ChatModel
 from conversations.openai_request import InvalidRequest
@@ -130,7 +130,7 @@ async def _caller(request) -> tuple[User | None, ApiKey | None, JsonResponse | N
         user = await request.auser()
         if user.is_authenticated:
             return user, None, None
-    key, error = await _authenticate(request)
+    key, error = await key_from_request(request)
     if error:
         return None, None, error
     return key.user, key, None
