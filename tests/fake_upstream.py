@@ -478,13 +478,12 @@ class FakeUpstream:
         models = [{"id": m, "object": "model", "created": 1721172741, "owned_by": "system"} for m in MODEL_IDS]
         return web.json_response({"object": "list", "data": models}, dumps=_dumps)
 
-    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
+    async def _receive(self, request: web.Request) -> tuple[Any, ReceivedRequest]:
+        """The request's JSON body (None if it is not JSON), recorded for the test to inspect."""
         try:
-            body = json.loads(raw)
+            body = json.loads(await request.read())
         except ValueError:
             body = None
-        epoch = self._epoch
         received = ReceivedRequest(
             request.method, request.path, CIMultiDictProxy(CIMultiDict(request.headers)), body, peer=_peer(request)
         )
@@ -492,6 +491,11 @@ class FakeUpstream:
             with self._cond:
                 self._requests.append(received)
                 self._cond.notify_all()
+        return body, received
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        body, received = await self._receive(request)
+        epoch = self._epoch
 
         if error := _validation_error(request, body, self._api_key):
             received.finished = True
@@ -514,19 +518,8 @@ class FakeUpstream:
 
     async def _client_secrets(self, request: web.Request) -> web.StreamResponse:
         """Mint a Realtime client secret: a Reply answers (after its first_delay), faults as for chat."""
-        raw = await request.read()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
+        body, received = await self._receive(request)
         epoch = self._epoch
-        received = ReceivedRequest(
-            request.method, request.path, CIMultiDictProxy(CIMultiDict(request.headers)), body, peer=_peer(request)
-        )
-        if self._record_requests:
-            with self._cond:
-                self._requests.append(received)
-                self._cond.notify_all()
 
         if error := _auth_error(request, self._api_key) or _client_secret_error(body):
             received.finished = True
