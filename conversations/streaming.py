@@ -6,14 +6,13 @@ which EventSource sends back as Last-Event-ID.
 """
 
 import asyncio
-import contextvars
 import json
 from collections.abc import AsyncIterator
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from conversations import services
+from conversations.db import db_step
 from conversations.groups import chat_group, control_group, watch_group
 from conversations.models import Message
 
@@ -31,15 +30,6 @@ def sse_delta(text: str, offset: int) -> bytes:
 
 def sse_done(status: str) -> bytes:
     return f"event: done\ndata: {json.dumps({'status': status})}\n\n".encode()
-
-
-async def on_shared_worker(function, *args):
-    """Run a database step on the process's shared worker thread, not the request's.
-
-    A watcher's request lasts as long as its stream: its own worker would hold a
-    database connection all that time, one per open stream.
-    """
-    return await asyncio.create_task(sync_to_async(function)(*args), context=contextvars.Context())
 
 
 def _reply_status(reply_id: int) -> str | None:
@@ -60,7 +50,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
     await layer.group_add(watch_group(reply_id), channel)
     try:
         yield RETRY_PREAMBLE
-        status = await on_shared_worker(_reply_status, reply_id)
+        status = await db_step(_reply_status, reply_id)
         if status is None:
             return
         if status not in Message.LIVE_STATUSES:
@@ -77,7 +67,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
                 async with asyncio.timeout(KEEPALIVE_SECONDS):
                     message = await layer.receive(channel)
             except TimeoutError:
-                status = await on_shared_worker(_reply_status, reply_id)
+                status = await db_step(_reply_status, reply_id)
                 if status not in Message.LIVE_STATUSES:
                     yield sse_done(status or Message.Status.ERROR)
                     return
@@ -86,7 +76,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
                 yield KEEPALIVE
                 continue
             if message["type"] == "reply.end":
-                status = await on_shared_worker(_reply_status, reply_id)
+                status = await db_step(_reply_status, reply_id)
                 yield sse_done(status or Message.Status.ERROR)
                 return
             heard = True

@@ -17,7 +17,8 @@ from conversations import generation, services
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
 from conversations.streaming import chat_events as chat_events_stream
-from conversations.streaming import on_shared_worker, reply_events
+from conversations.db import db_step
+from conversations.streaming import reply_events
 
 CHAT_TEMPLATE = "conversations/chat.html"
 SIDEBAR_SIZE = 200
@@ -182,7 +183,7 @@ def _sse_response(events) -> StreamingHttpResponse:
 async def reply_stream(request, pk: int, message_pk: int):
     """SSE: the reply's text after `offset` (or Last-Event-ID), live until it ends."""
     await request.auser()
-    reply = await on_shared_worker(_own_message, request, pk, message_pk)
+    reply = await db_step(_own_message, request, pk, message_pk)
     await sync_to_async(close_old_connections)()  # the stream may last minutes: hold no connection meanwhile
     if reply.role != Message.Role.ASSISTANT:
         raise Http404("Only replies stream.")
@@ -267,7 +268,7 @@ def reset(request, pk: int):
 async def chat_events(request, pk: int):
     """SSE for an open chat page; see streaming.chat_events."""
     await request.auser()
-    conversation = await on_shared_worker(_own_conversation, request, pk)
+    conversation = await db_step(_own_conversation, request, pk)
     await sync_to_async(close_old_connections)()  # open as long as the page: hold no connection meanwhile
     return _sse_response(chat_events_stream(conversation_id=conversation.pk))
 
