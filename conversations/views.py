@@ -14,10 +14,10 @@ from django_ratelimit.core import is_ratelimited
 from accounts.ratelimits import rate, too_many
 from accounts.services import usage_summary
 from conversations import generation, services
+from conversations.db import db_step
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
 from conversations.streaming import chat_events as chat_events_stream
-from conversations.db import db_step
 from conversations.streaming import reply_events
 
 CHAT_TEMPLATE = "conversations/chat.html"
