@@ -12,6 +12,8 @@ from django.db.models import F, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts.billing.prices import Prices
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -153,6 +155,8 @@ class UsageRecord(models.Model):
     estimated = models.BooleanField(default=False, help_text="The upstream sent no usage; counted from the text.")
     day = models.DateField(help_text="The site's day (TIME_ZONE) the call was settled in.")
     created_at = models.DateTimeField(default=timezone.now)
+    # A call is settled once, whoever settles it (the call itself, or the sweep after its process died).
+    call_id = models.UUIDField(null=True, blank=True, unique=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -191,36 +195,68 @@ class DailyUsage(models.Model):
         return f"{self.day}: user {self.user_id}, {self.tokens} tokens, ${self.cost}"
 
 
-class ReservationQuerySet(models.QuerySet):
-    def active(self):
-        return self.filter(expires_at__gt=timezone.now())
-
-
 class Reservation(models.Model):
     """Budget held for a call in flight: its worst case, until it is settled to the real cost.
 
-    A process that dies leaves its reservation behind; it stops counting at
-    `expires_at`, or sooner when the reply is marked interrupted.
+    It carries what settling needs without the call itself (its prices, its
+    prompt's estimate, who made it and which process runs it), so the sweep can
+    settle the calls of a process that died exactly as the call would have.
+    It stops counting at `expires_at` even if nobody settles it.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reservations")
     message = models.ForeignKey(
         "conversations.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="reservations"
     )
-    prompt_tokens = models.PositiveIntegerField(help_text="The prompt's estimated tokens.")
+    call_id = models.UUIDField(null=True, blank=True, help_text="The metered call holding it.")
+    kind = models.CharField(max_length=10, choices=UsageRecord.Kind.choices, default=UsageRecord.Kind.REPLY)
+    model = models.ForeignKey(
+        "conversations.ChatModel", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="reservations"
+    )
+    owner = models.CharField(max_length=100, blank=True, help_text="The server process running the call.")
+    prompt_tokens = models.PositiveIntegerField(help_text="The prompt's upper bound.")
+    prompt_estimate = models.PositiveIntegerField(default=0, help_text="About how many tokens the prompt has.")
     tokens = models.PositiveBigIntegerField(help_text="Prompt plus max_tokens: the most the call can use.")
     cost = models.DecimalField(max_digits=16, decimal_places=8)
+    input_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    output_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cached_input_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     day = models.DateField()
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
 
-    objects = ReservationQuerySet.as_manager()
-
     class Meta:
-        indexes = [models.Index(fields=["user", "expires_at"], name="reservation_user_live")]
+        indexes = [
+            models.Index(fields=["user", "expires_at"], name="reservation_user_live"),
+            models.Index(fields=["owner"], name="reservation_owner"),
+        ]
 
     def __str__(self):
         return f"{self.tokens} tokens / ${self.cost} for user {self.user_id}"
+
+    def prices(self) -> Prices:
+        """The prices the call was started at (reservations from before they were kept: the model's now)."""
+        if self.input_price is None:
+            return self.model.prices()
+        return Prices(input=self.input_price, output=self.output_price, cached_input=self.cached_input_price)
+
+
+class ServerProcess(models.Model):
+    """A server process that runs upstream calls, and when it last said it is alive.
+
+    A process whose heartbeat is older than STREAM_STALE_AFTER has died: the
+    sweep settles the calls it left behind.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return self.name
 
 
 class AuditEntry(models.Model):

@@ -8,9 +8,9 @@ from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET, require_http_methods
 from django_ratelimit.decorators import ratelimit
 
+from accounts.billing.budget import usage_summary
 from accounts.forms import SignupForm
 from accounts.ratelimits import rate, too_many
-from accounts.services import usage_summary
 
 
 @require_http_methods(["GET", "POST"])

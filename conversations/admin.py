@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from accounts.admin import ReadOnlyAdmin
 from conversations.models import ChatModel, Conversation, Message
-from conversations.services import conversation_reset
+from conversations.services.chats import conversation_reset
 
 
 @admin.register(ChatModel)

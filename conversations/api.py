@@ -17,10 +17,12 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.decorators import sync_and_async_middleware
 from django_ratelimit.core import is_ratelimited
 
-from accounts.models import ApiKey
+from accounts.billing.budget import QuotaExceeded
+from accounts.billing.metered import MeteredCall
+from accounts.models import ApiKey, UsageRecord
 from accounts.ratelimits import client_ip, rate, retry_after_seconds
-from accounts.services import Grant, QuotaExceeded, api_key_authenticate, budget_reserve, estimate_prompt_tokens
-from conversations import services
+from accounts.services import api_key_authenticate
+from conversations.db import db_step_to_end
 from conversations.llm import ReplyStream, UpstreamError, completion_create, stream_open, usage_from
 from conversations.models import ChatModel
 from conversations.openai_request import ChatRequest, InvalidRequest, chat_request_parse
@@ -117,34 +119,37 @@ def api_models(key: ApiKey):
     return models
 
 
-def _prepare(request, key: ApiKey, chat: ChatRequest) -> tuple[ChatModel | None, Grant | None, JsonResponse | None]:
-    """Check the rate limits, the model and the budget, in one sync step."""
+def _prepare(request, key: ApiKey, chat: ChatRequest) -> MeteredCall | JsonResponse:
+    """Check the rate limits and the model, and reserve the call's budget, in one sync step."""
     if limited := _rate_limited(request, key):
-        return None, None, limited
+        return limited
     model = api_models(key).filter(model_id=chat.model).first()
     if model is None:
-        return (
-            None,
-            None,
-            openai_error(
-                404,
-                f"The model `{chat.model}` does not exist or you do not have access to it.",
-                code="model_not_found",
-                param="model",
-            ),
+        return openai_error(
+            404,
+            f"The model `{chat.model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
         )
-    max_tokens = min(chat.max_tokens or model.max_output_tokens, model.max_output_tokens)
+    call = MeteredCall(
+        user=key.user,
+        model=model,
+        kind=UsageRecord.Kind.API,
+        prompt=chat.messages,
+        prompt_extra=chat.options,
+        max_tokens=min(chat.max_tokens or model.max_output_tokens, model.max_output_tokens),
+        api_key=key,
+    )
     try:
-        grant = budget_reserve(
-            user=key.user, model=model, prompt_tokens=estimate_prompt_tokens(chat.prompt_text()), max_tokens=max_tokens
-        )
+        call.reserve()
     except QuotaExceeded as exceeded:
-        return (
-            None,
-            None,
-            openai_error(429, exceeded.user_message, type="insufficient_quota", code="insufficient_quota"),
-        )
-    return model, grant, None
+        return openai_error(429, exceeded.user_message, type="insufficient_quota", code="insufficient_quota")
+    return call
+
+
+async def _release_if_reserved(prepared: MeteredCall | JsonResponse) -> None:
+    if isinstance(prepared, MeteredCall):
+        await prepared.asettle()
 
 
 def _body_of(request) -> tuple[ChatRequest | None, JsonResponse | None]:
@@ -159,6 +164,12 @@ def _body_of(request) -> tuple[ChatRequest | None, JsonResponse | None]:
 
 
 async def chat_completions(request):
+    """One metered call: reserved before the upstream hears of it, settled on every exit.
+
+    The request counts as sent from the moment it leaves for the provider: a
+    client that goes away after that is billed the prompt's estimate (the
+    provider bills it too); a refusal by the provider bills nothing.
+    """
     if request.method != "POST":
         return openai_error(405, "Use POST for /v1/chat/completions.")
     key, error = await key_from_request(request)
@@ -167,40 +178,42 @@ async def chat_completions(request):
     chat, error = _body_of(request)
     if error:
         return error
-    model, grant, error = await sync_to_async(_prepare)(request, key, chat)
-    if error:
-        return error
-    call = services.ApiCall(key=key, model=model, grant=grant, chat=chat)
-    upstream_body = {"model": model.model_id, "messages": chat.messages, "max_tokens": grant.max_tokens}
+    prepared = await db_step_to_end(_prepare, request, key, chat, on_cancel=_release_if_reserved)
+    if isinstance(prepared, JsonResponse):
+        return prepared
+    call = prepared
+    upstream_body = {"model": call.model.model_id, "messages": chat.messages, "max_tokens": call.max_tokens}
     upstream_body |= chat.options
     if chat.stream:
         try:
+            call.sent()
             stream = await stream_open(upstream_body)
         except UpstreamError as failure:
-            await sync_to_async(services.api_call_settle)(call=call, usage=None, reached_upstream=False)
+            call.refused()
+            await call.asettle()
             return upstream_error(failure)
-        except asyncio.CancelledError:
-            await asyncio.shield(sync_to_async(services.api_call_settle)(call=call, usage=None))
+        except BaseException:  # cancelled (the app went away), or our own failure
+            await call.asettle()
             raise
-        response = StreamingHttpResponse(_relay(stream, call), content_type="text/event-stream")
+        response = StreamingHttpResponse(_relay(stream, call, chat.include_usage), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
-    try:
-        completion = await completion_create(upstream_body)
-    except UpstreamError as failure:
-        await sync_to_async(services.api_call_settle)(call=call, usage=None, reached_upstream=False)
-        return upstream_error(failure)
-    except asyncio.CancelledError:  # the app went away: the provider may still bill the prompt
-        await asyncio.shield(sync_to_async(services.api_call_settle)(call=call, usage=None))
-        raise
-    usage = usage_from(completion["usage"]) if completion.get("usage") else None
-    text = completion["choices"][0]["message"].get("content") or ""
-    await sync_to_async(services.api_call_settle)(call=call, usage=usage, completion_text=text)
+    async with call:
+        try:
+            call.sent()
+            completion = await completion_create(upstream_body)
+        except UpstreamError as failure:
+            call.refused()
+            return upstream_error(failure)
+        call.usage = usage_from(completion["usage"]) if completion.get("usage") else None
+        choice = completion["choices"][0]
+        call.completion_text = choice["message"].get("content") or ""
+        call.finish_reason = choice.get("finish_reason") or ""
     return JsonResponse(completion)
 
 
-async def _relay(stream: ReplyStream, call: "services.ApiCall") -> AsyncIterator[bytes]:
+async def _relay(stream: ReplyStream, call: MeteredCall, include_usage: bool) -> AsyncIterator[bytes]:
     """The upstream's chunks as they come, minus the usage chunk the app did not ask for.
 
     The call is settled before the app hears the end, so its record is there
@@ -208,30 +221,23 @@ async def _relay(stream: ReplyStream, call: "services.ApiCall") -> AsyncIterator
     tokens and what was used is settled then.
     """
     pieces: list[str] = []
-    settled = False
-
-    async def settle():
-        nonlocal settled
-        settled = True
-        await stream.close()
-        await sync_to_async(services.api_call_settle)(call=call, usage=stream.usage, completion_text="".join(pieces))
-
-    try:
-        async for payload, chunk in stream.chunks():
-            if choices := chunk["choices"]:
-                delta = choices[0].get("delta") or {}
-                pieces.append(delta.get("content") or "")
-            elif not call.chat.include_usage:
-                continue
-            yield b"data: " + payload.encode() + b"\n\n"
-        await settle()
-        yield b"data: [DONE]\n\n"
-    except UpstreamError as failure:
-        await settle()
-        yield _stream_error_event(failure)
-    finally:
-        if not settled:
-            await asyncio.shield(settle())
+    ending = b"data: [DONE]\n\n"
+    async with call:
+        try:
+            async for payload, chunk in stream.chunks():
+                if choices := chunk["choices"]:
+                    delta = choices[0].get("delta") or {}
+                    pieces.append(delta.get("content") or "")
+                elif not include_usage:
+                    continue
+                yield b"data: " + payload.encode() + b"\n\n"
+        except UpstreamError as failure:
+            ending = _stream_error_event(failure)
+        finally:
+            await stream.close()
+            call.usage, call.finish_reason = stream.usage, stream.finish_reason or ""
+            call.completion_text = "".join(pieces)
+    yield ending
 
 
 async def models_list(request):

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 import httpx
 from django.conf import settings
 
+from accounts.billing.metered import Usage
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,13 +31,6 @@ class UpstreamError(Exception):
         self.code = code
         self.user_message = user_message
         self.retry_after = retry_after
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
 
 
 def usage_from(usage: dict) -> Usage:

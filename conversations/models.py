@@ -1,4 +1,3 @@
-import math
 from datetime import timedelta
 from decimal import Decimal
 
@@ -8,8 +7,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-MONEY_PLACES = Decimal("0.00000001")
-PER_MILLION = Decimal(1_000_000)
+from accounts.billing.prices import Prices
 
 
 class ChatModelQuerySet(models.QuerySet):
@@ -70,11 +68,18 @@ class ChatModel(models.Model):
     def __str__(self):
         return self.display_name
 
+    def prices(self) -> Prices:
+        """The prices in force now: a call keeps these to the end, whatever an admin changes meanwhile."""
+        return Prices(
+            input=self.input_price,
+            output=self.output_price,
+            cached_input=self.input_price if self.cached_input_price is None else self.cached_input_price,
+        )
+
     def cost(self, *, prompt_tokens: int, completion_tokens: int = 0, cached_tokens: int = 0) -> Decimal:
-        cached_price = self.input_price if self.cached_input_price is None else self.cached_input_price
-        uncached = max(prompt_tokens - cached_tokens, 0)
-        total = uncached * self.input_price + cached_tokens * cached_price + completion_tokens * self.output_price
-        return (total / PER_MILLION).quantize(MONEY_PLACES)
+        return self.prices().cost(
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
+        )
 
 
 class ConversationQuerySet(models.QuerySet):
@@ -177,8 +182,3 @@ class Message(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in self.LIVE_STATUSES
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token for English text; used only where the upstream sent no usage."""
-    return math.ceil(len(text) / 4)

@@ -19,9 +19,10 @@ from django.http import JsonResponse
 from django.utils import timezone
 from django_ratelimit.core import get_usage, is_ratelimited
 
+from accounts.billing.budget import QuotaExceeded
 from accounts.models import ApiKey, User
 from accounts.ratelimits import rate, retry_after_seconds
-from accounts.services import REALTIME_MINT_INTERVAL, QuotaExceeded, realtime_mint_check, realtime_secret_record
+from accounts.services import REALTIME_MINT_INTERVAL, realtime_mint_check, realtime_secret_record
 from conversations.api import UPSTREAM_ERRORS, key_from_request, openai_error
 from conversations.llm import UpstreamError, client_secret_create
 from conversations.models import ChatModel

@@ -1,3 +1,5 @@
+from dataclasses import dataclass, field
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -11,12 +13,15 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 from django_ratelimit.core import is_ratelimited
 
+from accounts.billing.budget import usage_summary
 from accounts.ratelimits import rate, too_many
-from accounts.services import usage_summary
-from conversations import generation, services
-from conversations.db import db_step
+from conversations.db import db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
+from conversations.replies.fanout import reply_stop_request
+from conversations.replies.runner import reply_runner
+from conversations.services.chats import conversation_reset, message_send
+from conversations.services.context import ReplyPlan
 from conversations.streaming import chat_events as chat_events_stream
 from conversations.streaming import reply_events
 
@@ -58,9 +63,7 @@ def home(request):
 @login_required
 @require_GET
 def detail(request, pk: int):
-    conversation = _own_conversation(request, pk)
-    services.replies_interrupt_stale(conversation=conversation)
-    return _chat_page(request, conversation)
+    return _chat_page(request, _own_conversation(request, pk))
 
 
 def _composer_refused(request, conversation: Conversation | None, errors: list[str], status: int):
@@ -75,57 +78,84 @@ def _composer_refused(request, conversation: Conversation | None, errors: list[s
     return _chat_page(request, conversation, status=status, composer_errors=errors, draft=request.POST.get("text", ""))
 
 
-def _message_prepare(request, pk: int | None) -> tuple[Conversation | None, services.ReplyPlan | None, list[str], int]:
-    """Everything message_create does with the database, in one sync step.
+@dataclass
+class MessagePrepared:
+    """What message_create's database step did: the chat, and the reply's plan (None when a limit stopped it),
+    or on refusal the reasons and the status code."""
 
-    Returns the chat and what to send upstream for its new reply (None when a
-    limit stopped it), or on refusal the reasons and the status code.
-    """
+    conversation: Conversation | None
+    plan: ReplyPlan | None = None
+    errors: list[str] = field(default_factory=list)
+    status: int = 200
+
+
+def _message_prepare(request, pk: int | None) -> MessagePrepared:
+    """Everything message_create does with the database, in one sync step."""
     conversation = _own_conversation(request, pk) if pk is not None else None
     form = MessageForm(request.POST, user=request.user)
     if not form.is_valid():
-        return conversation, None, [error for errors in form.errors.values() for error in errors], 400
+        return MessagePrepared(
+            conversation, errors=[error for errors in form.errors.values() for error in errors], status=400
+        )
     model = form.cleaned_data["model"] or (
         conversation.model if conversation else ChatModel.objects.usable_by(request.user).default()
     )
     if model is None or not ChatModel.objects.usable_by(request.user).filter(pk=model.pk).exists():
-        return conversation, None, ["This chat's model is no longer available to you. Pick another."], 400
+        return MessagePrepared(
+            conversation, errors=["This chat's model is no longer available to you. Pick another."], status=400
+        )
     if conversation and conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
-        return conversation, None, ["Wait for the reply to finish, or press Stop, before sending another."], 409
-    reply, plan = services.message_send(
+        return MessagePrepared(
+            conversation, errors=["Wait for the reply to finish, or press Stop, before sending another."], status=409
+        )
+    reply, plan = message_send(
         user=request.user,
         conversation=conversation,
         text=form.cleaned_data["text"],
         model=model,
         system_prompt=form.cleaned_data["system_prompt"],
     )
-    return reply.conversation, plan, [], 200
+    return MessagePrepared(reply.conversation, plan)
+
+
+def _message_create_step(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | None]:
+    """All of message_create's database work and rendering, in one sync step: the answer, and the reply to start."""
+    if is_ratelimited(request, group="messages", key="user", rate=rate("RATELIMIT_MESSAGES"), increment=True):
+        return too_many(request, what="messages", setting="RATELIMIT_MESSAGES"), None
+    prepared = _message_prepare(request, pk)
+    conversation = prepared.conversation
+    if prepared.errors:
+        return _composer_refused(request, conversation, prepared.errors, prepared.status), None
+    if not request.htmx:
+        return redirect(conversation), prepared.plan
+    if pk is None:
+        response = _render_new_chat(request, conversation)
+        response["HX-Push-Url"] = conversation.get_absolute_url()
+        response["HX-Retarget"] = "#chat"
+        response["HX-Reswap"] = "outerHTML"
+        return response, prepared.plan
+    return _render_turn(request, conversation), prepared.plan
 
 
 @login_required
 @require_POST
 async def message_create(request, pk: int | None = None):
-    """Store the message, start the reply in the background, and answer at once."""
+    """Store the message, start the reply in the background, and answer at once.
+
+    The reply is started even if the browser goes away meanwhile: its message
+    is stored, and its budget reserved, so it is generated all the same.
+    """
     await request.auser()  # resolve the lazy user outside the sync step below
-    limited = await sync_to_async(is_ratelimited)(
-        request, group="messages", key="user", rate=rate("RATELIMIT_MESSAGES"), increment=True
-    )
-    if limited:
-        return await sync_to_async(too_many)(request, what="messages", setting="RATELIMIT_MESSAGES")
-    conversation, plan, errors, status = await sync_to_async(_message_prepare)(request, pk)
-    if errors:
-        return await sync_to_async(_composer_refused)(request, conversation, errors, status)
-    if plan is not None:  # None: a limit is reached, and the reply says so
-        await generation.reply_start(plan=plan)
-    if not request.htmx:
-        return redirect(conversation)
-    if pk is None:
-        response = await sync_to_async(_render_new_chat)(request, conversation)
-        response["HX-Push-Url"] = conversation.get_absolute_url()
-        response["HX-Retarget"] = "#chat"
-        response["HX-Reswap"] = "outerHTML"
-        return response
-    return await sync_to_async(_render_turn)(request, conversation)
+    response, plan = await db_step_to_end(_message_create_step, request, pk, on_cancel=_reply_start_after_cancel)
+    if plan is not None:  # None: refused, or a limit is reached and the reply says so
+        reply_runner().start(plan)
+    return response
+
+
+async def _reply_start_after_cancel(result: tuple[HttpResponse, ReplyPlan | None]) -> None:
+    _, plan = result
+    if plan is not None:
+        reply_runner().start(plan)
 
 
 def _with_sidebar(request, response: TemplateResponse) -> HttpResponse:
@@ -199,7 +229,7 @@ async def reply_stop(request, pk: int, message_pk: int):
     await request.auser()
     reply = await sync_to_async(_own_message)(request, pk, message_pk)
     if reply.is_live:
-        await generation.reply_stop(reply_id=reply.pk)
+        await reply_stop_request(reply.pk)
     if request.htmx:
         return HttpResponse(status=204)
     return redirect("conversations:detail", pk=pk)
@@ -257,7 +287,7 @@ def reset(request, pk: int):
     if not request.user.is_staff:
         raise PermissionDenied("Only staff can reset a chat.")
     conversation = _own_conversation(request, pk)
-    services.conversation_reset(conversation=conversation, actor=request.user)
+    conversation_reset(conversation=conversation, actor=request.user)
     if request.htmx:
         return HttpResponseClientRefresh()
     return redirect(conversation)

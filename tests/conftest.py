@@ -20,7 +20,7 @@ from django.test import AsyncClient, Client
 
 from accounts.models import User
 from conversations.models import ChatModel, Conversation, Message
-from conversations.services import catalog_seed
+from conversations.services.catalog import catalog_seed
 from tests.fake_upstream import FakeUpstream
 
 PASSWORD = "a-long-test-password-1"

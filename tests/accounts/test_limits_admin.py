@@ -7,8 +7,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from accounts.billing.budget import budget_settle
 from accounts.models import AuditEntry, DailyUsage, User, local_today, month_start
-from accounts.services import budget_settle
 from conversations.models import ChatModel
 from tests.dom import parse_html
 

@@ -15,8 +15,8 @@ from asgiref.sync import sync_to_async
 from django.db.models import Sum
 from django.utils import timezone
 
+from accounts.billing.budget import QuotaExceeded, budget_reserve, budget_settle, usage_summary
 from accounts.models import DailyUsage, UsageRecord, User
-from accounts.services import QuotaExceeded, budget_reserve, budget_settle, usage_summary
 from conversations.models import ChatModel, Message
 from tests.conftest import HTMX, watch_reply
 from tests.fake_upstream import Reply

@@ -20,19 +20,12 @@ from django.db import connection
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
+from accounts.billing.budget import MIN_REPLY_TOKENS, Grant, QuotaExceeded, budget_reserve, budget_settle, usage_summary
+from accounts.billing.prompt_bound import estimate_tokens, prompt_tokens_bound
 from accounts.models import DailyUsage, Reservation, UsageRecord, User
-from accounts.services import (
-    MIN_REPLY_TOKENS,
-    Grant,
-    QuotaExceeded,
-    budget_reserve,
-    budget_settle,
-    estimate_prompt_tokens,
-    limits_set,
-    usage_summary,
-)
-from conversations.models import ChatModel, Conversation, Message, estimate_tokens
-from conversations.services import INTERRUPTED_TEXT
+from accounts.services import limits_set
+from conversations.models import ChatModel, Conversation, Message
+from conversations.services.replies import INTERRUPTED_TEXT
 from tests.conftest import HTMX, make_conversation, make_message, watch_reply
 from tests.dom import parse_html
 from tests.fake_upstream import Hang, Refuse, Reply, Status
@@ -40,7 +33,7 @@ from tests.fake_upstream import Hang, Refuse, Reply, Status
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # The prompt tokens reserved for "Hi" as the first message of a chat (the site's generous estimate).
-HI_PROMPT = estimate_prompt_tokens([{"role": "user", "content": "Hi"}])
+HI_PROMPT = prompt_tokens_bound([{"role": "user", "content": "Hi"}])
 MODEL_MAX_TOKENS = 4096  # the seeded catalog's max_output_tokens for the GPT models
 LONG = [f"token{i} " for i in range(400)]
 # A frozen afternoon, 5 h 30 min before the day ends in UTC.
@@ -244,7 +237,7 @@ async def test_of_20_messages_sent_at_once_against_room_for_one_only_one_reaches
 
 
 async def test_a_reply_in_flight_holds_its_worst_case_until_it_settles(alice_async, alice, mini, upstream):
-    first_prompt = estimate_prompt_tokens([{"role": "user", "content": "First"}])
+    first_prompt = prompt_tokens_bound([{"role": "user", "content": "First"}])
     await set_limits(alice, tokens_per_day=first_prompt + MODEL_MAX_TOKENS + HI_PROMPT + 100)
     upstream.script(
         Reply(text="Slow answer.", first_delay=10),

@@ -16,8 +16,8 @@ from django.contrib.auth.models import Permission
 from django.db.models import Count, F, Sum
 from django.test import Client
 
+from accounts.billing.budget import budget_settle
 from accounts.models import DailyUsage, UsageRecord, User
-from accounts.services import budget_settle
 from conversations.models import ChatModel
 from tests.conftest import PASSWORD
 from tests.dom import parse_html

@@ -8,8 +8,8 @@ import time_machine
 from django.db.models import F, Sum
 from django.test import Client
 
+from accounts.billing.budget import budget_settle
 from accounts.models import UsageRecord, User
-from accounts.services import budget_settle
 from conversations.models import ChatModel, Message
 from tests.conftest import watch_reply
 from tests.dom import parse_html

@@ -5,7 +5,7 @@ from django.test import Client
 from django.utils import timezone
 
 from conversations.models import Message
-from conversations.services import INTERRUPTED_TEXT
+from conversations.services.replies import INTERRUPTED_TEXT
 from tests.conftest import HTMX, make_conversation, make_message
 from tests.dom import parse_html
 

@@ -19,8 +19,9 @@ from django.test import AsyncClient
 from django.utils import timezone
 from django_ratelimit.core import _get_window
 
+from accounts.billing.budget import QuotaExceeded
 from accounts.models import RealtimeSecret, User, local_today
-from accounts.services import QuotaExceeded, api_key_create, realtime_secret_record
+from accounts.services import api_key_create, realtime_secret_record
 from conversations.models import ChatModel
 from tests.conftest import htmx_csrf_token
 from tests.fake_upstream import Hang, Refuse, Reply, Status

@@ -13,10 +13,10 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission
 from django.test import AsyncClient, Client
 
+from accounts.billing.budget import budget_settle, usage_summary
 from accounts.models import AuditEntry, DailyUsage, Reservation, UsageRecord, User
-from accounts.services import budget_settle, usage_summary
 from conversations.models import Conversation, Message
-from conversations.services import conversation_reset
+from conversations.services.chats import conversation_reset
 from tests.conftest import HTMX, PASSWORD, make_conversation, make_message, parse_sse, watch_reply
 from tests.dom import parse_html
 from tests.fake_upstream import Reply

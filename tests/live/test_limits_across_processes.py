@@ -13,8 +13,8 @@ import httpx
 import pytest
 from django.core.management import call_command
 
+from accounts.billing.prompt_bound import prompt_tokens_bound
 from accounts.models import DailyUsage, Reservation
-from accounts.services import estimate_prompt_tokens
 from conversations.models import Message
 from tests.conftest import PASSWORD
 from tests.fake_upstream import Reply
@@ -112,7 +112,7 @@ def test_parallel_messages_through_both_processes_cannot_spend_past_the_budget(a
     """The budget has room for one reply's worst case (its prompt plus max_tokens), not two."""
     site_clients = alice_on_both
     max_tokens = 100
-    worst_case = estimate_prompt_tokens([{"role": "user", "content": "Hi"}]) + max_tokens
+    worst_case = prompt_tokens_bound([{"role": "user", "content": "Hi"}]) + max_tokens
     budget = worst_case + 50
     call_command("setquota", "alice", "--tokens-per-day", str(budget), "--max-tokens", str(max_tokens))
     # Slow, and using all it may: whether the others are checked while it runs or after, none fits.

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from conversations.models import ChatModel
-from conversations.services import catalog_seed
+from conversations.services.catalog import catalog_seed
 
 
 class Command(BaseCommand):

@@ -1,0 +1,50 @@
+"""How many tokens a prompt can be at most, and about how many it is.
+
+The bound must never undercount, whatever the script: quotas reserve it before
+a call, so a low bound would let parallel calls spend past a limit. The
+providers' tokenizers (OpenAI's o200k and cl100k, SmolLM2's GPT-2 style) are
+byte-level BPE: every token stands for at least one byte of UTF-8, so a text
+never has more tokens than bytes. Each message adds a few tokens of framing
+(role and separators) on top of its text.
+"""
+
+import json
+import math
+
+# Tokens a chat template adds around each message, and once to prime the reply:
+# OpenAI's published counting uses 3 and 3; one more each leaves room for other templates.
+MESSAGE_FRAMING_TOKENS = 4
+REPLY_PRIMING_TOKENS = 3
+
+
+def _text_of(content) -> str:
+    """A message's content as the text that is tokenized: strings as they are, anything else as its JSON."""
+    if isinstance(content, str):
+        return content
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+
+
+def prompt_tokens_bound(messages: list[dict], *, extra: object = None) -> int:
+    """The most tokens `messages` (plus `extra`: tools, a response format...) can take, for any tokenizer above.
+
+    A message's role, name and tool calls count as their UTF-8 bytes too, so
+    nothing that is sent is left out of the bound.
+    """
+    total = REPLY_PRIMING_TOKENS
+    for message in messages:
+        total += MESSAGE_FRAMING_TOKENS
+        for value in message.values():
+            total += len(_text_of(value).encode())
+    if extra:
+        total += len(_text_of(extra).encode())
+    return total
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token, as for English text; only where the upstream sent no usage."""
+    return math.ceil(len(text) / 4)
+
+
+def prompt_tokens_estimate(messages: list[dict]) -> int:
+    """About how many tokens the prompt had: billed, flagged as estimated, when the upstream sent no usage."""
+    return sum(estimate_tokens(_text_of(message.get("content") or "")) for message in messages)

@@ -1,0 +1,263 @@
+"""The reply runner: the one owner of the replies generated in this process.
+
+A browser reply belongs to no HTTP request: closing the tab neither stops nor
+loses it. The runner of the process that took the message reads the upstream
+for it, hands its text to the fan-out, saves it about once a second (one
+database step for all its replies), and stores its outcome in the same
+transaction as its metered call is settled. On shutdown it stops every reply,
+saves it as interrupted and settles it before the process exits. On a timer it
+says the process is alive and sweeps up after processes that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import sys
+import time
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from accounts.billing.metered import MeteredCall, reserve_step, settle_unsettled
+from accounts.billing.processes import process_heartbeat, process_leave
+from conversations.db import db_step
+from conversations.llm import ReplyStream, UpstreamError, complete, reply_stream_open
+from conversations.models import Message
+from conversations.replies.fanout import ReplyBroadcast
+from conversations.services.context import ReplyPlan, summary_call, summary_record
+from conversations.services.replies import (
+    INTERRUPTED_TEXT,
+    ReplyOutcome,
+    dead_processes_sweep,
+    replies_flush,
+    reply_record,
+)
+
+logger = logging.getLogger(__name__)
+
+# How often a streaming reply touches its row when no text arrives, so that
+# the sweep can tell a slow upstream from a dead process.
+HEARTBEAT_INTERVAL = 5.0
+INTERNAL_ERROR_TEXT = "Something broke on our side while writing this reply. The text so far is kept."
+
+
+class ReplyGeneration:
+    """One reply being generated: its upstream stream, its broadcast, its metered call."""
+
+    def __init__(self, plan: ReplyPlan):
+        self.plan = plan
+        self.call: MeteredCall = plan.call
+        self.broadcast = ReplyBroadcast(plan.reply_id, on_stop=self.stop)
+        self.task: asyncio.Task | None = None
+        self.relay_task: asyncio.Task | None = None
+        self.stop_reason: str | None = None  # "stop" (Stop, or the chat went) or "shutdown"
+        # Until the relay says otherwise, whatever ends the reply is our own failure.
+        self.outcome = ReplyOutcome(status=Message.Status.ERROR, error_code="internal", error_text=INTERNAL_ERROR_TEXT)
+        self.saved_length = 0
+        self.saved_at = time.monotonic()
+
+    def stop(self, reason: str = "stop") -> None:
+        """End the reply early; closing the upstream stream stops the tokens (and the bill) at once."""
+        self.stop_reason = self.stop_reason or reason
+        if self.relay_task is not None:
+            self.relay_task.cancel()
+
+    async def run(self) -> None:
+        self.call.on_settle = self._record
+        try:
+            await self.broadcast.open()
+            async with self.call:
+                if self.stop_reason is None:
+                    self.relay_task = asyncio.create_task(self._relay())
+                    self.outcome = await self.relay_task
+                else:
+                    self.outcome = self._ended()
+        except Exception:
+            logger.exception("reply %s failed unexpectedly", self.plan.reply_id)
+        finally:
+            await self.broadcast.close()
+
+    def _record(self, charge) -> None:
+        """Store the outcome with the call's charge (called inside the settling transaction)."""
+        self.outcome.text = self.broadcast.text()
+        self.outcome.finish_reason = self.call.finish_reason
+        self.outcome.time_to_first_token = self.call.time_to_first_token
+        self.outcome.duration = self.call.duration
+        kept = reply_record(
+            reply_id=self.plan.reply_id, conversation_id=self.plan.conversation_id, outcome=self.outcome, charge=charge
+        )
+        if not kept:  # deleted or reset meanwhile: the call is billed all the same, pointing to no reply
+            self.call.message = None
+
+    def _ended(self, status: str = "", **details) -> ReplyOutcome:
+        if self.stop_reason == "shutdown":
+            status, details = Message.Status.INTERRUPTED, {"error_code": "interrupted", "error_text": INTERRUPTED_TEXT}
+        return ReplyOutcome(status=status or Message.Status.STOPPED, **details)
+
+    async def _relay(self) -> ReplyOutcome:
+        stream: ReplyStream | None = None
+        try:
+            if self.plan.to_summarise:
+                await self._summarise()
+            try:
+                stream = await self._open(self.plan.messages)
+            except UpstreamError as error:
+                if error.code != "context_length_exceeded":
+                    raise
+                # Our count of the prompt's tokens was too low for this model: try once with fewer turns.
+                stream = await self._open(self.plan.trimmed_harder())
+            self.call.sent()
+            publish = self.broadcast.publish
+            async for delta in stream.deltas():
+                if self.call.first_token_at is None:
+                    self.call.first_token()
+                publish(delta)
+            return ReplyOutcome(status=Message.Status.COMPLETE)
+        except UpstreamError as error:
+            return ReplyOutcome(status=Message.Status.ERROR, error_code=error.code, error_text=error.user_message)
+        except asyncio.CancelledError:
+            if self.stop_reason is None:
+                raise
+            return self._ended()
+        finally:
+            if stream is not None:
+                await stream.close()
+                self.call.usage = stream.usage
+                self.call.finish_reason = stream.finish_reason or ""
+            self.call.completion_text = self.broadcast.text()
+
+    async def _open(self, messages: list[dict]) -> ReplyStream:
+        return await reply_stream_open(
+            model_id=self.plan.model.model_id, messages=messages, max_tokens=self.call.max_tokens
+        )
+
+    async def _summarise(self) -> None:
+        """Replace the turns that no longer fit by a summary, made by a cheap call billed to the user.
+
+        When the user's budget has no room for it, or the call fails, the old
+        turns are simply left out: the reply matters more than the summary.
+        """
+        plan = self.plan
+        call = await reserve_step(summary_call, plan=plan)
+        if call is None:
+            return
+        summary = ""
+        call.on_settle = lambda charge: summary and summary_record(plan=plan, text=summary)
+        async with call:
+            try:
+                text, call.usage = await complete(
+                    model_id=call.model.model_id, messages=call.prompt, max_tokens=call.max_tokens
+                )
+            except UpstreamError as error:
+                logger.info("summary for reply %s failed: %s", plan.reply_id, error.code)
+                return
+            call.sent()
+            call.completion_text = text
+            summary = text.strip()
+        if summary:
+            plan.messages = plan.with_summary(summary)
+
+
+class ReplyRunner:
+    """The generations of one process (one event loop), and its timer."""
+
+    def __init__(self):
+        self.generations: dict[int, ReplyGeneration] = {}
+        self.timer: asyncio.Task | None = None
+        self.shutting_down = False
+
+    def start(self, plan: ReplyPlan) -> None:
+        """Start generating a reserved reply. Synchronous: nothing can cancel it between the reservation and here."""
+        generation = ReplyGeneration(plan)
+        self.generations[plan.reply_id] = generation
+        # A fresh context: the task outlives the request, so its database work must not run on the
+        # request's worker thread (whose connection nobody would close) but on the process's shared one.
+        generation.task = asyncio.create_task(
+            generation.run(), name=f"reply-{plan.reply_id}", context=contextvars.Context()
+        )
+        generation.task.add_done_callback(lambda _: self.generations.pop(plan.reply_id, None))
+        if self.shutting_down:
+            generation.stop("shutdown")
+        self.timer_ensure()
+
+    def timer_ensure(self) -> None:
+        if self.timer is None or self.timer.done():
+            self.timer = asyncio.create_task(self._tick_forever(), name="reply-runner", context=contextvars.Context())
+
+    async def _tick_forever(self) -> None:
+        last_beat = last_sweep = float("-inf")
+        while True:
+            try:
+                await self._save_texts()
+                now = time.monotonic()
+                if now - last_beat >= settings.STREAM_STALE_AFTER / 3:
+                    await db_step(process_heartbeat)
+                    last_beat = now
+                if now - last_sweep >= settings.STREAM_STALE_AFTER / 2:
+                    await db_step(dead_processes_sweep)
+                    last_sweep = now
+                await settle_unsettled()
+            except DatabaseError as error:
+                logger.warning("reply runner cannot reach the database: %s", error)
+            await asyncio.sleep(settings.STREAM_FLUSH_INTERVAL)
+
+    async def _save_texts(self) -> None:
+        """Save the text of every reply that grew (or whose heartbeat is due), in one step."""
+        now = time.monotonic()
+        due = {}
+        for reply_id, generation in self.generations.items():
+            length = len(generation.broadcast.text())
+            if length != generation.saved_length or now - generation.saved_at >= HEARTBEAT_INTERVAL:
+                due[reply_id] = generation
+        if not due:
+            return
+        gone = await db_step(replies_flush, texts={reply_id: g.broadcast.text() for reply_id, g in due.items()})
+        for reply_id, generation in due.items():
+            generation.saved_length, generation.saved_at = len(generation.broadcast.text()), now
+            if reply_id in gone:
+                # The chat was deleted or reset under us: stop paying for tokens nobody will read.
+                generation.stop()
+
+    async def shutdown(self) -> None:
+        """Stop every reply, saving each as interrupted and settling its call, then leave."""
+        self.shutting_down = True
+        tasks = [generation.task for generation in self.generations.values() if generation.task]
+        for generation in list(self.generations.values()):
+            generation.stop("shutdown")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await settle_unsettled()
+        if self.timer is not None:
+            self.timer.cancel()
+        try:
+            await db_step(process_leave)
+        except DatabaseError:
+            pass  # the others will find it dead
+        logger.info("reply runner stopped %d replies for shutdown", len(tasks))
+
+
+_runners: dict[asyncio.AbstractEventLoop, ReplyRunner] = {}
+
+
+def reply_runner() -> ReplyRunner:
+    """The runner of the running event loop (a server process has one; each test its own)."""
+    loop = asyncio.get_running_loop()
+    runner = _runners.get(loop)
+    if runner is None:
+        for closed in [other for other in _runners if other.is_closed()]:
+            del _runners[closed]
+        runner = _runners[loop] = ReplyRunner()
+        _shutdown_with_daphne(runner)
+    return runner
+
+
+def _shutdown_with_daphne(runner: ReplyRunner) -> None:
+    """Under daphne, SIGTERM stops Twisted's reactor: have it wait for the runner to shut down first."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import defer, reactor
+
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(runner.shutdown()))
+    )

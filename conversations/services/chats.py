@@ -1,0 +1,114 @@
+"""Sending a message (which reserves its reply's budget), and staff resetting a chat."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.billing.budget import QuotaExceeded
+from accounts.billing.metered import MeteredCall
+from accounts.models import AuditEntry, UsageRecord
+from accounts.services import audit_record
+from conversations.groups import chat_group, control_group
+from conversations.models import ChatModel, Conversation, Message, title_from_text
+from conversations.services.context import SUMMARY_MAX_TOKENS, ReplyPlan, reply_plan
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+
+def message_send(
+    *, user: User, conversation: Conversation | None, text: str, model: ChatModel, system_prompt: str = ""
+) -> tuple[Message, ReplyPlan | None]:
+    """Store the user's message and a pending reply, and reserve the reply's budget, in one transaction.
+
+    A new chat is created for the first message. Returns the reply and what to
+    send upstream for it (its metered call reserved); when a limit is reached
+    the reply is stored as an error saying which limit and when it resets, the
+    plan is None, and nothing is sent upstream.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if conversation is None:
+            conversation = Conversation.objects.create(
+                user=user,
+                model=model,
+                title=title_from_text(text),
+                system_prompt=system_prompt,
+                created_at=now,
+                updated_at=now,
+            )
+        elif conversation.model_id != model.pk:
+            conversation.model = model
+            conversation.updated_at = now
+            conversation.save(update_fields=["model", "updated_at"])
+        else:
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+        Message.objects.create(
+            conversation=conversation, user=user, role=Message.Role.USER, content=text, created_at=now, updated_at=now
+        )
+        reply = Message.objects.create(
+            conversation=conversation,
+            user=user,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.PENDING,
+            model=model,
+            created_at=now,
+            updated_at=now,
+        )
+        plan = reply_plan(reply=reply)
+        call = MeteredCall(
+            user=user,
+            model=model,
+            kind=UsageRecord.Kind.REPLY,
+            prompt=plan.messages,
+            # Turns to summarise first: the summary joins the prompt.
+            prompt_extra_tokens=SUMMARY_MAX_TOKENS if plan.to_summarise else 0,
+            max_tokens=plan.max_tokens,
+            message=reply,
+        )
+        try:
+            call.reserve()
+        except QuotaExceeded as exceeded:
+            reply.status = Message.Status.ERROR
+            reply.error_code = exceeded.code
+            reply.error_text = exceeded.user_message
+            reply.save(update_fields=["status", "error_code", "error_text"])
+            return reply, None
+        plan.call = call
+        plan.max_tokens = call.max_tokens
+    return reply, plan
+
+
+def conversation_reset(*, conversation: Conversation, actor: User) -> int:
+    """Staff empty a chat: its messages go, the spending records stay, the reset is audited.
+
+    Replies still being written are stopped, and pages with the chat open are
+    told to show the reset. Returns how many messages were removed.
+    """
+    with transaction.atomic():
+        live = list(conversation.messages.filter(status__in=Message.LIVE_STATUSES).values_list("pk", flat=True))
+        removed, _ = Message.objects.filter(conversation=conversation).delete()
+        Conversation.objects.filter(pk=conversation.pk).update(summary="", summary_upto=None, updated_at=timezone.now())
+        audit_record(
+            actor=actor,
+            actor_label=actor.get_username(),
+            action=AuditEntry.Action.CONVERSATION_RESET,
+            user=conversation.user,
+            subject=f"conversation {conversation.pk} “{conversation}”",
+            old=f"{removed} messages",
+            new="0 messages",
+        )
+
+    def tell_everyone():
+        layer = get_channel_layer()
+        for reply_id in live:
+            async_to_sync(layer.group_send)(control_group(reply_id), {"type": "reply.stop"})
+        async_to_sync(layer.group_send)(chat_group(conversation.pk), {"type": "chat.reset"})
+
+    transaction.on_commit(tell_everyone)
+    return removed

@@ -1,0 +1,137 @@
+"""What is sent upstream for a reply: the system prompt, a summary of turns that no longer fit, the newest turns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from accounts.billing.budget import QuotaExceeded
+from accounts.billing.metered import MeteredCall
+from accounts.billing.prompt_bound import prompt_tokens_bound
+from accounts.models import UsageRecord, User
+from conversations.models import ChatModel, Conversation, Message
+
+SUMMARY_PREFIX = "Summary of the earlier part of this conversation:\n"
+# Longest summary asked for when earlier turns no longer fit the context window.
+SUMMARY_MAX_TOKENS = 400
+
+
+@dataclass
+class ReplyPlan:
+    """What is sent upstream for one reply, fixed when it begins, and the metered call that sends it.
+
+    Turns too old to fit the model's context window are left out of
+    `messages`; `to_summarise` holds them until the generator has summarised
+    them (up to message `summary_upto`).
+    """
+
+    reply_id: int
+    user_id: int
+    conversation_id: int
+    model: ChatModel
+    messages: list[dict]
+    max_tokens: int
+    call: MeteredCall | None = None
+    to_summarise: list[dict] = field(default_factory=list)
+    summary_upto: int | None = None
+    earlier_summary: str = ""
+
+    def with_summary(self, summary: str) -> list[dict]:
+        """The messages to send once the left-out turns are summarised: after the system prompt, the summary."""
+        head = [m for m in self.messages if m["role"] == "system" and not m["content"].startswith(SUMMARY_PREFIX)]
+        turns = [m for m in self.messages if m["role"] != "system"]
+        return [*head, {"role": "system", "content": SUMMARY_PREFIX + summary}, *turns]
+
+    def trimmed_harder(self) -> list[dict]:
+        """For a second try after the upstream said the prompt is too long: half the turns, newest kept."""
+        head = [m for m in self.messages if m["role"] == "system"]
+        turns = [m for m in self.messages if m["role"] != "system"]
+        return [*head, *turns[len(turns) // 2 :]] if len(turns) > 1 else self.messages
+
+
+def _turns_fitting(turns: list[dict], room: int) -> int:
+    """How many of the newest turns fit in `room` tokens; the newest one always counts."""
+    kept = 0
+    for turn in reversed(turns):
+        room -= prompt_tokens_bound([turn])
+        if room < 0 and kept:
+            break
+        kept += 1
+    return kept
+
+
+def reply_plan(*, reply: Message) -> ReplyPlan:
+    """What to send upstream for a pending reply: the system prompt, any summary, and as many turns as fit.
+
+    The newest turns are kept; the model's context window must hold them plus
+    max_tokens. The newest message is always sent, fitting or not: the
+    upstream then says the chat is too long, which the user is told.
+    """
+    conversation = reply.conversation
+    model = reply.model
+    head = []
+    if conversation.system_prompt.strip():
+        head.append({"role": "system", "content": conversation.system_prompt})
+    if conversation.summary:
+        head.append({"role": "system", "content": SUMMARY_PREFIX + conversation.summary})
+    turns = list(
+        Message.objects.filter(conversation=conversation, pk__lt=reply.pk, pk__gt=conversation.summary_upto or 0)
+        .exclude(content="")
+        .values("pk", "role", "content")
+    )
+    room = model.context_window - model.max_output_tokens - prompt_tokens_bound(head)
+    kept = _turns_fitting(turns, room)
+    if kept < len(turns):  # some turns will be summarised: leave room for the summary too
+        kept = _turns_fitting(turns, room - SUMMARY_MAX_TOKENS)
+    dropped, fitting = turns[: len(turns) - kept], turns[len(turns) - kept :]
+    return ReplyPlan(
+        reply_id=reply.pk,
+        user_id=reply.user_id,
+        conversation_id=conversation.pk,
+        model=model,
+        messages=head + [{"role": t["role"], "content": t["content"]} for t in fitting],
+        max_tokens=model.max_output_tokens,
+        to_summarise=[{"role": t["role"], "content": t["content"]} for t in dropped],
+        summary_upto=dropped[-1]["pk"] if dropped else None,
+        earlier_summary=conversation.summary,
+    )
+
+
+SUMMARY_INSTRUCTIONS = (
+    "Summarise the conversation below in a few sentences for the assistant who continues it. "
+    "Keep facts, names, numbers, decisions and open questions; leave out pleasantries."
+)
+
+
+def summary_model(*, plan: ReplyPlan) -> ChatModel:
+    """The cheap model summaries are made with: SUMMARY_MODEL if it is enabled, else the chat's own."""
+    if settings.SUMMARY_MODEL:
+        chosen = ChatModel.objects.enabled().filter(model_id=settings.SUMMARY_MODEL).first()
+        if chosen:
+            return chosen
+    return plan.model
+
+
+def summary_call(*, plan: ReplyPlan) -> MeteredCall | None:
+    """The call that summarises the turns left out, reserved; None when the user's budget has no room for it."""
+    transcript = "\n\n".join(f"{m['role']}: {m['content']}" for m in plan.to_summarise)
+    if plan.earlier_summary:
+        transcript = f"(summary so far) {plan.earlier_summary}\n\n{transcript}"
+    call = MeteredCall(
+        user=User(pk=plan.user_id),
+        model=summary_model(plan=plan),
+        kind=UsageRecord.Kind.SUMMARY,
+        prompt=[{"role": "system", "content": SUMMARY_INSTRUCTIONS}, {"role": "user", "content": transcript}],
+        max_tokens=SUMMARY_MAX_TOKENS,
+    )
+    try:
+        call.reserve()
+    except QuotaExceeded:
+        return None
+    return call
+
+
+def summary_record(*, plan: ReplyPlan, text: str) -> None:
+    """Keep a summary on the chat, so later turns send it in place of the turns it covers."""
+    Conversation.objects.filter(pk=plan.conversation_id).update(summary=text, summary_upto=plan.summary_upto)

@@ -1,0 +1,127 @@
+"""A reply as it is written: its text saved as it grows, its outcome stored with its charge, and replies
+whose process died."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.billing.budget import budget_settle
+from accounts.billing.prompt_bound import estimate_tokens, prompt_tokens_estimate
+from accounts.billing.sweep import orphan_calls_settle
+from accounts.models import Reservation, UsageRecord
+from conversations.models import Conversation, Message
+from conversations.services.context import reply_plan
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from accounts.billing.metered import Charge
+
+INTERRUPTED_TEXT = "The server restarted while this reply was being written. The text so far is kept."
+
+
+def replies_flush(*, texts: dict[int, str]) -> set[int]:
+    """Save the text so far of replies being written (doubles as their heartbeat).
+
+    Returns the ids of those no longer live: deleted, reset or ended elsewhere.
+    """
+    now = timezone.now()
+    gone = set()
+    with transaction.atomic():
+        for reply_id, text in texts.items():
+            updated = Message.objects.filter(pk=reply_id, status__in=Message.LIVE_STATUSES).update(
+                content=text, status=Message.Status.STREAMING, updated_at=now
+            )
+            if not updated:
+                gone.add(reply_id)
+    return gone
+
+
+@dataclass
+class ReplyOutcome:
+    status: str
+    text: str
+    finish_reason: str = ""
+    error_code: str = ""
+    error_text: str = ""
+    time_to_first_token: timedelta | None = None
+    duration: timedelta | None = None
+
+
+def reply_record(*, reply_id: int, conversation_id: int, outcome: ReplyOutcome, charge: Charge) -> bool:
+    """Store a reply's final text, status, usage and cost; run in the transaction that settles its call.
+
+    False when the reply is no longer live (deleted, reset, or marked by the
+    sweep): its call is still billed, with no reply to point to.
+    """
+    now = timezone.now()
+    updated = Message.objects.filter(pk=reply_id, status__in=Message.LIVE_STATUSES).update(
+        content=outcome.text,
+        status=outcome.status,
+        prompt_tokens=charge.prompt_tokens,
+        completion_tokens=charge.completion_tokens,
+        cached_tokens=charge.cached_tokens,
+        cost=charge.cost,
+        usage_estimated=charge.estimated,
+        finish_reason=outcome.finish_reason,
+        error_code=outcome.error_code,
+        error_text=outcome.error_text,
+        time_to_first_token=outcome.time_to_first_token,
+        duration=outcome.duration,
+        updated_at=now,
+    )
+    if updated:
+        Conversation.objects.filter(pk=conversation_id).update(updated_at=now)
+    return bool(updated)
+
+
+def replies_interrupt_stale() -> int:
+    """Mark replies left live by a dead process as interrupted, keeping their text and settling their calls.
+
+    Each is billed its prompt's estimate and its text's, at the prices its call
+    started with; a reply whose reservation expired is billed its prompt
+    counted again at today's prices, since the prompt did go upstream.
+    """
+    count = 0
+    for reply in Message.objects.stale_streaming().select_related("model", "conversation"):
+        with transaction.atomic():
+            reservation = Reservation.objects.filter(message=reply).first()
+            completion_tokens = estimate_tokens(reply.content)
+            if reservation is not None:
+                prompt_tokens, prices = reservation.prompt_estimate, reservation.prices()
+            else:
+                prompt_tokens, prices = prompt_tokens_estimate(reply_plan(reply=reply).messages), reply.model.prices()
+            if not Message.objects.filter(pk=reply.pk, status__in=Message.LIVE_STATUSES).update(
+                status=Message.Status.INTERRUPTED,
+                error_code="interrupted",
+                error_text=INTERRUPTED_TEXT,
+                usage_estimated=True,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost=prices.cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+                updated_at=timezone.now(),
+            ):
+                continue  # finished meanwhile
+            budget_settle(
+                reservation_id=reservation.pk if reservation else None,
+                user_id=reply.user_id,
+                model=reply.model,
+                kind=UsageRecord.Kind.REPLY,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                estimated=True,
+                message=reply,
+                prices=prices,
+                call_id=reservation.call_id if reservation else None,
+            )
+            count += 1
+    return count
+
+
+def dead_processes_sweep() -> tuple[int, int]:
+    """What dead processes left: their replies marked interrupted, their other calls settled. Returns both counts."""
+    return replies_interrupt_stale(), orphan_calls_settle()
