@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -21,8 +20,8 @@ from accounts.services import (
     budget_settle,
     estimate_prompt_tokens,
 )
-from conversations.groups import chat_group, control_group
 from conversations.models import ChatModel, Conversation, Message, estimate_tokens, title_from_text
+from conversations.replies.fanout import chat_reset_announce, reply_stop_request
 
 if TYPE_CHECKING:
     from accounts.models import ApiKey, User
@@ -408,10 +407,9 @@ def conversation_reset(*, conversation: Conversation, actor: User) -> int:
         )
 
     def tell_everyone():
-        layer = get_channel_layer()
         for reply_id in live:
-            async_to_sync(layer.group_send)(control_group(reply_id), {"type": "reply.stop"})
-        async_to_sync(layer.group_send)(chat_group(conversation.pk), {"type": "chat.reset"})
+            async_to_sync(reply_stop_request)(reply_id)
+        async_to_sync(chat_reset_announce)(conversation.pk)
 
     transaction.on_commit(tell_everyone)
     return removed

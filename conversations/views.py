@@ -17,8 +17,8 @@ from conversations import generation, services
 from conversations.db import db_step
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
-from conversations.streaming import chat_events as chat_events_stream
-from conversations.streaming import reply_events
+from conversations.replies import watcher
+from conversations.replies.fanout import reply_stop_request
 
 CHAT_TEMPLATE = "conversations/chat.html"
 SIDEBAR_SIZE = 200
@@ -190,7 +190,7 @@ async def reply_stream(request, pk: int, message_pk: int):
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
     if not raw_offset.isdigit():
         return HttpResponseBadRequest("offset must be a whole number of characters")
-    return _sse_response(reply_events(reply_id=reply.pk, offset=int(raw_offset)))
+    return _sse_response(watcher.reply_events(reply_id=reply.pk, offset=int(raw_offset)))
 
 
 @login_required
@@ -199,7 +199,7 @@ async def reply_stop(request, pk: int, message_pk: int):
     await request.auser()
     reply = await sync_to_async(_own_message)(request, pk, message_pk)
     if reply.is_live:
-        await generation.reply_stop(reply_id=reply.pk)
+        await reply_stop_request(reply.pk)
     if request.htmx:
         return HttpResponse(status=204)
     return redirect("conversations:detail", pk=pk)
@@ -266,11 +266,11 @@ def reset(request, pk: int):
 @login_required
 @require_GET
 async def chat_events(request, pk: int):
-    """SSE for an open chat page; see streaming.chat_events."""
+    """SSE for an open chat page; see watcher.chat_events."""
     await request.auser()
     conversation = await db_step(_own_conversation, request, pk)
     await sync_to_async(close_old_connections)()  # open as long as the page: hold no connection meanwhile
-    return _sse_response(chat_events_stream(conversation_id=conversation.pk))
+    return _sse_response(watcher.chat_events(conversation_id=conversation.pk))
 
 
 @require_GET
