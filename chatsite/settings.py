@@ -272,6 +272,10 @@ SYSTEM_PROMPT_MAX_CHARS = env_int("SYSTEM_PROMPT_MAX_CHARS", 8_000, minimum=1)
 # and is written to the database at most this often while a reply streams.
 STREAM_FRAME_INTERVAL = env_float("STREAM_FRAME_INTERVAL", 0.05)
 STREAM_FLUSH_INTERVAL = env_float("STREAM_FLUSH_INTERVAL", 1.0)
+# An open SSE stream sends a keep-alive comment this often (seconds), so that
+# proxies keep it open; a watcher of a reply generated in another process then
+# also checks that the reply still lives.
+STREAM_KEEPALIVE = env_float("STREAM_KEEPALIVE", 10.0)
 # A streaming reply whose row has not been touched for this long belongs to a
 # process that died: it is marked interrupted, its text kept.
 STREAM_STALE_AFTER = env_float("STREAM_STALE_AFTER", 30.0)

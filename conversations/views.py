@@ -18,12 +18,11 @@ from accounts.ratelimits import rate, too_many
 from conversations.db import db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
+from conversations.replies import watcher
 from conversations.replies.fanout import reply_stop_request
 from conversations.replies.runner import reply_runner
 from conversations.services.chats import conversation_reset, message_send
 from conversations.services.context import ReplyPlan
-from conversations.streaming import chat_events as chat_events_stream
-from conversations.streaming import reply_events
 
 CHAT_TEMPLATE = "conversations/chat.html"
 SIDEBAR_SIZE = 200
@@ -148,7 +147,7 @@ async def message_create(request, pk: int | None = None):
     await request.auser()  # resolve the lazy user outside the sync step below
     response, plan = await db_step_to_end(_message_create_step, request, pk, on_cancel=_reply_start_after_cancel)
     if plan is not None:  # None: refused, or a limit is reached and the reply says so
-        reply_runner().start(plan)
+        await reply_runner().start(plan).ready.wait()
     return response
 
 
@@ -220,7 +219,7 @@ async def reply_stream(request, pk: int, message_pk: int):
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
     if not raw_offset.isdigit():
         return HttpResponseBadRequest("offset must be a whole number of characters")
-    return _sse_response(reply_events(reply_id=reply.pk, offset=int(raw_offset)))
+    return _sse_response(watcher.reply_events(reply_id=reply.pk, offset=int(raw_offset)))
 
 
 @login_required
@@ -296,11 +295,11 @@ def reset(request, pk: int):
 @login_required
 @require_GET
 async def chat_events(request, pk: int):
-    """SSE for an open chat page; see streaming.chat_events."""
+    """SSE for an open chat page; see watcher.chat_events."""
     await request.auser()
     conversation = await db_step(_own_conversation, request, pk)
     await sync_to_async(close_old_connections)()  # open as long as the page: hold no connection meanwhile
-    return _sse_response(chat_events_stream(conversation_id=conversation.pk))
+    return _sse_response(watcher.chat_events(conversation_id=conversation.pk))
 
 
 @require_GET

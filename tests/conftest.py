@@ -143,7 +143,11 @@ async def watch_reply(client: AsyncClient, stream_url: str, **headers) -> tuple[
     response = await client.get(stream_url, headers=headers)
     assert response.status_code == 200, response
     assert response["Content-Type"] == "text/event-stream"
-    body = b"".join([chunk async for chunk in response.streaming_content])
+    return sse_text_and_status(b"".join([chunk async for chunk in response.streaming_content]))
+
+
+def sse_text_and_status(body: bytes) -> tuple[str, str | None]:
+    """The text a reply's SSE body delivered, and the status its end gave (None: it did not end)."""
     text, status = "", None
     for event, data, _ in parse_sse(body):
         if event == "delta":

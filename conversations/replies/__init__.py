@@ -1,6 +1,6 @@
-"""Replies of the web chat: the runner that generates them, the fan-out of their text, and their SSE watchers.
+"""Replies of the web chat, from the upstream to the people watching them.
 
-- runner: owns this process's reply generations (reading the upstream, saving text, settling the call).
-- fanout: the protocol that carries a reply's text to whoever watches it, in this process or another.
-- watcher: the SSE stream a browser reads a reply from.
+- runner.py: the reply runner, the one owner of the replies generated in this process.
+- fanout.py: the fan-out protocol that carries a reply's text to its watchers, in this process or another.
+- watcher.py: the SSE stream a browser reads a reply from.
 """

@@ -51,6 +51,8 @@ class ReplyGeneration:
         self.call: MeteredCall = plan.call
         self.broadcast = ReplyBroadcast(plan.reply_id, on_stop=self.stop)
         self.task: asyncio.Task | None = None
+        # Set once the broadcast can be found, by Stop and by watchers, here and in other processes.
+        self.ready = asyncio.Event()
         self.relay_task: asyncio.Task | None = None
         self.stop_reason: str | None = None  # "stop" (Stop, or the chat went) or "shutdown"
         # Until the relay says otherwise, whatever ends the reply is our own failure.
@@ -67,7 +69,10 @@ class ReplyGeneration:
     async def run(self) -> None:
         self.call.on_settle = self._record
         try:
-            await self.broadcast.open()
+            try:
+                await self.broadcast.open()
+            finally:
+                self.ready.set()
             async with self.call:
                 if self.stop_reason is None:
                     self.relay_task = asyncio.create_task(self._relay())
@@ -168,8 +173,11 @@ class ReplyRunner:
         self.timer: asyncio.Task | None = None
         self.shutting_down = False
 
-    def start(self, plan: ReplyPlan) -> None:
-        """Start generating a reserved reply. Synchronous: nothing can cancel it between the reservation and here."""
+    def start(self, plan: ReplyPlan) -> ReplyGeneration:
+        """Start generating a reserved reply. Synchronous: nothing can cancel it between the reservation and here.
+
+        Await the generation's `ready` before telling the browser where to watch it.
+        """
         generation = ReplyGeneration(plan)
         self.generations[plan.reply_id] = generation
         # A fresh context: the task outlives the request, so its database work must not run on the
@@ -181,6 +189,7 @@ class ReplyRunner:
         if self.shutting_down:
             generation.stop("shutdown")
         self.timer_ensure()
+        return generation
 
     def timer_ensure(self) -> None:
         if self.timer is None or self.timer.done():

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
@@ -13,8 +12,8 @@ from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import AuditEntry, UsageRecord
 from accounts.services import audit_record
-from conversations.groups import chat_group, control_group
 from conversations.models import ChatModel, Conversation, Message, title_from_text
+from conversations.replies.fanout import chat_reset_announce, reply_stop_request
 from conversations.services.context import SUMMARY_MAX_TOKENS, ReplyPlan, reply_plan
 
 if TYPE_CHECKING:
@@ -105,10 +104,9 @@ def conversation_reset(*, conversation: Conversation, actor: User) -> int:
         )
 
     def tell_everyone():
-        layer = get_channel_layer()
         for reply_id in live:
-            async_to_sync(layer.group_send)(control_group(reply_id), {"type": "reply.stop"})
-        async_to_sync(layer.group_send)(chat_group(conversation.pk), {"type": "chat.reset"})
+            async_to_sync(reply_stop_request)(reply_id)
+        async_to_sync(chat_reset_announce)(conversation.pk)
 
     transaction.on_commit(tell_everyone)
     return removed

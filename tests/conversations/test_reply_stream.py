@@ -10,7 +10,9 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from conversations.models import ChatModel, Conversation, Message
-from tests.conftest import parse_sse, watch_reply
+from conversations.replies.watcher import KEEPALIVE
+from conversations.services import replies_interrupt_stale
+from tests.conftest import parse_sse, sse_text_and_status, watch_reply
 from tests.fake_upstream import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,7 +155,8 @@ async def test_text_is_saved_about_once_a_second_never_per_token(alice_async, up
     assert partial and 0 < partial[0] < lengths[-1] == len("".join(chunks))
 
 
-async def test_a_reply_whose_process_died_is_marked_interrupted_with_its_text(alice_async, alice):
+async def test_a_reply_whose_process_died_is_marked_interrupted_with_its_text(alice_async, alice, settings):
+    settings.STREAM_KEEPALIVE = 0.1
     model = await ChatModel.objects.aget(model_id="gpt-4o-mini")
     conversation = await Conversation.objects.acreate(user=alice, model=model)
     orphan = await Message.objects.acreate(
@@ -166,7 +169,12 @@ async def test_a_reply_whose_process_died_is_marked_interrupted_with_its_text(al
         updated_at=timezone.now() - timedelta(minutes=5),
     )
 
-    text, status = await watch_reply(alice_async, url(orphan))
+    response = await alice_async.get(url(orphan))
+    stream = aiter(response.streaming_content)
+    while await anext(stream) != KEEPALIVE:
+        pass  # the watcher waits: nothing comes from a dead process
+    await sync_to_async(replies_interrupt_stale)()  # the sweep
+    text, status = sse_text_and_status(b"".join([chunk async for chunk in stream]))
 
     await orphan.arefresh_from_db()
     assert text == ""  # nothing new: the stored text is all there is

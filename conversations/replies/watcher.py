@@ -1,0 +1,79 @@
+"""Watching a reply over SSE: the text so far, then live frames, then the end.
+
+A watcher may attach at any time, from any process, and re-attach after a
+dropped connection: the SSE event id is the character offset the browser has,
+which EventSource sends back as Last-Event-ID. The text comes through the
+fan-out protocol (fanout.py); the database is only read, for the status.
+"""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+
+from conversations.db import db_step
+from conversations.models import Message
+from conversations.replies import fanout
+
+# Sent first, once the watcher listens: how long the browser waits before re-attaching after a drop.
+RETRY_PREAMBLE = b"retry: 1500\n\n"
+KEEPALIVE = b": keep-alive\n\n"
+RESET = b"event: reset\ndata: {}\n\n"
+
+
+def sse_delta(text: str, offset: int) -> bytes:
+    return f"id: {offset}\nevent: delta\ndata: {json.dumps(text)}\n\n".encode()
+
+
+def sse_done(status: str) -> bytes:
+    return f"event: done\ndata: {json.dumps({'status': status})}\n\n".encode()
+
+
+def _reply_status(reply_id: int) -> str | None:
+    """The reply's status as stored; None if it was deleted."""
+    return Message.objects.filter(pk=reply_id).values_list("status", flat=True).first()
+
+
+async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
+    """SSE bytes for a reply, starting after `offset` characters the browser already shows."""
+    async with fanout.reply_watch(reply_id) as reply:
+        yield RETRY_PREAMBLE
+        # Read after finding the reply: one generated here cannot end unseen in between.
+        status = await db_step(_reply_status, reply_id)
+        if status is None:
+            return
+        have = offset
+        while status in Message.LIVE_STATUSES:
+            changed = reply.changed  # taken first: a frame that comes while we write is not missed
+            if len(reply.shown) > have:
+                yield sse_delta(reply.shown[have:], len(reply.shown))
+                have = len(reply.shown)
+            if reply.ended:
+                status = await db_step(_reply_status, reply_id)
+                break
+            await reply.catch_up()
+            try:
+                async with asyncio.timeout(settings.STREAM_KEEPALIVE):
+                    await changed.wait()
+            except TimeoutError:
+                yield KEEPALIVE
+                # Its process may have died without a word; the sweep then marks it interrupted.
+                if reply.remote:
+                    status = await db_step(_reply_status, reply_id)
+        yield sse_done(status or Message.Status.ERROR)
+
+
+async def chat_events(*, conversation_id: int) -> AsyncIterator[bytes]:
+    """SSE for an open chat page: `reset` when staff reset the chat, so the page shows it at once."""
+    async with fanout.chat_resets(conversation_id) as reset:
+        yield RETRY_PREAMBLE
+        while True:
+            try:
+                async with asyncio.timeout(settings.STREAM_KEEPALIVE):
+                    await reset.wait()
+            except TimeoutError:
+                yield KEEPALIVE
+                continue
+            reset.clear()
+            yield RESET
