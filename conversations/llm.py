@@ -1,36 +1,57 @@
-"""The one thin client of the upstream, an OpenAI-compatible Chat Completions API.
+"""The one thin client of the upstream, an OpenAI-compatible API, through the official openai SDK.
 
-It reads the SSE lines itself with httpx and json.loads: the openai SDK's typed
-chunk parsing costs about ten times as much per chunk, and this runs once per
-token for every reply in flight. Tests point OPENAI_BASE_URL at our fake
-upstream; nothing here is patched.
+The SDK's AsyncOpenAI sends every request: its connection pool, timeouts,
+retries with backoff and Retry-After, and its error classes, which become
+UpstreamError here, in words a user understands. Requests go through its
+generic `post()` with the body exactly as the caller built it (the typed
+`create()` would transform every message on each call, and a field it does not
+know would have to travel in `extra_body`). Streams are read raw, as
+`with_streaming_response` reads them: the SSE events are split from the bytes
+of each network read by hand, and nothing is parsed into typed objects, which
+would cost about ten times a json.loads, once per token for every reply in
+flight. Tests point OPENAI_BASE_URL at our fake upstream; nothing here is patched.
 """
 
 import asyncio
-import email.utils
 import json
-import logging
-import time
+import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import httpx2
+import openai
 from django.conf import settings
 
 from accounts.billing.metered import Usage
 
-logger = logging.getLogger(__name__)
-
 
 class UpstreamError(Exception):
-    """A failure the user is told about in words they understand; `code` is stored on the reply."""
+    """A failure the user is told about in words they understand; `code` is stored on the reply.
 
-    def __init__(self, code: str, user_message: str, *, retry_after: float | None = None):
+    `status` (the provider's HTTP status) and `provider_error` (its error object,
+    scrubbed of our key and base URL) let the /v1 gateway pass the provider's own
+    error on; both are None when the provider said nothing (a timeout, a cut).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        user_message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        provider_error: dict | None = None,
+    ):
         super().__init__(user_message)
         self.code = code
         self.user_message = user_message
         self.retry_after = retry_after
+        self.status = status
+        self.provider_error = provider_error
 
 
 def usage_from(usage: dict) -> Usage:
@@ -43,52 +64,41 @@ def usage_from(usage: dict) -> Usage:
     )
 
 
+# The only chunks raw_events() parses: those with a usage object, a finish reason
+# or an error. Content chunks carry `"usage":null` and `"finish_reason":null`;
+# the optional space is for servers that write JSON with Python's default separators.
+_WORTH_PARSING = re.compile(rb'"(?:usage": ?\{|finish_reason": ?"|error")')
+
+
 @dataclass
 class ReplyStream:
     """An open streamed reply: iterate for text deltas; usage and finish reason fill in as they arrive."""
 
-    response: httpx.Response
+    response: httpx2.Response
     model_id: str
     usage: Usage | None = None
     finish_reason: str = ""
 
+    async def raw_events(self) -> AsyncIterator[bytes]:
+        """Each SSE event's bytes exactly as the upstream sent them (b"data: {...}\\n\\n"), until [DONE].
+
+        The [DONE] event itself is not passed on: the caller ends its own stream.
+        Only events that can carry usage, a finish reason or an error are parsed;
+        the others are checked to be a JSON object at a glance (its braces).
+        """
+        async for event, data in self._events():
+            if data is not None:
+                if _WORTH_PARSING.search(data):
+                    self._take(data)
+                elif not (data.startswith(b"{") and data.endswith(b"}")):
+                    raise _malformed_chunk()
+            yield event
+
     async def chunks(self) -> AsyncIterator[tuple[str, dict]]:
         """Each chunk as the upstream sent it (its JSON text) and parsed, until [DONE]."""
-        saw_done = False
-        try:
-            async for line in self.response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments (": keep-alive"), event names
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    # Read on to the end of the body (nothing more comes): a response read to its
-                    # end hands its connection back to the pool, and the next reply skips a handshake.
-                    saw_done = True
-                    continue
-                if saw_done:
-                    continue
-                try:
-                    chunk = json.loads(payload)
-                    self._note(chunk)
-                except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-                    raise UpstreamError(
-                        "malformed_chunk", "The model provider sent part of the reply in a form we could not read."
-                    ) from None
-                yield payload, chunk
-        except httpx.ReadTimeout:
-            raise UpstreamError(
-                "timeout",
-                f"The model provider went silent for {settings.UPSTREAM_READ_TIMEOUT:g} s, so the reply was cut off.",
-            ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.NetworkError):
-            raise UpstreamError(
-                "stream_cut", "The connection to the model provider broke in the middle of the reply."
-            ) from None
-        if not saw_done:
-            raise UpstreamError(
-                "stream_incomplete",
-                "The model provider ended the reply without confirming it was finished; it may be incomplete.",
-            )
+        async for _, data in self._events():
+            if data is not None:
+                yield data.decode(), self._take(data)
 
     async def deltas(self) -> AsyncIterator[str]:
         """The reply's text, piece by piece."""
@@ -96,40 +106,160 @@ class ReplyStream:
             if chunk["choices"] and (text := chunk["choices"][0]["delta"].get("content")):
                 yield text
 
-    def _note(self, chunk: dict) -> None:
-        """Keep the usage and finish reason; raise an error event as UpstreamError."""
-        if "error" in chunk:
-            error = chunk["error"] or {}
-            raise UpstreamError(
-                str(error.get("code") or "upstream_error"),
-                f"The model provider reported an error mid-reply: {error.get('message') or 'no details given'}.",
-            )
-        if usage := chunk.get("usage"):
-            self.usage = usage_from(usage)
-        choices = chunk["choices"]
-        if choices and choices[0].get("finish_reason"):
-            self.finish_reason = choices[0]["finish_reason"]
-
     async def close(self) -> None:
         """Close the connection, so the provider stops generating (and billing) at once."""
         await self.response.aclose()
 
+    async def _events(self) -> AsyncIterator[tuple[bytes, bytes | None]]:
+        """Each SSE event with the blank line that ends it, and its data (None for a comment), until [DONE].
 
-_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        Reads as few, as large, pieces as the connection delivers: an event split
+        across reads waits for its end, several in one read come out one by one.
+        """
+        saw_done = False
+        pending = b""
+        separator = b""  # b"\n\n" from OpenAI, b"\r\n\r\n" from some servers (llama.cpp's)
+        try:
+            async for data in self.response.aiter_bytes():
+                if saw_done:
+                    # Read on to the end of the body (nothing more comes): a response read to its
+                    # end hands its connection back to the pool, and the next reply skips a handshake.
+                    continue
+                pending += data
+                if not separator:
+                    if (newline := pending.find(b"\n")) < 0:
+                        continue
+                    separator = b"\r\n\r\n" if pending[newline - 1 : newline] == b"\r" else b"\n\n"
+                *events, pending = pending.split(separator)
+                for event in events:
+                    if not event:
+                        continue
+                    data = _data_of(event)
+                    if data == b"[DONE]":
+                        saw_done = True
+                        break
+                    yield event + separator, data
+        except httpx2.TimeoutException:
+            raise UpstreamError(
+                "timeout",
+                f"The model provider went silent for {settings.UPSTREAM_READ_TIMEOUT:g} s, so the reply was cut off.",
+            ) from None
+        except httpx2.TransportError:
+            raise UpstreamError(
+                "stream_cut", "The connection to the model provider broke in the middle of the reply."
+            ) from None
+        if not saw_done and _data_of(pending.strip()) != b"[DONE]":  # [DONE] may end the body without a blank line
+            raise UpstreamError(
+                "stream_incomplete",
+                "The model provider ended the reply without confirming it was finished; it may be incomplete.",
+            )
+
+    def _take(self, data: bytes) -> dict:
+        """The chunk parsed, its usage and finish reason kept; an error event raised as UpstreamError."""
+        try:
+            chunk = json.loads(data)
+            if "error" in chunk:
+                error = chunk["error"] or {}
+                raise UpstreamError(
+                    str(error.get("code") or "upstream_error"),
+                    f"The model provider reported an error mid-reply: {error.get('message') or 'no details given'}.",
+                    provider_error=_provider_error(error),
+                )
+            if usage := chunk.get("usage"):
+                self.usage = usage_from(usage)
+            choices = chunk["choices"]
+            if choices and choices[0].get("finish_reason"):
+                self.finish_reason = choices[0]["finish_reason"]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise _malformed_chunk() from None
+        return chunk
 
 
-def _client() -> httpx.AsyncClient:
-    # One pooled client per event loop: httpx connections belong to the loop that opened them.
+def _data_of(event: bytes) -> bytes | None:
+    """An SSE event's data, or None when it has none (a comment such as ": keep-alive")."""
+    if event.startswith(b"data:") and b"\n" not in event:  # one data line: nearly every event
+        return event[5:].strip()
+    lines = [line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+def _malformed_chunk() -> UpstreamError:
+    return UpstreamError("malformed_chunk", "The model provider sent part of the reply in a form we could not read.")
+
+
+class _OpenAI(openai.AsyncOpenAI):
+    """AsyncOpenAI with the site's retry policy, set by overriding the SDK's two retry hooks.
+
+    Only answers that ask to be tried again later (429, 5xx) are retried, and
+    only when the provider's Retry-After (or retry-after-ms) is one we accept to
+    wait: a longer one ends the call at once, so the user hears when to try
+    again instead of watching nothing for a minute. Without Retry-After the
+    backoff starts at UPSTREAM_RETRY_BASE_DELAY. The SDK sends no Idempotency-Key
+    to OpenAI-style APIs, so each retry is one more request, no more.
+    """
+
+    @property
+    def user_agent(self) -> str:
+        return f"AsyncOpenAI/Python {self._version}"  # the SDK names itself after the class
+
+    def _should_retry(self, response: httpx2.Response) -> bool:
+        if response.status_code != 429 and response.status_code < 500:
+            return False  # 401 and 403 above all: the key will not get better by asking again
+        wait = self._parse_retry_after_header(response.headers)
+        return wait is None or wait <= settings.UPSTREAM_RETRY_MAX_WAIT
+
+    def _calculate_retry_timeout(
+        self, remaining_retries: int, options: Any, response_headers: httpx2.Headers | None = None
+    ) -> float:
+        wait = self._parse_retry_after_header(response_headers)
+        if wait is not None and wait > 0:
+            return wait  # within UPSTREAM_RETRY_MAX_WAIT, or _should_retry said no
+        retries_taken = self.max_retries - remaining_retries
+        # Up to a quarter less at random, like the SDK, so clients turned away together come back apart.
+        return settings.UPSTREAM_RETRY_BASE_DELAY * 2**retries_taken * (1 - 0.25 * random.random())
+
+    async def _send_request(self, request: httpx2.Request, *, stream: bool, **kwargs: Any) -> httpx2.Response:
+        # A request that failed on the way is not sent again, as the SDK would: the provider may
+        # be generating (and billing) an answer already, and a user should hear at once that the
+        # provider is unreachable, not after every retry's timeout. SDK errors are never retried.
+        try:
+            return await super()._send_request(request, stream=stream, **kwargs)
+        except httpx2.TimeoutException as error:
+            raise openai.APITimeoutError(request=request) from error
+        except httpx2.TransportError as error:
+            raise openai.APIConnectionError(request=request) from error
+
+
+_clients: dict[tuple, _OpenAI] = {}
+
+
+def _client() -> _OpenAI:
+    # One client (and connection pool) per event loop, since httpx connections belong to the loop
+    # that opened them, and per upstream setting, which tests change from one test to the next.
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        for other in [other for other in _clients if other.is_closed()]:
-            del _clients[other]
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+    key = (
+        loop,
+        settings.OPENAI_BASE_URL,
+        settings.OPENAI_API_KEY,
+        settings.UPSTREAM_RETRIES,
+        settings.UPSTREAM_CONNECT_TIMEOUT,
+        settings.UPSTREAM_READ_TIMEOUT,
+    )
+    client = _clients.get(key)
+    if client is None:
+        for stale in [stale for stale in _clients if stale[0].is_closed()]:
+            del _clients[stale]
+        timeout = httpx2.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT)
+        client = _clients[key] = _OpenAI(
+            api_key=settings.OPENAI_API_KEY,
+            base_url=settings.OPENAI_BASE_URL,
+            max_retries=settings.UPSTREAM_RETRIES,
+            timeout=timeout,
+            # The SDK's default pool stops at 1,000 connections; a process holds up to 2,000 streams.
+            http_client=openai.DefaultAsyncHttpxClient(
+                timeout=timeout, limits=httpx2.Limits(max_connections=None, max_keepalive_connections=100)
+            ),
         )
-        _clients[loop] = client
     return client
 
 
@@ -140,8 +270,10 @@ async def reply_stream_open(*, model_id: str, messages: list[dict], max_tokens: 
 
 async def stream_open(body: dict) -> ReplyStream:
     """Send any chat request streamed, always asking for usage so every call can be accounted."""
-    body = body | {"stream": True, "stream_options": {"include_usage": True}}
-    response = await _send(body, model_id=body["model"], stream=True)
+    stream_options = body.get("stream_options")
+    stream_options = (stream_options if isinstance(stream_options, dict) else {}) | {"include_usage": True}
+    body = body | {"stream": True, "stream_options": stream_options}
+    response = await _post("chat/completions", body, model_id=body["model"], stream=True)
     return ReplyStream(response=response, model_id=body["model"])
 
 
@@ -154,7 +286,7 @@ async def complete(*, model_id: str, messages: list[dict], max_tokens: int) -> t
 
 async def completion_create(body: dict) -> dict:
     """POST a non-streamed request; returns the upstream's chat.completion object, checked to have a reply."""
-    response = await _send(body, model_id=body["model"])
+    response = await _post("chat/completions", body, model_id=body["model"])
     try:
         completion = response.json()
         if not isinstance(completion["choices"][0]["message"], dict):  # the one part every caller reads
@@ -169,7 +301,7 @@ async def client_secret_create(body: dict) -> dict:
 
     The answer is a credential: nothing here logs it, nor the request's headers.
     """
-    response = await _send(body, model_id=body["session"]["model"], path="realtime/client_secrets")
+    response = await _post("realtime/client_secrets", body, model_id=body["session"]["model"])
     try:
         answer = response.json()
         value, expires_at = answer["value"], answer["expires_at"]
@@ -181,101 +313,98 @@ async def client_secret_create(body: dict) -> dict:
     return answer
 
 
-async def _send(body: dict, *, model_id: str, stream: bool = False, path: str = "chat/completions") -> httpx.Response:
-    """POST to the upstream's `path` until it accepts.
-
-    429 and 5xx answers are retried with exponential backoff, honouring
-    Retry-After; every other failure raises UpstreamError at once.
-    """
-    headers = {"Authorization": f"Bearer {settings.OPENAI_API_KEY}"}
-    url = f"{settings.OPENAI_BASE_URL}/{path}"
+async def _post(path: str, body: dict, *, model_id: str, stream: bool = False) -> httpx2.Response:
+    """POST `body` unchanged to the upstream's `path`, retried by the SDK; its 200 response, unread if `stream`."""
     client = _client()
-    attempt = 0
-    while True:
-        request = client.build_request("POST", url, json=body, headers=headers)
-        try:
-            response = await client.send(request, stream=stream)
-        except httpx.ConnectError:
-            raise UpstreamError(
-                "connection_failed", "Could not connect to the model provider. It may be down; try again shortly."
-            ) from None
-        except httpx.TimeoutException:
-            raise UpstreamError(
-                "timeout", "The model provider did not answer in time. Try again in a moment."
-            ) from None
-        except httpx.TransportError:
-            raise UpstreamError(
-                "connection_failed", "The model provider closed the connection before answering. Try again shortly."
-            ) from None
-        if response.status_code == 200:
-            return response
-        error = await _error_from(response, model_id)
-        retryable = response.status_code == 429 or response.status_code >= 500
-        delay = error.retry_after or settings.UPSTREAM_RETRY_BASE_DELAY * 2**attempt
-        if not retryable or attempt >= settings.UPSTREAM_RETRIES or delay > settings.UPSTREAM_RETRY_MAX_WAIT:
-            raise error
-        attempt += 1
-        logger.info("upstream answered %s, retry %s in %.1f s", response.status_code, attempt, delay)
-        await asyncio.sleep(delay)
-
-
-async def _error_from(response: httpx.Response, model_id: str) -> UpstreamError:
     try:
-        await response.aread()
-        detail = response.json().get("error") or {}
-        if not isinstance(detail, dict):
-            detail = {"message": str(detail)}
-    except (ValueError, AttributeError, httpx.HTTPError):
-        detail = {}
-    finally:
-        await response.aclose()
-    status = response.status_code
+        return await client.post(path, body=body, cast_to=httpx2.Response, stream=stream)
+    except openai.APIConnectionError as error:  # APITimeoutError included
+        raise _transport_error(error) from None
+    except openai.APIStatusError as error:
+        raise _status_error(error, model_id, client) from None
+
+
+def _transport_error(error: openai.APIConnectionError) -> UpstreamError:
+    if isinstance(error, openai.APITimeoutError):
+        return UpstreamError("timeout", "The model provider did not answer in time. Try again in a moment.")
+    if isinstance(error.__cause__, httpx2.ConnectError):
+        return UpstreamError(
+            "connection_failed", "Could not connect to the model provider. It may be down; try again shortly."
+        )
+    return UpstreamError(
+        "connection_failed", "The model provider closed the connection before answering. Try again shortly."
+    )
+
+
+def _status_error(error: openai.APIStatusError, model_id: str, client: _OpenAI) -> UpstreamError:
+    """The provider's error answer in the user's words, with its status and error object kept."""
+    status = error.status_code
+    provider_error = _provider_error(error.body)
+    detail = provider_error or {}
     code = str(detail.get("code") or "")
-    provider_says = str(detail.get("message") or "")[:300]
-    retry_after = _retry_after_seconds(response.headers.get("retry-after"))
-    if status == 429:
-        wait = f"{retry_after:.0f} s" if retry_after else "a minute"
+    retry_after = client._parse_retry_after_header(error.response.headers)
+    retry_after = max(retry_after, 0.0) if retry_after is not None else None
+    known = {"status": status, "provider_error": provider_error}
+    if isinstance(error, openai.RateLimitError):
         if code == "insufficient_quota":
             return UpstreamError(
                 "insufficient_quota",
                 "The site's account with the model provider has run out of credit. Tell an administrator.",
+                **known,
             )
+        wait = f"{retry_after:.0f} s" if retry_after else "a minute"
         return UpstreamError(
-            "rate_limited", f"The model provider is rate limiting us. Try again in {wait}.", retry_after=retry_after
+            "rate_limited",
+            f"The model provider is rate limiting us. Try again in {wait}.",
+            retry_after=retry_after,
+            **known,
         )
-    if status in (401, 403):
+    if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
         return UpstreamError(
             "upstream_auth",
             "The model provider rejected the site's API key. An administrator needs to check OPENAI_API_KEY.",
+            **known,
         )
     if code == "context_length_exceeded":
         return UpstreamError(
             "context_length_exceeded",
             "This chat is longer than the model can read at once. "
             "Start a new chat, or pick a model with a larger context window.",
+            **known,
         )
-    if status == 404:
-        return UpstreamError("model_not_found", f"The model provider does not offer the model “{model_id}”.")
-    if status >= 500:
+    if isinstance(error, openai.NotFoundError):
+        return UpstreamError("model_not_found", f"The model provider does not offer the model “{model_id}”.", **known)
+    if isinstance(error, openai.InternalServerError):
         return UpstreamError(
             "upstream_unavailable",
             f"The model provider is having problems (HTTP {status}). Try again in a moment.",
             retry_after=retry_after,
+            **known,
         )
+    provider_says = str(detail.get("message") or "")[:300]
     return UpstreamError(
         "upstream_rejected",
         f"The model provider refused the request (HTTP {status}): {provider_says or 'no reason given'}.",
+        **known,
     )
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
+def _provider_error(error: object) -> dict | None:
+    """The provider's error object (from an error answer or a mid-stream event), its text scrubbed of our secrets."""
+    if not error:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:  # the other form Retry-After may take: an HTTP date
-        return max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError):
-        return None
+    if not isinstance(error, dict):  # a body that was not JSON: a proxy's HTML page, say
+        error = {"message": str(error)[:1000]}
+    return {name: _scrubbed(value) if isinstance(value, str) else value for name, value in error.items()}
+
+
+def _scrubbed(text: str) -> str:
+    """`text` without the provider key or base URL, which an app of ours must never see."""
+    key, base_url = settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL
+    for secret in (key, base_url, urlsplit(base_url).netloc):
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    if len(key) >= 12:
+        # Providers quote a key masked ("sk-proj-abc***", "sk-upstr***"): hide any word that starts like ours.
+        text = re.sub(re.escape(key[:6]) + r"\S*", "[redacted]", text)
+    return text
