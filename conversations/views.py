@@ -1,10 +1,9 @@
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, close_old_connections, connection
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.db import close_old_connections
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET, require_POST
@@ -14,10 +13,10 @@ from django_ratelimit.core import is_ratelimited
 from accounts.ratelimits import rate, too_many
 from accounts.services import usage_summary
 from conversations import generation, services
+from conversations.db import db_step
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
 from conversations.streaming import chat_events as chat_events_stream
-from conversations.db import db_step
 from conversations.streaming import reply_events
 
 CHAT_TEMPLATE = "conversations/chat.html"
@@ -271,21 +270,3 @@ async def chat_events(request, pk: int):
     conversation = await db_step(_own_conversation, request, pk)
     await sync_to_async(close_old_connections)()  # open as long as the page: hold no connection meanwhile
     return _sse_response(chat_events_stream(conversation_id=conversation.pk))
-
-
-@require_GET
-def healthz(request):
-    checks = {}
-    try:
-        connection.ensure_connection()
-        checks["database"] = "ok"
-    except DatabaseError as error:
-        checks["database"] = f"error: {error.__class__.__name__}"
-    if settings.REDIS_URL:
-        try:
-            cache.get("healthz")
-            checks["redis"] = "ok"
-        except Exception as error:  # any client error means Redis is unusable
-            checks["redis"] = f"error: {error.__class__.__name__}"
-    healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)
