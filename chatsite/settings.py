@@ -87,6 +87,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "conversations.api.api_middleware",
+    "conversations.outages.OutageMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -121,7 +122,29 @@ DATABASES = {
         conn_max_age=0,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+# Connections per process to PostgreSQL, and seconds a request waits for one before it
+# is answered 503: while PostgreSQL is down, that is how long a request takes to fail.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 20, minimum=1)
+DB_POOL_TIMEOUT = env_float("DB_POOL_TIMEOUT", 5.0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A pool instead of a new connection (about 10 ms with SCRAM) per request. Django
+    # hands every connection it takes from the pool back at the end of each request or
+    # database step (CONN_MAX_AGE stays 0), and with CONN_HEALTH_CHECKS the pool checks a
+    # connection before handing it out, so one broken by a PostgreSQL restart is replaced,
+    # never used.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": 1,
+            "max_size": DB_POOL_MAX_SIZE,
+            "timeout": DB_POOL_TIMEOUT,
+            # psycopg_pool retries a lost connection with a backoff that doubles up to this
+            # many seconds and then lets the next request that needs one start afresh, so
+            # that the site is back within seconds of PostgreSQL, not minutes.
+            "reconnect_timeout": 5.0,
+        }
+    }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     # WAL lets the page read while a reply is being flushed; IMMEDIATE makes a
     # budget reservation's read-check-write one serialised step, as row locks do on PostgreSQL.

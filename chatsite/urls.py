@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts.spending import spending_view
-from conversations.views import healthz
+from conversations.outages import healthz
 
 urlpatterns = [
     path("", include("conversations.urls")),

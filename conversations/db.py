@@ -2,17 +2,23 @@
 
 import asyncio
 import contextvars
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import connections
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-async def db_step(function, *args, **kwargs):
+async def db_step(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a sync database step on the process's shared worker thread, not the request's.
 
     A request that lasts as long as a stream would otherwise keep its own
     worker thread, and that thread's database connection, for its whole life.
     """
-    return await asyncio.create_task(sync_to_async(function)(*args, **kwargs), context=contextvars.Context())
+    return await asyncio.create_task(sync_to_async(_step)(function, *args, **kwargs), context=contextvars.Context())
 
 
 async def db_step_to_end(function, *args, on_cancel=None, **kwargs):
@@ -36,3 +42,25 @@ async def db_step_to_end(function, *args, on_cancel=None, **kwargs):
         if on_cancel is not None and not step.cancelled() and step.exception() is None:
             await on_cancel(step.result())
         raise
+
+
+def _step(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    _connections_release()
+    try:
+        return function(*args, **kwargs)
+    finally:
+        _connections_release()
+
+
+def _connections_release() -> None:
+    """What Django does after each request, for a thread that serves none.
+
+    On PostgreSQL each connection goes back to the pool, which checks it
+    before handing it out again: a connection that a restart broke is
+    replaced, where a kept one would fail every later step of the process.
+    A connection inside a transaction stays (a step runs inside one only in
+    tests, on the test's own thread).
+    """
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()

@@ -3,10 +3,9 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, close_old_connections, connection
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.db import close_old_connections
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET, require_POST
@@ -15,14 +14,7 @@ from django_ratelimit.core import is_ratelimited
 
 from accounts.billing.budget import usage_summary
 from accounts.ratelimits import rate, too_many
-from conversations.db import db_step, db_step_to_end
-from conversations.forms import MessageForm, RenameForm, SystemPromptForm
-from conversations.models import ChatModel, Conversation, Message
-from conversations.replies import watcher
-from conversations.replies.fanout import reply_stop_request
-from conversations.replies.runner import reply_runner
-from conversations.services.chats import conversation_reset, message_send
-from conversations.services.context import ReplyPlan
+    return _sse_response(watcher.chat_events(conversation_id=conversation.pk))
 
 CHAT_TEMPLATE = "conversations/chat.html"
 SIDEBAR_SIZE = 200
@@ -299,6 +291,7 @@ async def chat_events(request, pk: int):
     await request.auser()
     conversation = await db_step(_own_conversation, request, pk)
     await sync_to_async(close_old_connections)()  # open as long as the page: hold no connection meanwhile
+<<<<<<< HEAD
     return _sse_response(watcher.chat_events(conversation_id=conversation.pk))
 
 
@@ -318,3 +311,6 @@ def healthz(request):
             checks["redis"] = f"error: {error.__class__.__name__}"
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)
+=======
+    return _sse_response(chat_events_stream(conversation_id=conversation.pk))
+>>>>>>> outages
