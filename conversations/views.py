@@ -14,7 +14,14 @@ from django_ratelimit.core import is_ratelimited
 
 from accounts.billing.budget import usage_summary
 from accounts.ratelimits import rate, too_many
-    return _sse_response(watcher.chat_events(conversation_id=conversation.pk))
+from conversations.db import db_step, db_step_to_end
+from conversations.forms import MessageForm, RenameForm, SystemPromptForm
+from conversations.models import ChatModel, Conversation, Message
+from conversations.replies import watcher
+from conversations.replies.fanout import reply_stop_request
+from conversations.replies.runner import reply_runner
+from conversations.services.chats import conversation_reset, message_send
+from conversations.services.context import ReplyPlan
 
 CHAT_TEMPLATE = "conversations/chat.html"
 SIDEBAR_SIZE = 200
@@ -291,26 +298,4 @@ async def chat_events(request, pk: int):
     await request.auser()
     conversation = await db_step(_own_conversation, request, pk)
     await sync_to_async(close_old_connections)()  # open as long as the page: hold no connection meanwhile
-<<<<<<< HEAD
     return _sse_response(watcher.chat_events(conversation_id=conversation.pk))
-
-
-@require_GET
-def healthz(request):
-    checks = {}
-    try:
-        connection.ensure_connection()
-        checks["database"] = "ok"
-    except DatabaseError as error:
-        checks["database"] = f"error: {error.__class__.__name__}"
-    if settings.REDIS_URL:
-        try:
-            cache.get("healthz")
-            checks["redis"] = "ok"
-        except Exception as error:  # any client error means Redis is unusable
-            checks["redis"] = f"error: {error.__class__.__name__}"
-    healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)
-=======
-    return _sse_response(chat_events_stream(conversation_id=conversation.pk))
->>>>>>> outages
