@@ -182,7 +182,7 @@ def data_load(users_count: int, messages: int, days: int, chat_length: int) -> d
 
     from accounts.models import DailyUsage, UsageRecord, User
     from conversations.models import ChatModel, Conversation, Message
-    from conversations.services import catalog_seed
+    from conversations.services.catalog import catalog_seed
 
     timings = {}
     rng = random.Random(7)

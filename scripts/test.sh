@@ -126,7 +126,7 @@ pg_password=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(16)
 listen_addresses = '127.0.0.1'
 port = $pg_port
 unix_socket_directories = '$scratch/pgsocket'
-max_connections = 300
+max_connections = 600
 fsync = off
 synchronous_commit = off
 full_page_writes = off
@@ -164,6 +164,8 @@ if [ -z "$redis_up" ]; then
     exit 1
 fi
 export REDIS_URL="redis://127.0.0.1:$redis_port/0"
+# Tests race 200 threads for one reservation, each on its own connection.
+export DB_POOL_MAX_SIZE=250
 echo "Redis on 127.0.0.1:$redis_port"
 
 export PLAYWRIGHT_CHROMIUM=/usr/bin/chromium

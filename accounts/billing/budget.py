@@ -120,7 +120,7 @@ def budget_reserve(
     api_key: ApiKey | None = None,
     call_id: uuid.UUID | None = None,
     owner: str = "",
-    prompt_estimate: int = 0,
+    prompt_estimate: int | None = None,
 ) -> Grant:
     """Hold the worst case of a call (prompt plus max_tokens, at its prices) against the user's limits.
 
@@ -170,7 +170,8 @@ def budget_reserve(
             api_key=api_key,
             owner=owner,
             prompt_tokens=prompt_tokens,
-            prompt_estimate=prompt_estimate,
+            # Without an estimate, the bound is what a swept call is billed.
+            prompt_estimate=prompt_tokens if prompt_estimate is None else prompt_estimate,
             tokens=prompt_tokens + max_tokens,
             cost=prices.cost(prompt_tokens=prompt_tokens, completion_tokens=max_tokens),
             input_price=prices.input,

@@ -8,7 +8,6 @@ from django.conf import settings
 
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
-from accounts.billing.prompt_bound import prompt_tokens_bound
 from accounts.models import UsageRecord, User
 from conversations.models import ChatModel, Conversation, Message
 
@@ -50,11 +49,22 @@ class ReplyPlan:
         return [*head, *turns[len(turns) // 2 :]] if len(turns) > 1 else self.messages
 
 
+def context_tokens(messages: list[dict]) -> int:
+    """About how much of a context window messages take (three characters a token, plus framing).
+
+    For packing the newest turns into the window only: erring high would throw
+    away history the model could read, and when it errs low the upstream says
+    so and the reply is retried with fewer turns. Budgets use the prompt's
+    upper bound instead (accounts/billing/prompt_bound.py).
+    """
+    return sum(len(message["content"]) // 3 + 4 for message in messages) + 3
+
+
 def _turns_fitting(turns: list[dict], room: int) -> int:
     """How many of the newest turns fit in `room` tokens; the newest one always counts."""
     kept = 0
     for turn in reversed(turns):
-        room -= prompt_tokens_bound([turn])
+        room -= context_tokens([turn])
         if room < 0 and kept:
             break
         kept += 1
@@ -80,7 +90,7 @@ def reply_plan(*, reply: Message) -> ReplyPlan:
         .exclude(content="")
         .values("pk", "role", "content")
     )
-    room = model.context_window - model.max_output_tokens - prompt_tokens_bound(head)
+    room = model.context_window - model.max_output_tokens - context_tokens(head)
     kept = _turns_fitting(turns, room)
     if kept < len(turns):  # some turns will be summarised: leave room for the summary too
         kept = _turns_fitting(turns, room - SUMMARY_MAX_TOKENS)

@@ -43,8 +43,10 @@ def replies_flush(*, texts: dict[int, str]) -> set[int]:
 
 @dataclass
 class ReplyOutcome:
+    """How a reply ended; the text and timings are filled in when it is stored."""
+
     status: str
-    text: str
+    text: str = ""
     finish_reason: str = ""
     error_code: str = ""
     error_text: str = ""

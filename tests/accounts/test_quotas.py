@@ -16,6 +16,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 from asgiref.sync import sync_to_async
+from django.core.management import call_command
 from django.db import connection
 from django.db.models import Count, F, Sum
 from django.utils import timezone
@@ -382,6 +383,7 @@ def test_a_reply_whose_process_died_is_settled_with_estimated_usage_when_marked_
     reply = dead_reply(alice, mini, prompt_tokens=120, max_tokens=880)
 
     with frozen_at(timezone.now() + timedelta(seconds=31)):
+        call_command("sweep")  # as every server process does on its timer
         page = alice_client.get(f"/c/{reply.conversation_id}/")
 
     reply.refresh_from_db()
@@ -414,7 +416,7 @@ def test_a_reply_whose_process_died_is_billed_its_prompt_even_after_its_reservat
             prompt_tokens=10,
             completion_tokens=100,
         )
-        alice_client.get(f"/c/{reply.conversation_id}/")
+        call_command("sweep")
 
     reply.refresh_from_db()
     assert reply.status == Message.Status.INTERRUPTED

@@ -16,10 +16,9 @@ from asgiref.sync import sync_to_async
 from django.db.models import F
 
 from accounts.billing.budget import usage_summary
-from accounts.billing.prompt_bound import prompt_tokens_bound
 from accounts.models import DailyUsage, Reservation, UsageRecord, User
 from conversations.models import ChatModel, Conversation, Message
-from conversations.services.context import SUMMARY_MAX_TOKENS, SUMMARY_PREFIX
+from conversations.services.context import SUMMARY_MAX_TOKENS, SUMMARY_PREFIX, context_tokens
 from tests.conftest import make_conversation, make_message, watch_reply
 from tests.fake_upstream import Reply, Status
 
@@ -189,7 +188,7 @@ async def test_when_the_summary_fails_the_reply_goes_without_the_old_turns(
     assert [streamed(request) for request in upstream.requests] == [False, True]
     sent = upstream.requests[1].json["messages"]
     assert sent == [SYSTEM, turn(6), turn(7), turn(8), {"role": "user", "content": "Next?"}]
-    assert prompt_tokens_bound(sent) + upstream.requests[1].json["max_tokens"] <= MAX_TOKENS + 350
+    assert context_tokens(sent) + upstream.requests[1].json["max_tokens"] <= MAX_TOKENS + 350
     await chat.arefresh_from_db()
     assert chat.summary == ""
     assert not await UsageRecord.objects.filter(kind=UsageRecord.Kind.SUMMARY).aexists()

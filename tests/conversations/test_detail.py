@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -194,6 +195,7 @@ def test_a_reply_whose_writer_died_is_shown_interrupted_with_its_text(alice_clie
         model=chat.model,
         updated_at=timezone.now() - timedelta(seconds=31),
     )
+    call_command("sweep")  # as every server process does on its timer
 
     answer = article_of(open_chat(alice_client, chat), reply)
 

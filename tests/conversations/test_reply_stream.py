@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from conversations.models import ChatModel, Conversation, Message
 from conversations.replies.watcher import KEEPALIVE
-from conversations.services import replies_interrupt_stale
+from conversations.services.replies import replies_interrupt_stale
 from tests.conftest import parse_sse, sse_text_and_status, watch_reply
 from tests.fake_upstream import Reply
 
