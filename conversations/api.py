@@ -26,6 +26,7 @@ from conversations.db import db_step_to_end
 from conversations.llm import ReplyStream, UpstreamError, completion_create, stream_open, usage_from
 from conversations.models import ChatModel
 from conversations.openai_request import ChatRequest, InvalidRequest, chat_request_parse
+from conversations.replies.runner import reply_runner
 
 # Endpoints a logged-in browser may call with its session (and so a CSRF token);
 # every other /v1 call carries a Bearer key, which no other site can make a browser send.
@@ -182,6 +183,7 @@ async def chat_completions(request):
     if isinstance(prepared, JsonResponse):
         return prepared
     call = prepared
+    reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
     upstream_body = {"model": call.model.model_id, "messages": chat.messages, "max_tokens": call.max_tokens}
     upstream_body |= chat.options
     if chat.stream:

@@ -117,6 +117,7 @@ class MeteredCall:
             prompt_estimate=self.prompt_estimate,
         )
         self.reservation_id, self.max_tokens = grant.reservation_id, grant.max_tokens
+        in_flight.add(self)
 
     def _reserved(self) -> MeteredCall:
         self.reserve()
@@ -189,6 +190,7 @@ class MeteredCall:
                 call_id=self.call_id,
             )
         self.settled = True
+        in_flight.discard(self)
         return charge
 
     async def asettle(self) -> None:
@@ -213,6 +215,9 @@ class MeteredCall:
         await self.asettle()
 
 
+# This process's calls between reserve and settle: while there are any, the
+# process must keep saying it is alive (see accounts/billing/processes.py).
+in_flight: set[MeteredCall] = set()
 # Calls that could not be settled because the database was down.
 unsettled: set[MeteredCall] = set()
 

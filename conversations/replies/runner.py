@@ -20,7 +20,7 @@ import time
 from django.conf import settings
 from django.db import DatabaseError
 
-from accounts.billing.metered import MeteredCall, reserve_step, settle_unsettled
+from accounts.billing.metered import MeteredCall, in_flight, reserve_step, settle_unsettled, unsettled
 from accounts.billing.processes import process_heartbeat, process_leave
 from conversations.db import db_step
 from conversations.llm import ReplyStream, UpstreamError, complete, reply_stream_open
@@ -193,11 +193,25 @@ class ReplyRunner:
 
     def timer_ensure(self) -> None:
         if self.timer is None or self.timer.done():
-            self.timer = asyncio.create_task(self._tick_forever(), name="reply-runner", context=contextvars.Context())
+            self.timer = asyncio.create_task(
+                self._tick_while_busy(), name="reply-runner", context=contextvars.Context()
+            )
 
-    async def _tick_forever(self) -> None:
+    def busy(self) -> bool:
+        """Whether this process has replies or calls in flight, or calls still to settle."""
+        return bool(self.generations or in_flight or unsettled)
+
+    async def _tick_while_busy(self) -> None:
+        """While the process has work: save texts, beat, sweep, settle what could not be settled.
+
+        An idle process owns nothing, so it need not beat; the timer starts
+        again with the next reply or call (and cron can run the sweep).
+        """
         last_beat = last_sweep = float("-inf")
         while True:
+            await asyncio.sleep(settings.STREAM_FLUSH_INTERVAL)
+            if not self.busy():
+                return
             try:
                 await self._save_texts()
                 now = time.monotonic()
@@ -210,7 +224,6 @@ class ReplyRunner:
                 await settle_unsettled()
             except DatabaseError as error:
                 logger.warning("reply runner cannot reach the database: %s", error)
-            await asyncio.sleep(settings.STREAM_FLUSH_INTERVAL)
 
     async def _save_texts(self) -> None:
         """Save the text of every reply that grew (or whose heartbeat is due), in one step."""
