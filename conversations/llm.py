@@ -192,7 +192,7 @@ def _malformed_chunk() -> UpstreamError:
     return UpstreamError("malformed_chunk", "The model provider sent part of the reply in a form we could not read.")
 
 
-class _OpenAI(openai.AsyncOpenAI):
+class _OpenAIWithOurRetries(openai.AsyncOpenAI):
     """AsyncOpenAI with the site's retry policy, set by overriding the SDK's two retry hooks.
 
     Only answers that ask to be tried again later (429, 5xx) are retried, and
@@ -235,10 +235,10 @@ class _OpenAI(openai.AsyncOpenAI):
             raise openai.APIConnectionError(request=request) from error
 
 
-_clients: dict[tuple, _OpenAI] = {}
+_clients: dict[tuple, _OpenAIWithOurRetries] = {}
 
 
-def _client() -> _OpenAI:
+def _client() -> _OpenAIWithOurRetries:
     # One client (and connection pool) per event loop, since httpx connections belong to the loop
     # that opened them, and per upstream setting, which tests change from one test to the next.
     loop = asyncio.get_running_loop()
@@ -255,7 +255,7 @@ def _client() -> _OpenAI:
         for stale in [stale for stale in _clients if stale[0].is_closed()]:
             del _clients[stale]
         timeout = httpx2.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT)
-        client = _clients[key] = _OpenAI(
+        client = _clients[key] = _OpenAIWithOurRetries(
             api_key=settings.OPENAI_API_KEY,
             base_url=settings.OPENAI_BASE_URL,
             max_retries=settings.UPSTREAM_RETRIES,
@@ -341,7 +341,7 @@ def _transport_error(error: openai.APIConnectionError) -> UpstreamError:
     )
 
 
-def _status_error(error: openai.APIStatusError, model_id: str, client: _OpenAI) -> UpstreamError:
+def _status_error(error: openai.APIStatusError, model_id: str, client: _OpenAIWithOurRetries) -> UpstreamError:
     """The provider's error answer in the user's words, with its status and error object kept."""
     status = error.status_code
     provider_error = _provider_error(error.body)
