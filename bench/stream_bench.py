@@ -981,7 +981,7 @@ async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], 
 ACTIVITIES = [
     ("database: reply_flush (text saved about once a second per reply)", ("reply_flush",)),
     ("database: other, in sync_to_async threads", ("_worker (concurrent/futures/thread.py)",)),
-    ("upstream read + parse (llm.py, httpx)", ("ReplyStream.chunks", "ReplyStream.deltas", "httpcore/", "h11/")),
+    ("upstream read + parse (llm.py, openai SDK)", ("ReplyStream.", "openai/", "httpx2/", "httpcore2/", "h11/")),
     ("frame publish (group_send)", ("ReplyGeneration._publish_frame",)),
     ("generation, other", ("ReplyGeneration",)),
     ("Redis channel layer: publish writes, subscriber reads", ("channels_redis", "redis/")),

@@ -3,10 +3,15 @@
     .venv/bin/python bench/upstream_read_bench.py [--streams 200 --chunks 400 --interval 0.02]
 
 Runs tests/fake_upstream.py on loopback and reads `--streams` paced replies at
-once in this process, three ways, measuring this process's CPU (all threads) per
+once in this process, several ways, measuring this process's CPU (all threads) per
 content chunk:
 
-- httpx-lines: what llm.py does today (client.send(stream=True), aiter_lines, json.loads);
+- llm-raw-events: conversations/llm.py's ReplyStream.raw_events(), what the /v1 relay
+  reads (the openai SDK's AsyncOpenAI, events split from each read's bytes, few parsed);
+- llm-deltas: conversations/llm.py's ReplyStream.deltas(), what a web reply reads
+  (the same, every chunk parsed with json.loads);
+- httpx-lines: the reader llm.py had before the SDK (httpx client.send(stream=True),
+  aiter_lines, json.loads);
 - httpx-raw: the same client, aiter_raw, SSE lines split from the bytes by hand;
 - aiohttp: aiohttp's client (a test dependency here, not a runtime one), for reference.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import sys
@@ -27,6 +33,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stream_bench import API_KEY, _upstream_body, fake_upstream, log
+
+LLM_WAYS = ("llm-raw-events", "llm-deltas")
 
 
 def process_cpu() -> float:
@@ -90,26 +98,73 @@ async def read_aiohttp(session: aiohttp.ClientSession, url: str) -> int:
     return count
 
 
+async def read_llm_raw_events(llm, url: str) -> int:
+    stream = await llm.stream_open(_upstream_body())
+    count = 0
+    try:
+        async for event in stream.raw_events():
+            count += b'"delta":{"content":"' in event  # a content chunk, told apart without parsing it
+    finally:
+        await stream.close()
+    return count
+
+
+async def read_llm_deltas(llm, url: str) -> int:
+    body = _upstream_body()
+    stream = await llm.reply_stream_open(
+        model_id=body["model"], messages=body["messages"], max_tokens=body["max_tokens"]
+    )
+    count = 0
+    try:
+        async for _ in stream.deltas():
+            count += 1
+    finally:
+        await stream.close()
+    return count
+
+
+def _llm(base_url: str):
+    """conversations/llm.py with the settings it reads, pointed at the fake."""
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            OPENAI_BASE_URL=base_url,
+            OPENAI_API_KEY=API_KEY,
+            UPSTREAM_CONNECT_TIMEOUT=10.0,
+            UPSTREAM_READ_TIMEOUT=60.0,
+            UPSTREAM_RETRIES=0,
+            UPSTREAM_RETRY_BASE_DELAY=0.5,
+            UPSTREAM_RETRY_MAX_WAIT=20.0,
+        )
+    from conversations import llm
+
+    return llm
+
+
 def _headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {API_KEY}", "Accept": "text/event-stream"}
 
 
 async def run(way: str, url: str, streams: int) -> tuple[int, float, float]:
-    if way == "aiohttp":
+    if way in LLM_WAYS:
+        client = contextlib.nullcontext(_llm(url.removesuffix("/chat/completions")))
+        read = read_llm_raw_events if way == "llm-raw-events" else read_llm_deltas
+    elif way == "aiohttp":
         client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         read = read_aiohttp
     else:
-        # As llm.py builds its client.
+        # As llm.py built its client before the openai SDK.
         client = httpx.AsyncClient(
             timeout=httpx.Timeout(60, connect=10),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
             trust_env=False,
         )
         read = read_httpx_lines if way == "httpx-lines" else read_httpx_raw
-    async with client:
-        await asyncio.gather(*(read(client, url) for _ in range(10)))  # warm-up
+    async with client as session:
+        await asyncio.gather(*(read(session, url) for _ in range(10)))  # warm-up
         cpu, started = process_cpu(), time.monotonic()
-        counts = await asyncio.gather(*(read(client, url) for _ in range(streams)))
+        counts = await asyncio.gather(*(read(session, url) for _ in range(streams)))
         return sum(counts), process_cpu() - cpu, time.monotonic() - started
 
 
@@ -118,7 +173,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--chunks", type=int, default=400)
     parser.add_argument("--interval", type=float, default=0.02)
-    parser.add_argument("--ways", default="httpx-lines,httpx-raw,aiohttp")
+    parser.add_argument("--ways", default="llm-raw-events,llm-deltas,httpx-lines,httpx-raw,aiohttp")
     args = parser.parse_args()
     scratch = Path("/tmp")
     with fake_upstream(scratch, chunks=args.chunks, interval=args.interval) as base_url:

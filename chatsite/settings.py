@@ -220,9 +220,10 @@ DEFAULT_MODEL = os.environ.get("DEFAULT_MODEL", "").strip() or ("smollm2-135m" i
 # Seconds to wait for the upstream to connect, and for the next byte of a reply.
 UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 10.0)
 UPSTREAM_READ_TIMEOUT = env_float("UPSTREAM_READ_TIMEOUT", 60.0)
-# Retries of 429 and 5xx answers before the first token, with exponential
-# backoff from UPSTREAM_RETRY_BASE_DELAY seconds; a Retry-After longer than
-# UPSTREAM_RETRY_MAX_WAIT ends the reply at once instead of making the user wait.
+# Retries of 429 and 5xx answers before the first token (the openai SDK's
+# max_retries), with exponential backoff from UPSTREAM_RETRY_BASE_DELAY seconds
+# or the provider's Retry-After; one longer than UPSTREAM_RETRY_MAX_WAIT ends
+# the reply at once instead of making the user wait.
 UPSTREAM_RETRIES = env_int("UPSTREAM_RETRIES", 3)
 UPSTREAM_RETRY_BASE_DELAY = env_float("UPSTREAM_RETRY_BASE_DELAY", 0.5)
 UPSTREAM_RETRY_MAX_WAIT = env_float("UPSTREAM_RETRY_MAX_WAIT", 20.0)

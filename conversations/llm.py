@@ -159,11 +159,11 @@ class ReplyStream:
         try:
             chunk = json.loads(data)
             if "error" in chunk:
-                error = chunk["error"] or {}
+                error = _provider_error(chunk["error"]) or {}
                 raise UpstreamError(
                     str(error.get("code") or "upstream_error"),
                     f"The model provider reported an error mid-reply: {error.get('message') or 'no details given'}.",
-                    provider_error=_provider_error(error),
+                    provider_error=error or None,
                 )
             if usage := chunk.get("usage"):
                 self.usage = usage_from(usage)
@@ -187,8 +187,8 @@ def _malformed_chunk() -> UpstreamError:
     return UpstreamError("malformed_chunk", "The model provider sent part of the reply in a form we could not read.")
 
 
-class _OpenAI(openai.AsyncOpenAI):
-    """AsyncOpenAI with the site's retry policy, set by overriding the SDK's two retry hooks.
+class _OpenAIWithOurRetries(openai.AsyncOpenAI):
+    """AsyncOpenAI with the site's retry policy, set through the SDK's own retry hooks.
 
     Only answers that ask to be tried again later (429, 5xx) are retried, and
     only when the provider's Retry-After (or retry-after-ms) is one we accept to
@@ -219,9 +219,10 @@ class _OpenAI(openai.AsyncOpenAI):
         return settings.UPSTREAM_RETRY_BASE_DELAY * 2**retries_taken * (1 - 0.25 * random.random())
 
     async def _send_request(self, request: httpx2.Request, *, stream: bool, **kwargs: Any) -> httpx2.Response:
-        # A request that failed on the way is not sent again, as the SDK would: the provider may
-        # be generating (and billing) an answer already, and a user should hear at once that the
-        # provider is unreachable, not after every retry's timeout. SDK errors are never retried.
+        # A request that failed on the way is not sent again, as the SDK would send it: the provider
+        # may be generating (and billing) an answer already, and a user should hear at once that
+        # the provider is unreachable, not after every retry's timeout. The SDK passes its own
+        # errors on without retrying them.
         try:
             return await super()._send_request(request, stream=stream, **kwargs)
         except httpx2.TimeoutException as error:
@@ -230,10 +231,10 @@ class _OpenAI(openai.AsyncOpenAI):
             raise openai.APIConnectionError(request=request) from error
 
 
-_clients: dict[tuple, _OpenAI] = {}
+_clients: dict[tuple, _OpenAIWithOurRetries] = {}
 
 
-def _client() -> _OpenAI:
+def _client() -> _OpenAIWithOurRetries:
     # One client (and connection pool) per event loop, since httpx connections belong to the loop
     # that opened them, and per upstream setting, which tests change from one test to the next.
     loop = asyncio.get_running_loop()
@@ -250,7 +251,7 @@ def _client() -> _OpenAI:
         for stale in [stale for stale in _clients if stale[0].is_closed()]:
             del _clients[stale]
         timeout = httpx2.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT)
-        client = _clients[key] = _OpenAI(
+        client = _clients[key] = _OpenAIWithOurRetries(
             api_key=settings.OPENAI_API_KEY,
             base_url=settings.OPENAI_BASE_URL,
             max_retries=settings.UPSTREAM_RETRIES,
@@ -336,7 +337,7 @@ def _transport_error(error: openai.APIConnectionError) -> UpstreamError:
     )
 
 
-def _status_error(error: openai.APIStatusError, model_id: str, client: _OpenAI) -> UpstreamError:
+def _status_error(error: openai.APIStatusError, model_id: str, client: _OpenAIWithOurRetries) -> UpstreamError:
     """The provider's error answer in the user's words, with its status and error object kept."""
     status = error.status_code
     provider_error = _provider_error(error.body)
@@ -344,48 +345,50 @@ def _status_error(error: openai.APIStatusError, model_id: str, client: _OpenAI) 
     code = str(detail.get("code") or "")
     retry_after = client._parse_retry_after_header(error.response.headers)
     retry_after = max(retry_after, 0.0) if retry_after is not None else None
-    known = {"status": status, "provider_error": provider_error}
+    provider_said = {"status": status, "provider_error": provider_error}
     if isinstance(error, openai.RateLimitError):
         if code == "insufficient_quota":
             return UpstreamError(
                 "insufficient_quota",
                 "The site's account with the model provider has run out of credit. Tell an administrator.",
-                **known,
+                **provider_said,
             )
         wait = f"{retry_after:.0f} s" if retry_after else "a minute"
         return UpstreamError(
             "rate_limited",
             f"The model provider is rate limiting us. Try again in {wait}.",
             retry_after=retry_after,
-            **known,
+            **provider_said,
         )
     if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
         return UpstreamError(
             "upstream_auth",
             "The model provider rejected the site's API key. An administrator needs to check OPENAI_API_KEY.",
-            **known,
+            **provider_said,
         )
     if code == "context_length_exceeded":
         return UpstreamError(
             "context_length_exceeded",
             "This chat is longer than the model can read at once. "
             "Start a new chat, or pick a model with a larger context window.",
-            **known,
+            **provider_said,
         )
     if isinstance(error, openai.NotFoundError):
-        return UpstreamError("model_not_found", f"The model provider does not offer the model “{model_id}”.", **known)
+        return UpstreamError(
+            "model_not_found", f"The model provider does not offer the model “{model_id}”.", **provider_said
+        )
     if isinstance(error, openai.InternalServerError):
         return UpstreamError(
             "upstream_unavailable",
             f"The model provider is having problems (HTTP {status}). Try again in a moment.",
             retry_after=retry_after,
-            **known,
+            **provider_said,
         )
     provider_says = str(detail.get("message") or "")[:300]
     return UpstreamError(
         "upstream_rejected",
         f"The model provider refused the request (HTTP {status}): {provider_says or 'no reason given'}.",
-        **known,
+        **provider_said,
     )
 
 
