@@ -138,10 +138,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "min_size": 1,
             "max_size": DB_POOL_MAX_SIZE,
             "timeout": DB_POOL_TIMEOUT,
-            # psycopg_pool retries a lost connection with a backoff that doubles up to this
-            # many seconds and then lets the next request that needs one start afresh, so
-            # that the site is back within seconds of PostgreSQL, not minutes.
-            "reconnect_timeout": 5.0,
+            # psycopg_pool retries a failed connection attempt with a backoff that doubles
+            # for up to this many seconds; then the next request that needs a connection
+            # starts afresh. Short, so that after an outage the site is back within a
+            # second of PostgreSQL, not after a backoff grown as long as the outage.
+            "reconnect_timeout": 1.0,
         }
     }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
