@@ -57,7 +57,9 @@ def local_model_gguf() -> str:
 
 
 @contextmanager
-def _server(command: list[str], *, ready_url: str, timeout: float, env: dict[str, str] | None = None) -> Iterator[None]:
+def _server(
+    command: list[str], *, ready_url: str, timeout: float, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
     """Run command until the block ends; show its output if it fails to start or the block raises."""
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
@@ -65,7 +67,7 @@ def _server(command: list[str], *, ready_url: str, timeout: float, env: dict[str
         )
         try:
             wait_for_http(ready_url, timeout, process=process)
-            yield
+            yield process
         except BaseException:
             process.terminate()
             try:
@@ -114,11 +116,25 @@ def local_model_server() -> Iterator[str]:
         yield base_url
 
 
+# The process of each site server running, by base URL.
+_site_processes: dict[str, subprocess.Popen] = {}
+
+
 @contextmanager
 def site_server(env: dict[str, str]) -> Iterator[str]:
     """The site under daphne with os.environ | env; yields its base URL once /healthz answers 200."""
     port = free_port()
     command = [str(BIN_DIR / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
     base_url = f"http://127.0.0.1:{port}"
-    with _server(command, ready_url=f"{base_url}/healthz", timeout=60, env=os.environ | env):
-        yield base_url
+    with _server(command, ready_url=f"{base_url}/healthz", timeout=60, env=os.environ | env) as process:
+        _site_processes[base_url] = process
+        try:
+            yield base_url
+        finally:
+            del _site_processes[base_url]
+
+
+def site_rss_kb(base_url: str) -> int:
+    """Resident memory of the site server at base_url, in KiB."""
+    status = Path(f"/proc/{_site_processes[base_url].pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))

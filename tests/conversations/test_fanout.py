@@ -1,0 +1,74 @@
+"""Watchers in the process that generates the reply: they read it in-process, never through the channels layer."""
+
+import asyncio
+import json
+
+import pytest
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+from conversations.models import Message
+from tests.conftest import parse_sse, watch_reply
+from tests.fake_upstream import Reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class CountingLayer(InMemoryChannelLayer):
+    """The in-memory layer, keeping every message sent through it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.sent: list[dict] = []
+
+    async def send(self, channel, message):
+        self.sent.append(message)
+        await super().send(channel, message)
+
+    async def group_send(self, group, message):
+        self.sent.append(message)
+        await super().group_send(group, message)
+
+
+@pytest.fixture
+def counting_layer(upstream, settings) -> CountingLayer:
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": f"{__name__}.CountingLayer"}}
+    return get_channel_layer()
+
+
+async def read_some(client, url: str, minimum: int, **headers) -> tuple[str, str]:
+    """Attach, read until at least `minimum` characters came, drop the connection: (text, last event id)."""
+    response = await client.get(url, headers=headers)
+    text, last_id = "", None
+    async for chunk in response.streaming_content:
+        for event, data, event_id in parse_sse(chunk):
+            if event == "delta":
+                text += json.loads(data)
+                last_id = event_id
+            assert event != "done", "the reply ended before the watcher left"
+        if len(text) >= minimum:
+            break
+    await response.streaming_content.aclose()
+    return text, last_id
+
+
+async def test_watchers_in_the_generating_process_send_nothing_through_the_layer(alice_async, counting_layer, upstream):
+    words = [f"word{i} " for i in range(60)]
+    upstream.script(Reply(chunks=words, first_delay=0.2, delay=0.05))
+    await alice_async.post("/c/new/messages/", {"text": "Tell me a story"})
+    reply = await Message.objects.filter(role=Message.Role.ASSISTANT).alast()
+    url = f"/c/{reply.conversation_id}/messages/{reply.pk}/stream/"
+
+    whole = asyncio.create_task(watch_reply(alice_async, url))
+    # A tab that drops its connection and re-attaches, again and again, each time from where it was.
+    seen, last_id = await read_some(alice_async, url, 20)
+    for minimum in (20, 40, 80):
+        more, last_id = await read_some(alice_async, url, minimum, **{"Last-Event-ID": last_id})
+        seen += more
+        assert int(last_id) == len(seen)
+    rest, status = await watch_reply(alice_async, url, **{"Last-Event-ID": last_id})
+    text, whole_status = await whole
+
+    await reply.arefresh_from_db()
+    assert seen + rest == text == reply.content == "".join(words)
+    assert status == whole_status == "complete"
+    assert counting_layer.sent == []
