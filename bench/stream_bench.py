@@ -2,14 +2,17 @@
 
     .venv/bin/python bench/stream_bench.py             # all phases, Redis and in-memory layers
     .venv/bin/python bench/stream_bench.py --quick     # small counts: a smoke run of the bench itself
-    .venv/bin/python bench/stream_bench.py --profile   # also py-spy the site under the paced load
+    .venv/bin/python bench/stream_bench.py --profile   # also py-spy the site (one message at a time, paced load)
 
-Three figures, each from the budget in DESIGN.md ("Performance budget"):
+The figures of issue 7's budget (DESIGN.md, "Performance budget"), on both paths, the
+browser's (web: POST the message, GET its SSE stream) and the apps' (/v1 chat completions):
 
-- ttft: time to first token the site adds to the upstream's, the browser's path
-  (POST the message with session + CSRF, GET the SSE stream, first `event: delta`);
+- ttft: time to first token the site adds to the upstream's, side by side with direct
+  calls to the fake in the same run, and the site's CPU per short call or message;
 - paced: daphne's CPU per relayed upstream chunk with 200 paced streams at once;
-- memory: daphne's RSS per open stream (a reply generating slowly plus its SSE watcher).
+- burst: 200 senders at once with replies of about 4 s: does every one see its reply live;
+- memory: 2,000 open streams (web: a reply generating slowly plus its SSE watcher; /v1: an
+  open streamed call): RSS, threads and PostgreSQL connections per stream, and after they close.
 
 The site runs as one daphne process against PostgreSQL, once with the Redis pub/sub
 channel layer (production: REDIS_URL set) and once with the in-memory one (embedded
@@ -62,9 +65,19 @@ MODEL = "gpt-4o-mini"
 API_KEY = "sk-bench"
 STREAM_URL = re.compile(r'data-stream-url="([^"]+)"')
 LAYERS = ("redis", "memory")
-PHASES = ("ttft", "paced", "memory")
+PHASES = ("ttft", "paced", "burst", "memory")
+PATHS = ("web", "v1")
 
-BUDGET = {"added_ttft_p50_ms": 5.0, "cpu_us_per_chunk": 50.0, "kb_per_stream": 64.0, "streams": 2000}
+# Issue 7's budget, per path where it differs.
+BUDGET = {
+    "added_ttft_p50_ms": {"v1": 5.0, "web": 10.0},
+    "cpu_ms_per_call": {"v1": 4.0, "web": 8.0},
+    "cpu_us_per_chunk": 50.0,
+    "kb_per_stream": 64.0,
+    "streams": 2000,
+    "held_per_stream": "no PostgreSQL connection, no thread",
+    "burst": "every one of 200 senders sees its reply live",
+}
 
 
 def log(message: str) -> None:
@@ -348,6 +361,11 @@ class BenchUser:
     session: str
     csrf: str
     conversations: list[int]
+    api_key: str = ""
+
+    def api_headers(self) -> dict[str, str]:
+        """What an app sends to /v1: its site key."""
+        return {"Authorization": f"Bearer {self.api_key}", "Accept": "text/event-stream"}
 
     def headers(self, site: str) -> dict[str, str]:
         """What a logged-in browser sends with an htmx POST: cookies, the CSRF header, its Origin."""
@@ -368,7 +386,7 @@ def django_setup(env: dict[str, str]) -> None:
 
 
 def users_create(prefix: str, count: int, *, conversations_each: int = 1) -> list[BenchUser]:
-    """Users with a logged-in session and `conversations_each` empty chats each, in bulk."""
+    """Users with a logged-in session, `conversations_each` empty chats and a site API key each, in bulk."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
     from django.contrib.sessions.models import Session
@@ -376,7 +394,7 @@ def users_create(prefix: str, count: int, *, conversations_each: int = 1) -> lis
     from django.utils import timezone
     from django.utils.crypto import get_random_string
 
-    from accounts.models import User
+    from accounts.models import API_KEY_SHOWN, ApiKey, User, api_key_hash
     from conversations.models import ChatModel, Conversation
 
     model = ChatModel.objects.get(model_id=MODEL)
@@ -400,23 +418,32 @@ def users_create(prefix: str, count: int, *, conversations_each: int = 1) -> lis
             }
             sessions.append(Session(session_key=key, session_data=store.encode(data), expire_date=expire))
             mine = [chat.pk for chat in chats[i * conversations_each : (i + 1) * conversations_each]]
-            out.append(BenchUser(user.username, key, get_random_string(32), mine))
+            out.append(BenchUser(user.username, key, get_random_string(32), mine, ApiKey.new_secret()))
         Session.objects.bulk_create(sessions)
+        ApiKey.objects.bulk_create(
+            [
+                ApiKey(user=u, name="bench", prefix=b.api_key[:API_KEY_SHOWN], key_hash=api_key_hash(b.api_key))
+                for u, b in zip(users, out, strict=True)
+            ]
+        )
     connection.close()
     return out
 
 
-def password_user_create(username: str, password: str, conversations: int) -> list[int]:
+def password_user_create(username: str, password: str, conversations: int) -> tuple[list[int], str]:
+    """A user who logs in with a password, with empty chats; returns their ids and a site API key."""
     from django.db import connection
 
     from accounts.models import User
+    from accounts.services import api_key_create
     from conversations.models import ChatModel, Conversation
 
     user = User.objects.create_user(username=username, password=password)
     model = ChatModel.objects.get(model_id=MODEL)
     ids = [Conversation.objects.create(user=user, model=model, title=f"bench {j}").pk for j in range(conversations)]
+    _, api_key = api_key_create(user=user, name="bench")
     connection.close()
-    return ids
+    return ids, api_key
 
 
 # -- SSE watching (aiohttp) ---------------------------------------------------------------
@@ -424,9 +451,15 @@ def password_user_create(username: str, password: str, conversations: int) -> li
 
 @dataclass
 class Watch:
-    """One user's message and its reply stream, as the load generator saw them (monotonic seconds)."""
+    """One message and its reply stream (web), or one streamed /v1 call, as the load generator saw it.
+
+    Times are monotonic seconds. `chunks` counts the upstream's content chunks
+    received so far (web: from the SSE offset, since the fake's text is known
+    chunk by chunk); `first_frame_chunks` how many the first frame brought at once.
+    """
 
     sent: float = 0.0
+    posted: float | None = None
     post_status: int = 0
     path: str = ""
     attached: float | None = None
@@ -434,6 +467,8 @@ class Watch:
     done: float | None = None
     frames: int = 0
     offset: int = 0
+    chunks: int = 0
+    first_frame_chunks: int = 0
     status: str = ""
     error: str = ""
 
@@ -452,6 +487,7 @@ async def message_send(http: aiohttp.ClientSession, site: str, user: BenchUser, 
     except (aiohttp.ClientError, TimeoutError) as error:
         watch.error = f"POST {error.__class__.__name__}"
         return False
+    watch.posted = time.monotonic()
     match = STREAM_URL.search(body)
     if response.status != 200 or not match:
         watch.error = f"POST answered {response.status} without a stream URL"
@@ -467,8 +503,12 @@ async def reply_watch(
     watch: Watch,
     on_attached: Callable[[], None],
     on_delta: Callable[[Watch], None] | None = None,
+    cumulative: list[int] | None = None,
 ) -> None:
-    """GET the SSE stream and read it to `event: done`, counting delta frames."""
+    """GET the SSE stream and read it to `event: done`, counting delta frames.
+
+    `cumulative` (the reply's length after each of the fake's chunks) turns offsets into chunks.
+    """
     attached_noted = False
     try:
         async with http.get(
@@ -498,9 +538,12 @@ async def reply_watch(
                     continue
                 if event == "delta":
                     watch.frames += 1
+                    watch.offset = int(event_id)
+                    if cumulative:
+                        watch.chunks = bisect.bisect_right(cumulative, watch.offset)
                     if watch.first_delta is None:
                         watch.first_delta = time.monotonic()
-                    watch.offset = int(event_id)
+                        watch.first_frame_chunks = watch.chunks
                     if on_delta:
                         on_delta(watch)
                 elif event == "done":
@@ -514,6 +557,55 @@ async def reply_watch(
     finally:
         if not attached_noted:
             on_attached()  # a failed watcher must not hold up the others
+
+
+async def api_stream(
+    http: aiohttp.ClientSession,
+    site: str,
+    user: BenchUser,
+    watch: Watch,
+    on_attached: Callable[[], None],
+    on_chunk: Callable[[Watch], None] | None = None,
+) -> None:
+    """A streamed /v1 chat completion, as an app makes it, read to `data: [DONE]`, counting content chunks.
+
+    It counts as attached at its first content chunk: the call is then open end to end.
+    """
+    watch.sent = time.monotonic()
+    attached_noted = False
+    try:
+        async with http.post(f"{site}/v1/chat/completions", json=_upstream_body(), headers=user.api_headers()) as r:
+            watch.post_status = r.status
+            if r.status != 200:
+                watch.error = f"/v1 answered {r.status}"
+                return
+            async for raw in r.content:
+                if not raw.startswith(b"data:"):
+                    continue
+                data = raw[5:].strip()
+                if data == b"[DONE]":
+                    watch.status = "complete"
+                    watch.done = time.monotonic()
+                    break
+                chunk = json.loads(data)
+                if not (chunk.get("choices") and chunk["choices"][0]["delta"].get("content")):
+                    continue
+                watch.chunks += 1
+                watch.frames += 1
+                if watch.first_delta is None:
+                    watch.first_delta = watch.attached = time.monotonic()
+                    watch.first_frame_chunks = 1
+                    attached_noted = True
+                    on_attached()
+                if on_chunk:
+                    on_chunk(watch)
+            if watch.done is None:
+                watch.error = "stream ended without data: [DONE]"
+    except (aiohttp.ClientError, TimeoutError) as error:
+        watch.error = f"stream {error.__class__.__name__}"
+    finally:
+        if not attached_noted:
+            on_attached()
 
 
 def http_session(read_timeout: float) -> aiohttp.ClientSession:
@@ -575,13 +667,11 @@ def spread(values_ms: list[float]) -> dict[str, float]:
     }
 
 
-async def ttft_direct(client: httpx.AsyncClient, fake_url: str) -> float:
-    """Seconds from the POST to the fake until its first content delta line."""
+async def ttft_stream(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> float:
+    """Seconds from a streamed chat completion's POST until its first content delta line; read to the end."""
     started = time.perf_counter()
     first = None
-    async with client.stream(
-        "POST", f"{fake_url}/chat/completions", json=_upstream_body(), headers=_upstream_headers()
-    ) as response:
+    async with client.stream("POST", url, json=_upstream_body(), headers=headers) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if first is None and line.startswith("data:") and line != "data: [DONE]":
@@ -589,7 +679,7 @@ async def ttft_direct(client: httpx.AsyncClient, fake_url: str) -> float:
                 if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                     first = time.perf_counter() - started
     if first is None:
-        raise RuntimeError("the fake upstream sent no content")
+        raise RuntimeError(f"{url} sent no content")
     return first
 
 
@@ -630,33 +720,42 @@ async def ttft_site(
     return first, posted, False
 
 
-async def ttft_run(
-    site: str,
-    site_pid: int,
-    fake_url: str,
-    username: str,
-    password: str,
-    conversations: list[int],
-    args,
-    profile_to: Path | None = None,
-) -> dict:
+async def browser_login(client: httpx.AsyncClient, site: str, username: str, password: str) -> str:
+    """Log in through the real form, as a browser does; returns the CSRF token."""
+    page = await client.get("/accounts/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    login = await client.post(
+        "/accounts/login/",
+        data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+        headers={"Origin": site},
+    )
+    if login.status_code != 302 or "sessionid" not in client.cookies:
+        raise RuntimeError(f"login failed: HTTP {login.status_code}")
+    return client.cookies["csrftoken"]
+
+
+@dataclass
+class TtftUser:
+    username: str
+    password: str
+    conversations: list[int]
+    api_key: str
+
+
+async def ttft_run(site: Site, fake_url: str, user: TtftUser, path: str, args, profile_to: Path | None = None) -> dict:
+    """Sequential samples on one path, each a pair: a direct call to the fake, then the same through the site.
+
+    The site's CPU over the measured samples, divided by their number, is what
+    one short call (/v1) or one message (web) costs it when nothing else runs.
+    """
     timeout = httpx.Timeout(30)
+    direct_url = f"{fake_url}/chat/completions"
     async with (
-        httpx.AsyncClient(base_url=site, trust_env=False, timeout=timeout) as client,
+        httpx.AsyncClient(base_url=site.url, trust_env=False, timeout=timeout) as client,
         httpx.AsyncClient(trust_env=False, timeout=timeout) as fake_client,
     ):
-        # Log in through the real form, as a browser does.
-        page = await client.get("/accounts/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        login = await client.post(
-            "/accounts/login/",
-            data={"username": username, "password": password, "csrfmiddlewaretoken": token},
-            headers={"Origin": site},
-        )
-        if login.status_code != 302 or "sessionid" not in client.cookies:
-            raise RuntimeError(f"login failed: HTTP {login.status_code}")
-        csrf = client.cookies["csrftoken"]
-
+        csrf = await browser_login(client, site.url, user.username, user.password) if path == "web" else ""
+        api_headers = {"Authorization": f"Bearer {user.api_key}", "Accept": "text/event-stream"}
         direct, through, posts, late = [], [], [], 0
         cpu_start = 0.0
         spy = None
@@ -666,34 +765,41 @@ async def ttft_run(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"TTFT phase still running after {args.phase_timeout} s ({n} samples)")
             if n == args.ttft_warmup:
-                cpu_start = cpu_seconds(site_pid)
-                spy = PySpy(site_pid, profile_to, args) if profile_to else None
-            d = await ttft_direct(fake_client, fake_url)
-            s, p, after_end = await ttft_site(client, site, csrf, conversations[n % len(conversations)], n)
+                cpu_start = cpu_seconds(site.pid)
+                spy = PySpy(site.pid, profile_to, args) if profile_to else None
+            d = await ttft_stream(fake_client, direct_url, _upstream_headers())
+            if path == "web":
+                s, p, after_end = await ttft_site(
+                    client, site.url, csrf, user.conversations[n % len(user.conversations)], n
+                )
+            else:
+                s, p, after_end = await ttft_stream(client, f"{site.url}/v1/chat/completions", api_headers), 0.0, False
             if n >= args.ttft_warmup:
                 late += after_end
                 direct.append(d * 1000)
                 through.append(s * 1000)
                 posts.append(p * 1000)
-        cpu_used = cpu_seconds(site_pid) - cpu_start
+        cpu_used = cpu_seconds(site.pid) - cpu_start
         if spy:
             await asyncio.get_running_loop().run_in_executor(None, spy.stop)
     added = [s - d for s, d in zip(through, direct, strict=True)]
     await asyncio.sleep(2)
-    return {
-        "site_after_2s": await Monitor(site_pid, args.database_url).now(),
+    result = {
         "samples": len(direct),
-        # Everything the site does for one message, sequentially: POST, SSE attach, a
-        # short reply relayed (--ttft-chunks), the final writes. Setup cost per stream.
-        "site_cpu_ms_per_message": round(cpu_used / len(direct) * 1000, 2) if direct else None,
-        "replies_done_before_attach": late,
+        # Everything the site does for one short call or message, sequentially: (POST, SSE
+        # attach,) a short reply relayed (--ttft-chunks), the final writes and settling.
+        "site_cpu_ms_per_call": round(cpu_used / len(direct) * 1000, 2) if direct else None,
         "direct_ms": spread(direct),
         "site_ms": spread(through),
         "added_ms": spread(added),  # per sample: site minus the direct probe just before it
         "added_p50_of_medians_ms": round(percentile(through, 0.5) - percentile(direct, 0.5), 2),
-        "post_roundtrip_ms": spread(posts),
-        "after_post_to_first_delta_ms": spread([s - p for s, p in zip(through, posts, strict=True)]),
+        "site_after_2s": await Monitor(site.pid, args.database_url).now(),
     }
+    if path == "web":
+        result["replies_done_before_attach"] = late
+        result["post_roundtrip_ms"] = spread(posts)
+        result["after_post_to_first_delta_ms"] = spread([s - p for s, p in zip(through, posts, strict=True)])
+    return result
 
 
 # -- Phase 2: CPU per relayed chunk under paced streams -----------------------------------
@@ -770,26 +876,53 @@ class Instant:
     frames: int
 
 
-async def paced_run(site: Site, users: list[BenchUser], pieces: list[str], args, *, profile_to: Path | None) -> dict:
-    """Every user sends a message at once and watches its reply; measured until the steady window ends.
+def chunk_ends(pieces: list[str]) -> list[int]:
+    """The reply's length after each of the fake's content chunks: turns an SSE offset into chunks."""
+    return list(itertools.accumulate(len(piece) for piece in pieces))
 
-    Daphne's CPU is read before the first POST and over the steady window: from
-    the moment every stream has had its first frame (every setup is done, all
-    streams relay at once) for --paced-window seconds, or until the first stream
-    is 95% through. Chunks relayed are counted from the watchers' SSE offsets,
-    since the fake's text is known chunk by chunk. Then the load stops.
+
+async def stream_one(
+    http: aiohttp.ClientSession,
+    site: str,
+    path: str,
+    user: BenchUser,
+    watch: Watch,
+    ends: list[int],
+    on_attached: Callable[[], None] = lambda: None,
+    on_chunk: Callable[[Watch], None] | None = None,
+) -> None:
+    """One reply on either path: web sends the message and watches its SSE stream, /v1 streams a call."""
+    if path == "v1":
+        await api_stream(http, site, user, watch, on_attached, on_chunk)
+    elif await message_send(http, site, user, watch, "Tell me about foxes."):
+        await reply_watch(http, site, user, watch, on_attached, on_chunk, ends)
+    else:
+        on_attached()
+
+
+async def paced_run(
+    site: Site, users: list[BenchUser], pieces: list[str], path: str, args, *, profile_to: Path | None
+) -> dict:
+    """Every user starts a reply at once and reads it; measured until the steady window ends.
+
+    Daphne's CPU is read before the first request and over the steady window:
+    from the moment every stream has had its first chunk (every setup is done,
+    all streams relay at once) for --paced-window seconds, or until the first
+    stream is 95% through. A stream that failed before its first chunk counts as
+    set up (it is in `errors`). Then the load stops.
     """
     watches = [Watch() for _ in users]
-    cumulative = list(itertools.accumulate(len(piece) for piece in pieces))
-    window_end_offset = cumulative[int(len(pieces) * 0.95) - 1]
+    ends = chunk_ends(pieces)
+    window_end_chunks = int(len(pieces) * 0.95)
     window: dict[str, Instant] = {}
     window_done = asyncio.Event()
     spies: dict[str, PySpy] = {}
-    streaming = 0
+    set_up = 0
 
     def instant() -> Instant:
-        relayed = sum(bisect.bisect_right(cumulative, w.offset) for w in watches)
-        return Instant(time.monotonic(), cpu_seconds(site.pid), relayed, sum(w.frames for w in watches))
+        return Instant(
+            time.monotonic(), cpu_seconds(site.pid), sum(w.chunks for w in watches), sum(w.frames for w in watches)
+        )
 
     def window_close() -> None:
         if "start" in window and "end" not in window:
@@ -798,22 +931,26 @@ async def paced_run(site: Site, users: list[BenchUser], pieces: list[str], args,
             if profile_to:
                 spies["relay"].stop_soon()
 
-    def on_delta(watch: Watch) -> None:
-        nonlocal streaming
+    def setup_done() -> None:
+        nonlocal set_up
+        set_up += 1
+        if set_up == len(users):
+            window["start"] = instant()
+            asyncio.get_running_loop().call_later(args.paced_window, window_close)
+            if profile_to:
+                spies["setup"].stop_soon()
+                spies["relay"] = PySpy(site.pid, profile_to.with_name(f"{profile_to.name}-relay.txt"), args)
+
+    def on_chunk(watch: Watch) -> None:
         if watch.frames == 1:
-            streaming += 1
-            if streaming == len(users):
-                window["start"] = instant()
-                asyncio.get_running_loop().call_later(args.paced_window, window_close)
-                if profile_to:
-                    spies["setup"].stop_soon()
-                    spies["relay"] = PySpy(site.pid, profile_to.with_name(f"{profile_to.name}-relay.txt"), args)
-        if watch.offset >= window_end_offset:
+            setup_done()
+        if watch.chunks >= window_end_chunks:
             window_close()
 
     async def one(user: BenchUser, watch: Watch) -> None:
-        if await message_send(http, site.url, user, watch, "Tell me about foxes."):
-            await reply_watch(http, site.url, user, watch, lambda: None, on_delta)
+        await stream_one(http, site.url, path, user, watch, ends, on_chunk=on_chunk)
+        if not watch.frames:
+            setup_done()
 
     monitor = Monitor(site.pid, args.database_url)
     monitor_task = asyncio.create_task(monitor.run())
@@ -841,6 +978,7 @@ async def paced_run(site: Site, users: list[BenchUser], pieces: list[str], args,
 
     errors = Counter(w.error for w in watches if w.error and w.error != "stream CancelledError")
     result = {
+        "path": path,
         "streams": len(users),
         "errors": dict(errors),
         "ideal_stream_s": round(args.paced_first_delay + (len(pieces) - 1) * args.paced_interval, 2),
@@ -872,29 +1010,74 @@ async def paced_run(site: Site, users: list[BenchUser], pieces: list[str], args,
     return result
 
 
-def _peak_overlap(intervals: list[tuple[float, float]]) -> int:
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    peak = current = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
+# -- Phase 3: many senders at once, short replies: does everyone see text live? -----------
+
+
+async def burst_run(site: Site, users: list[BenchUser], pieces: list[str], path: str, args) -> dict:
+    """Every user starts a reply of about --burst-chunks x --paced-interval seconds at once and reads it to the end.
+
+    A web user saw the reply live when the stream completed and its first frame
+    (the text generated before the watcher attached) held at most half of it;
+    old main's send took 10 s under this load, and every reply had ended before
+    its watcher attached.
+    """
+    watches = [Watch() for _ in users]
+    ends = chunk_ends(pieces)
+    monitor = Monitor(site.pid, args.database_url)
+    monitor_task = asyncio.create_task(monitor.run())
+    cpu0 = cpu_seconds(site.pid)
+    async with http_session(read_timeout=60) as http:
+        begin = time.monotonic()
+        tasks = [
+            stream_one(http, site.url, path, user, watch, ends) for user, watch in zip(users, watches, strict=True)
+        ]
+        try:
+            async with asyncio.timeout(args.phase_timeout):
+                await asyncio.gather(*tasks)
+        except TimeoutError:
+            log(f"burst hit the {args.phase_timeout} s limit")
+        wall = time.monotonic() - begin
+    cpu = cpu_seconds(site.pid) - cpu0
+    monitor_task.cancel()
+    await asyncio.gather(monitor_task, return_exceptions=True)
+
+    def ms(values) -> dict:
+        return spread([v * 1000 for v in values if v is not None])
+
+    complete = [w for w in watches if not w.error and w.chunks == len(pieces)]
+    live = [w for w in complete if w.first_frame_chunks <= len(pieces) / 2]
+    result = {
+        "path": path,
+        "senders": len(users),
+        "ideal_stream_s": round((len(pieces) - 1) * args.paced_interval, 2),
+        "complete": len(complete),
+        "saw_it_live": len(live),
+        "errors": dict(Counter(w.error for w in watches if w.error)),
+        "first_frame_share_of_reply": spread([w.first_frame_chunks / len(pieces) for w in complete]),
+        "first_token_after_send_ms": ms(w.first_delta - w.sent for w in watches if w.first_delta),
+        "end_after_send_s": spread([w.done - w.sent for w in watches if w.done]),
+        "wall_s": round(wall, 2),
+        "site_cpu_s": round(cpu, 2),
+        "site_peak": dict(monitor.peak),
+    }
+    if path == "web":
+        result["post_ms"] = ms(w.posted - w.sent for w in watches if w.posted)
+        result["attach_after_send_ms"] = ms(w.attached - w.sent for w in watches if w.attached)
+    return result
 
 
 async def warm_up(site: Site, users: list[BenchUser], limit: float) -> int:
-    """Run a few complete streams so imports, templates and pools are warm; returns how many completed."""
-    watches = [Watch() for _ in users]
+    """A few complete replies on both paths, so imports, templates and pools are warm; returns how many completed."""
+    watches = [Watch() for _ in range(2 * len(users))]
     async with http_session(read_timeout=60) as http, asyncio.timeout(limit):
-
-        async def one(user: BenchUser, watch: Watch) -> None:
-            if await message_send(http, site.url, user, watch, "Warm up."):
-                await reply_watch(http, site.url, user, watch, lambda: None)
-
-        await asyncio.gather(*(one(u, w) for u, w in zip(users, watches, strict=True)))
+        await asyncio.gather(
+            *(stream_one(http, site.url, "web", u, w, []) for u, w in zip(users, watches, strict=False)),
+            *(stream_one(http, site.url, "v1", u, w, []) for u, w in zip(users, watches[len(users) :], strict=True)),
+        )
     return sum(1 for w in watches if w.status == "complete")
 
 
-# -- Phase 3: memory per open stream ------------------------------------------------------
+# -- Phase 4: memory, threads and PostgreSQL connections per open stream -----------------
 
 
 def settled_rss(pid: int, seconds: float) -> int:
@@ -907,70 +1090,162 @@ def settled_rss(pid: int, seconds: float) -> int:
     return sorted(samples)[2]
 
 
+# Seconds the memory phase waits for stopped replies and closed calls to be settled.
+CLOSE_WAIT = 120
+
+
+def calls_open(usernames: list[str]) -> int:
+    """Replies still live and reservations still held for these users, as the database says."""
+    from django.db import connection
+
+    from accounts.models import Reservation
+    from conversations.models import Message
+
+    live = Message.objects.filter(status__in=Message.LIVE_STATUSES, conversation__user__username__in=usernames)
+    count = live.count() + Reservation.objects.filter(user__username__in=usernames).count()
+    connection.close()
+    return count
+
+
 async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], args) -> dict:
-    """Open streams in two steps (replies generating, then their watchers) and read the RSS after each."""
+    """Open N streams on each path in steps, and read RSS, threads and PostgreSQL connections after each.
+
+    Web: N messages sent (replies generating), then N SSE watchers attached,
+    then the watchers leave and every reply is stopped. /v1: N streamed calls
+    opened, then the apps disconnect. The warm-up web streams stay open
+    throughout, so the baseline already has them; the warm-up /v1 calls are
+    closed before it. A step gives up starting streams after
+    --memory-max-errors failures (a site that refuses them would otherwise
+    take minutes of 503s to say so).
+    """
     loop = asyncio.get_running_loop()
     limit = asyncio.Semaphore(args.memory_setup_concurrency)
-    watch_tasks: list[asyncio.Task] = []
+    tasks: dict[str, list[asyncio.Task]] = {"warm": [], "web": [], "v1": []}
     result: dict = {}
+    n = len(users)
+    usernames = [u.username for u in users]
+    monitor = Monitor(site.pid, args.database_url)
+
+    async def snapshot(step: str) -> dict:
+        rss = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
+        result[step] = {**await monitor.now(), "rss_kb": rss, "open_fds": open_fds(site.pid)}
+        return result[step]
 
     async with http_session(read_timeout=600) as http:
 
-        async def open_all(group: list[BenchUser], watches: list[Watch], *, send: bool, watch: bool) -> None:
-            attached_events = [asyncio.Event() for _ in group]
+        async def open_all(group: list[BenchUser], watches: list[Watch], step: str, kind: str) -> None:
+            """For each user: send a message, watch its reply or open a /v1 call (`step`), a few at a time.
 
-            async def one(user: BenchUser, w: Watch, attached: asyncio.Event) -> None:
+            Each watcher or call is kept open in `tasks[kind]`; the step is done when all are attached.
+            """
+            failed = 0
+
+            async def one(user: BenchUser, w: Watch) -> None:
+                nonlocal failed
+                attached = asyncio.Event()
                 async with limit:
-                    if send and not await message_send(http, site.url, user, w, "Tell me a long story."):
-                        attached.set()
+                    if failed >= args.memory_max_errors:
+                        w.error = "not started: too many failures before it"
                         return
-                if watch and w.path:
-                    async with limit:
-                        task = asyncio.create_task(reply_watch(http, site.url, user, w, attached.set))
-                        watch_tasks.append(task)
-                        await attached.wait()
-                else:
-                    attached.set()
+                    if step == "send":
+                        failed += not await message_send(http, site.url, user, w, "Tell me a long story.")
+                        return
+                    if step == "call":
+                        stream = api_stream(http, site.url, user, w, attached.set)
+                    elif w.path:
+                        stream = reply_watch(http, site.url, user, w, attached.set)
+                    else:
+                        return  # its message was refused: counted in errors
+                    tasks[kind].append(asyncio.create_task(stream))
+                    await attached.wait()
+                    failed += bool(w.error)
 
-            await asyncio.gather(*(one(u, w, e) for u, w, e in zip(group, watches, attached_events, strict=True)))
+            await asyncio.gather(*(one(u, w) for u, w in zip(group, watches, strict=True)))
 
-        n = len(users)
-        watches = [Watch() for _ in users]
-        monitor = Monitor(site.pid, args.database_url)
+        async def close_all(kind: str) -> None:
+            for task in tasks[kind]:
+                task.cancel()
+            await asyncio.gather(*tasks[kind], return_exceptions=True)
+            tasks[kind].clear()
+
+        async def stop_reply(user: BenchUser, w: Watch) -> None:
+            async with limit:
+                stop_url = site.url + w.path.removesuffix("stream/") + "stop/"
+                async with http.post(stop_url, headers={**user.headers(site.url), "HX-Request": "true"}) as r:
+                    if r.status != 204:
+                        w.error = f"stop answered {r.status}"
+
+        async def until_closed(step: str) -> None:
+            """Wait until no reply of these users is live and no call of theirs holds a reservation."""
+            t0 = time.monotonic()
+            for _ in range(CLOSE_WAIT):
+                still = await loop.run_in_executor(None, calls_open, usernames)
+                if not still:
+                    break
+                await asyncio.sleep(1)
+            result[f"wall_s_{step}"] = round(time.monotonic() - t0, 1)
+            result[f"still_open_after_{step}"] = still
+
+        web = [Watch() for _ in users]
+        v1 = [Watch() for _ in users]
+        monitor_task = asyncio.create_task(monitor.run())
         try:
             async with asyncio.timeout(args.memory_timeout):
-                await open_all(warm, [Watch() for _ in warm], send=True, watch=True)
-                base = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
-                result["baseline"] = {**await monitor.now(), "rss_kb": base, "open_fds": open_fds(site.pid)}
+                warm_watches = [Watch() for _ in warm]
+                await open_all(warm, warm_watches, "send", "warm")
+                await open_all(warm, warm_watches, "watch", "warm")
+                await open_all(warm, [Watch() for _ in warm], "call", "v1")
+                await close_all("v1")
+                base = (await snapshot("baseline"))["rss_kb"]
                 cpu0 = cpu_seconds(site.pid)
 
                 t0 = time.monotonic()
-                await open_all(users, watches, send=True, watch=False)
+                await open_all(users, web, "send", "web")
                 result["wall_s_send"] = round(time.monotonic() - t0, 1)
-                generating = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
-                result["generating"] = {**await monitor.now(), "rss_kb": generating, "open_fds": open_fds(site.pid)}
-                result["kb_per_reply_generating"] = round((generating - base) / n, 1)
+                generating = (await snapshot("web_generating"))["rss_kb"]
+                sent = result["messages_sent"] = sum(1 for w in web if w.path)
+                result["kb_per_reply_generating"] = round((generating - base) / max(sent, 1), 1)
 
                 t0 = time.monotonic()
-                await open_all(users, watches, send=False, watch=True)
+                await open_all(users, web, "watch", "web")
                 result["wall_s_attach"] = round(time.monotonic() - t0, 1)
-                watching = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
-                result["watching"] = {**await monitor.now(), "rss_kb": watching, "open_fds": open_fds(site.pid)}
-                result["kb_per_watcher"] = round((watching - generating) / n, 1)
-                result["kb_per_stream"] = round((watching - base) / n, 1)
-                result["cpu_s_during"] = round(cpu_seconds(site.pid) - cpu0, 2)
-                result["watchers_open"] = sum(1 for t in watch_tasks if not t.done()) - len(warm)
+                watching = (await snapshot("web_watching"))["rss_kb"]
+                watchers = result["watchers_open"] = sum(1 for t in tasks["web"] if not t.done())
+                result["kb_per_watcher"] = round((watching - generating) / max(watchers, 1), 1)
+                result["kb_per_stream"] = round((watching - base) / max(watchers, 1), 1)
+                result["cpu_s_web_open"] = round(cpu_seconds(site.pid) - cpu0, 2)
+
+                await close_all("web")
+                await asyncio.gather(*(stop_reply(u, w) for u, w in zip(users, web, strict=True) if w.path))
+                await until_closed("web_close")
+                closed = (await snapshot("web_closed"))["rss_kb"]
+                result["kb_left_per_stream_after_close"] = round((closed - base) / max(watchers, 1), 1)
+
+                cpu0 = cpu_seconds(site.pid)
+                t0 = time.monotonic()
+                await open_all(users, v1, "call", "v1")
+                result["wall_s_v1_open"] = round(time.monotonic() - t0, 1)
+                v1_open = (await snapshot("v1_open"))["rss_kb"]
+                calls = result["v1_streams_open"] = sum(1 for t in tasks["v1"] if not t.done())
+                result["kb_per_v1_stream"] = round((v1_open - closed) / max(calls, 1), 1)
+                result["cpu_s_v1_open"] = round(cpu_seconds(site.pid) - cpu0, 2)
+
+                await close_all("v1")
+                await until_closed("v1_close")
+                v1_closed = (await snapshot("v1_closed"))["rss_kb"]
+                result["kb_left_per_v1_stream_after_close"] = round((v1_closed - closed) / max(calls, 1), 1)
         except TimeoutError:
             log(f"memory phase hit the {args.memory_timeout} s limit; keeping what was measured")
             result["error"] = f"timed out after {args.memory_timeout} s"
         finally:
+            monitor_task.cancel()
+            await asyncio.gather(monitor_task, return_exceptions=True)
             result["streams"] = n
-            result["errors"] = dict(Counter(w.error for w in watches if w.error))
-            result["messages_sent"] = sum(1 for w in watches if w.path)
+            result["site_peak"] = dict(monitor.peak)
+            result["errors"] = dict(Counter(w.error for w in web + v1 if w.error and "CancelledError" not in w.error))
             result["vm_hwm_mb"] = round(proc_status(site.pid)["VmHWM"] / 1024, 1)
-            for task in watch_tasks:
-                task.cancel()
-            await asyncio.gather(*watch_tasks, return_exceptions=True)
+            for kind in tasks:
+                await close_all(kind)
     return result
 
 
@@ -979,20 +1254,27 @@ async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], 
 
 # Where a sampled stack's CPU goes, by the first marker found in it (most specific first).
 ACTIVITIES = [
-    ("database: reply_flush (text saved about once a second per reply)", ("reply_flush",)),
-    ("database: other, in sync_to_async threads", ("_worker (concurrent/futures/thread.py)",)),
+    ("billing: metered call reserve / settle (accounts/billing)", ("accounts/billing/",)),
+    ("database: reply texts saved (replies_flush)", ("replies_flush", "ReplyRunner._save_texts")),
+    ("database: other, in db_step / sync_to_async threads", ("_worker (concurrent/futures/thread.py)",)),
     ("upstream read + parse (llm.py, openai SDK)", ("ReplyStream.", "openai/", "httpx2/", "httpcore2/", "h11/")),
-    ("frame publish (group_send)", ("ReplyGeneration._publish_frame",)),
-    ("generation, other", ("ReplyGeneration",)),
+    ("/v1 relay and view (api.py)", ("conversations/api.py",)),
+    ("fan-out: frames published (ReplyBroadcast)", ("ReplyBroadcast.",)),
+    ("reply runner, other (runner.py)", ("conversations/replies/runner.py",)),
     ("Redis channel layer: publish writes, subscriber reads", ("channels_redis", "redis/")),
-    ("SSE watcher (reply_events)", ("reply_events",)),
-    ("Django ASGI handler (response send)", ("django/core/handlers/asgi.py",)),
+    (
+        "SSE watcher (watcher.py, fan-out reads)",
+        ("conversations/replies/watcher.py", "conversations/replies/fanout.py"),
+    ),
+    ("Django ASGI handler (request, response send)", ("django/core/handlers/asgi.py",)),
     ("daphne / twisted HTTP write", ("daphne/", "twisted/")),
     ("asyncio socket I/O", ("asyncio/selector_events.py",)),
 ]
 # Frames every stack passes through: left out of the inclusive ranking.
-PLUMBING = ("daphne)", "daphne/cli.py", "daphne/server.py", "asyncio/base_events.py", "asyncio/events.py")
-PLUMBING += ("twisted/internet/asyncioreactor.py", "threading.py", "concurrent/futures/thread.py")
+PLUMBING = ("daphne", "daphne/cli.py", "daphne/server.py", "asyncio/base_events.py", "asyncio/events.py")
+PLUMBING += ("twisted/internet/asyncioreactor.py", "threading.py", "concurrent/futures/thread.py", "asgiref/sync.py")
+# The project's own packages: their frames are also ranked on their own (`ours`).
+OURS = ("conversations/", "accounts/", "chatsite/")
 # Innermost frames that block in C (epoll, sockets, locks, queues): waiting, not work. py-spy cannot
 # always tell when it does not pause the process, so such samples are dropped here.
 IDLE_LEAVES = (
@@ -1010,6 +1292,7 @@ def profile_summary(path: Path, cpu_seconds_spent: float, units: int, unit: str,
     """Top functions by self and inclusive samples from py-spy's raw output, in µs of CPU per unit."""
     self_samples: Counter = Counter()
     inclusive: Counter = Counter()
+    ours: Counter = Counter()
     by_package: Counter = Counter()
     by_activity: Counter = Counter()
     total = idle = truncated = 0
@@ -1027,8 +1310,11 @@ def profile_summary(path: Path, cpu_seconds_spent: float, units: int, unit: str,
         self_samples[frames[-1]] += n
         by_package[_package(frames[-1])] += n
         for frame in set(frames):
-            if not frame.endswith(PLUMBING):
+            file = _file_of(frame)
+            if not file.endswith(PLUMBING):
                 inclusive[frame] += n
+            if file.startswith(OURS):
+                ours[frame] += n
         activity = next((name for name, markers in ACTIVITIES if any(m in stack for m in markers)), None)
         by_activity[activity or "event loop, other"] += n
     if not total:
@@ -1051,14 +1337,19 @@ def profile_summary(path: Path, cpu_seconds_spent: float, units: int, unit: str,
         "self_by_package": rows(by_package),
         "self": rows(self_samples),
         "inclusive": rows(inclusive),
+        "ours": rows(ours),
     }
 
 
-def _package(frame: str) -> str:
-    """`function (package/module.py)`, as py-spy names frames, -> the top-level package or module."""
+def _file_of(frame: str) -> str:
+    """`function (package/module.py)`, as py-spy names frames, -> `package/module.py`."""
     match = re.search(r"\(([^)]*)\)\s*$", frame)
-    file = match.group(1) if match else frame
-    return file.split("/", 1)[0].removesuffix(".py")
+    return match.group(1) if match else frame
+
+
+def _package(frame: str) -> str:
+    """The top-level package or module of a frame."""
+    return _file_of(frame).split("/", 1)[0].removesuffix(".py")
 
 
 # -- Orchestration ------------------------------------------------------------------------
@@ -1085,11 +1376,14 @@ class Run:
                 "DEBUG": "false",
                 "VAR_DIR": str(self.scratch / "var"),
                 "PYTHONUNBUFFERED": "1",
-                # The check still runs on every message (its cost is part of the path), but
-                # a bench user sends far more than a person would.
+                # The checks still run on every message and call (their cost is part of the
+                # path), but a bench user sends far more than a person or an app would.
                 "RATELIMIT_MESSAGES": "1000000/m",
+                "RATELIMIT_API": "1000000/m",
+                "RATELIMIT_API_IP": "1000000/m",
             }
         )
+        env.update(self.args.site_env)
         env.pop("DJANGO_SETTINGS_MODULE", None)
         if layer == "redis":
             env["REDIS_URL"] = self.redis_url
@@ -1116,75 +1410,102 @@ def pg_connect_ms(database_url: str, samples: int = 50) -> dict[str, float]:
 
 
 def phase_ttft(run: Run, layer: str, *, profile: bool = False) -> dict:
-    """Sequential messages; profiled, it is a separate, shorter repetition with py-spy attached."""
+    """Sequential calls on each path, against one site; profiled, a separate, shorter repetition under py-spy."""
     args = run.args
     if profile:
         args = argparse.Namespace(**{**vars(args), "ttft_samples": min(args.ttft_samples, 100)})
     password = secrets.token_urlsafe(16)
     username = run.prefix(layer, "ttft")
-    conversations = password_user_create(username, password, args.ttft_conversations)
+    conversations, api_key = password_user_create(username, password, args.ttft_conversations)
+    user = TtftUser(username, password, conversations, api_key)
+    out: dict = {}
     with fake_upstream(run.scratch, chunks=args.ttft_chunks, interval=args.ttft_interval) as fake_url:
         with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-ttft") as site:
-            load = quiet_machine(args.wait_idle)
-            what = "profiled run" if profile else "measurement"
-            log(f"{layer}: TTFT {what}, {args.ttft_warmup} warm-up + {args.ttft_samples} samples (load {load})")
-            out = None
-            if profile:
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                out = RESULTS / f"profile-{layer}-{time.strftime('%Y%m%d-%H%M%S')}-message.txt"
-            meter = OthersMeter()
-            result = asyncio.run(
-                ttft_run(site.url, site.pid, fake_url, username, password, conversations, args, profile_to=out)
-            )
-            load.update(others_during(meter))
-            result["pg_connect_ms"] = pg_connect_ms(args.database_url)
-    if out:
-        cpu_s = result["site_cpu_ms_per_message"] / 1000 * result["samples"]
-        result["profile"] = {
-            "message": profile_summary(out, cpu_s, result["samples"], "message", args.profile_top),
-            "files": str(out),
-        }
-    return {**result, "machine": load}
+            for path in args.paths:
+                load = quiet_machine(args.wait_idle)
+                what = "profiled run" if profile else "measurement"
+                counts = f"{args.ttft_warmup} warm-up + {args.ttft_samples} samples"
+                log(f"{layer}: TTFT {path} {what}, {counts} (load {load})")
+                spied = None
+                if profile:
+                    RESULTS.mkdir(parents=True, exist_ok=True)
+                    spied = RESULTS / f"profile-{layer}-{path}-{time.strftime('%Y%m%d-%H%M%S')}-call.txt"
+                meter = OthersMeter()
+                result = asyncio.run(ttft_run(site, fake_url, user, path, args, profile_to=spied))
+                load.update(others_during(meter))
+                if spied:
+                    cpu_s = result["site_cpu_ms_per_call"] / 1000 * result["samples"]
+                    summary = profile_summary(spied, cpu_s, result["samples"], "call", args.profile_top)
+                    result["profile"] = {"call": summary, "files": str(spied)}
+                out[path] = {**result, "machine": load}
+        out["pg_connect_ms"] = pg_connect_ms(args.database_url)
+    return out
 
 
 def phase_paced(run: Run, layer: str, *, profile: bool = False) -> dict:
+    """200 paced streams at once on each path, a fresh site for each."""
     args = run.args
-    warm = users_create(run.prefix(layer, "warm"), args.warmup_streams)
-    users = users_create(run.prefix(layer, "paced"), args.paced_streams)
+    out: dict = {}
     fake = {"chunks": args.paced_chunks, "interval": args.paced_interval, "first_delay": args.paced_first_delay}
     with fake_upstream(run.scratch, **fake) as fake_url:
         pieces = asyncio.run(reference_reply(fake_url))
         if len(pieces) != args.paced_chunks:
             raise RuntimeError(f"the fake sent {len(pieces)} content chunks, expected {args.paced_chunks}")
-        with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-paced") as site:
-            done = asyncio.run(warm_up(site, warm, args.phase_timeout))
-            load = quiet_machine(args.wait_idle)
-            what = "profiled run" if profile else "measurement"
-            log(f"{layer}: paced {what}, {len(users)} streams x {len(pieces)} chunks (warm-up {done} ok; load {load})")
-            out = None
-            if profile:
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                out = RESULTS / f"profile-{layer}-{time.strftime('%Y%m%d-%H%M%S')}"
-            meter = OthersMeter()
-            result = asyncio.run(paced_run(site, users, pieces, args, profile_to=out))
-            load.update(others_during(meter))
-    result["machine"] = load
-    steady = result.get("steady")
-    if out and steady:
-        result["profile"] = {
-            "relay": profile_summary(
-                out.with_name(f"{out.name}-relay.txt"), steady["cpu_s"], steady["chunks"], "chunk", args.profile_top
-            ),
-            "setup": profile_summary(
-                out.with_name(f"{out.name}-setup.txt"),
-                steady["setup_cpu_ms_per_stream"] / 1000 * len(users),
-                len(users),
-                "stream",
-                args.profile_top,
-            ),
-            "files": str(out) + "-{setup,relay}.txt",
-        }
-    return result
+        for path in args.paths:
+            warm = users_create(run.prefix(layer, "warm"), args.warmup_streams)
+            users = users_create(run.prefix(layer, "paced"), args.paced_streams)
+            with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-paced-{path}") as site:
+                done = asyncio.run(warm_up(site, warm, args.phase_timeout))
+                load = quiet_machine(args.wait_idle)
+                what = "profiled run" if profile else "measurement"
+                log(
+                    f"{layer}: paced {path} {what}, {len(users)} streams x {len(pieces)} chunks"
+                    f" (warm-up {done} ok; load {load})"
+                )
+                spied = None
+                if profile:
+                    RESULTS.mkdir(parents=True, exist_ok=True)
+                    spied = RESULTS / f"profile-{layer}-{path}-{time.strftime('%Y%m%d-%H%M%S')}"
+                meter = OthersMeter()
+                result = asyncio.run(paced_run(site, users, pieces, path, args, profile_to=spied))
+                load.update(others_during(meter))
+            result["machine"] = load
+            steady = result.get("steady")
+            if spied and steady:
+                setup_cpu_s = steady["setup_cpu_ms_per_stream"] / 1000 * len(users)
+                result["profile"] = {
+                    "relay": profile_summary(
+                        spied.with_name(f"{spied.name}-relay.txt"), steady["cpu_s"], steady["chunks"], "chunk",
+                        args.profile_top,
+                    ),
+                    "setup": profile_summary(
+                        spied.with_name(f"{spied.name}-setup.txt"), setup_cpu_s, len(users), "stream", args.profile_top
+                    ),
+                    "files": str(spied) + "-{setup,relay}.txt",
+                }  # fmt: skip
+            out[path] = result
+    return out
+
+
+def phase_burst(run: Run, layer: str) -> dict:
+    """--burst-senders replies of about 4 s started at once on each path, a fresh site for each."""
+    args = run.args
+    out: dict = {}
+    with fake_upstream(run.scratch, chunks=args.burst_chunks, interval=args.paced_interval) as fake_url:
+        pieces = asyncio.run(reference_reply(fake_url))
+        for path in args.paths:
+            warm = users_create(run.prefix(layer, "warm"), args.warmup_streams)
+            users = users_create(run.prefix(layer, "burst"), args.burst_senders)
+            with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-burst-{path}") as site:
+                done = asyncio.run(warm_up(site, warm, args.phase_timeout))
+                load = quiet_machine(args.wait_idle)
+                counts = f"{len(users)} at once x {len(pieces)} chunks"
+                log(f"{layer}: burst {path}, {counts} (warm-up {done} ok; load {load})")
+                meter = OthersMeter()
+                result = asyncio.run(burst_run(site, users, pieces, path, args))
+                load.update(others_during(meter))
+            out[path] = {**result, "machine": load}
+    return out
 
 
 def phase_memory(run: Run, layer: str) -> dict:
@@ -1194,63 +1515,102 @@ def phase_memory(run: Run, layer: str) -> dict:
     with fake_upstream(run.scratch, chunks=args.memory_chunks, interval=args.memory_interval) as fake_url:
         with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-memory") as site:
             load = quiet_machine(args.wait_idle)
-            log(f"{layer}: memory, {len(users)} open streams (load {load})")
+            log(f"{layer}: memory, {len(users)} open streams on each path (load {load})")
             meter = OthersMeter()
             result = asyncio.run(memory_run(site, warm, users, args))
             load.update(others_during(meter))
     return {**result, "machine": load}
 
 
-def summary_table(results: dict) -> str:
-    rows = [("figure", "budget", *results["layers"].keys())]
+def _dig(node, path: tuple[str, ...]):
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
 
+
+def _load_of(machine: dict | None) -> str:
+    """Other processes' cores during a measurement, and the load average before it."""
+    if not machine:
+        return "-"
+    return f"{machine.get('others_busy_cores_during', '-')} / {machine.get('loadavg', ['-'])[0]}"
+
+
+def summary_table(results: dict) -> str:
+    """Every budget figure, per layer and path, with the machine's load while it was measured."""
+    budget = results["budget"]
+    header = ("figure", "budget")
+    columns = [(layer, path) for layer in results["layers"] for path in PATHS]
+    rows = [(*header, *(f"{layer} {path}" for layer, path in columns))]
+
+    def p50p95(node: dict) -> str:
+        return f"{node['p50']} / {node['p95']}"
+
+    def pair(first: str, second: str, extra: str = "") -> Callable[[dict], str]:
+        return lambda node: f"{node.get(first)} / {node.get(second)}" + extra.format(**node)
+
+    backends_threads = pair("pg_backends", "threads")
     lines = [
-        ("direct TTFT p50 / p95 (ms)", "", ("ttft", "direct_ms"), "p50p95"),
-        ("site TTFT p50 / p95 (ms)", "", ("ttft", "site_ms"), "p50p95"),
-        ("added TTFT p50 / p95 (ms)", "<= 5 p50", ("ttft", "added_ms"), "p50p95"),
-        ("CPU/chunk, steady window (us)", "<= 50", ("paced", "steady", "cpu_us_per_chunk"), "{}"),
-        ("CPU/chunk, all-in (us)", "", ("paced", "cpu_us_per_chunk_all_in"), "{}"),
-        ("CPU per message, sequential (ms)", "", ("ttft", "site_cpu_ms_per_message"), "{}"),
-        ("CPU before window / stream (ms)", "", ("paced", "steady", "setup_cpu_ms_per_stream"), "{}"),
-        ("steady chunks/s relayed (of)", "", ("paced", "steady"), "rate"),
-        ("steady daphne CPU (cores)", "", ("paced", "steady", "site_cpu_busy"), "{}"),
-        ("chunks per frame (coalescing)", "", ("paced", "steady", "chunks_per_frame"), "{}"),
-        ("setup wall / steady window (s)", "", ("paced",), "wall"),
-        ("paced stream errors", "0", ("paced", "errors"), "count"),
-        ("peak PG backends / threads", "", ("paced", "site_peak"), "peaks"),
-        ("KB per open stream", "<= 64", ("memory", "kb_per_stream"), "{}"),
-        ("  of which reply / watcher (KB)", "", ("memory",), "split"),
-        ("open streams measured", "2000", ("memory", "streams"), "{}"),
-        ("others' cores during ttft", "", ("ttft", "machine", "others_busy_cores_during"), "{}"),
-        ("others' cores during paced", "", ("paced", "machine", "others_busy_cores_during"), "{}"),
-        ("others' cores during memory", "", ("memory", "machine", "others_busy_cores_during"), "{}"),
+        ("direct TTFT p50 / p95 (ms)", "", ("ttft", "{path}", "direct_ms"), p50p95),
+        ("site TTFT p50 / p95 (ms)", "", ("ttft", "{path}", "site_ms"), p50p95),
+        ("added TTFT p50 / p95 (ms)", "{added}", ("ttft", "{path}", "added_ms"), p50p95),
+        ("CPU per short call / message (ms)", "{cpu_call}", ("ttft", "{path}", "site_cpu_ms_per_call"), str),
+        ("  load: others' cores / loadavg", "", ("ttft", "{path}", "machine"), _load_of),
+        ("CPU/chunk, 200 paced, steady (us)", "<= 50", ("paced", "{path}", "steady", "cpu_us_per_chunk"), str),
+        ("CPU/chunk, all-in (us)", "", ("paced", "{path}", "cpu_us_per_chunk_all_in"), str),
+        (
+            "steady chunks/s relayed / sent",
+            "",
+            ("paced", "{path}", "steady"),
+            pair("chunks_per_s", "upstream_chunks_per_s"),
+        ),
+        ("steady daphne CPU (cores)", "", ("paced", "{path}", "steady", "site_cpu_busy"), str),
+        ("chunks per frame", "", ("paced", "{path}", "steady", "chunks_per_frame"), str),
+        ("setup wall / steady window (s)", "", ("paced", "{path}", "steady"), pair("setup_wall_s", "wall_s")),
+        ("paced errors", "0", ("paced", "{path}", "errors"), lambda node: str(sum(node.values()))),
+        ("paced peak PG backends / threads", "", ("paced", "{path}", "site_peak"), backends_threads),
+        ("  load: others' cores / loadavg", "", ("paced", "{path}", "machine"), _load_of),
+        ("burst: live / complete (of)", "all", ("burst", "{path}"), pair("saw_it_live", "complete", " ({senders})")),
+        ("burst: POST p50 / p95 (ms)", "", ("burst", "{path}", "post_ms"), p50p95),
+        ("burst: first token p50 / p95 (ms)", "", ("burst", "{path}", "first_token_after_send_ms"), p50p95),
+        ("burst: reply ends, p50 / max (s)", "", ("burst", "{path}", "end_after_send_s"), pair("p50", "max")),
+        ("burst: ideal reply (s)", "", ("burst", "{path}", "ideal_stream_s"), str),
+        ("  load: others' cores / loadavg", "", ("burst", "{path}", "machine"), _load_of),
+        ("KB per open stream", "<= 64", ("memory", "{kb}"), str),
+        ("streams open at once", "2000", ("memory", "{open}"), str),
+        ("PG backends / threads: baseline", "", ("memory", "baseline"), backends_threads),
+        ("PG backends / threads: all open", "+0 / +0", ("memory", "{step}"), backends_threads),
+        ("PG backends / threads: peak", "", ("memory", "site_peak"), backends_threads),
+        ("RSS baseline / open / closed (MB)", "closed = base", ("memory",), "rss"),
+        ("  load: others' cores / loadavg", "", ("memory", "machine"), _load_of),
     ]
-    for label, budget, path, fmt in lines:
+    per_path = {
+        "web": {"kb": "kb_per_stream", "open": "watchers_open", "step": "web_watching"},
+        "v1": {"kb": "kb_per_v1_stream", "open": "v1_streams_open", "step": "v1_open"},
+    }
+    for label, budget_cell, template, fmt in lines:
         cells = []
-        for layer in results["layers"].values():
-            node = layer
-            for key in path:
-                node = node.get(key) if isinstance(node, dict) else None
+        for layer, path in columns:
+            names = {"path": path, **per_path[path]}
+            node = _dig(results["layers"][layer], tuple(key.format(**names) for key in template))
             if node is None:
                 cells.append("-")
-            elif fmt == "p50p95":
-                cells.append(f"{node['p50']} / {node['p95']}")
-            elif fmt == "count":
-                cells.append(str(sum(node.values())))
-            elif fmt == "wall":
-                steady = node.get("steady") or {}
-                cells.append(f"{steady.get('setup_wall_s', '-')} / {steady.get('wall_s', '-')}")
-            elif fmt == "rate":
-                cells.append(f"{node['chunks_per_s']} ({node['upstream_chunks_per_s']})")
-            elif fmt == "peaks":
-                cells.append(f"{node.get('pg_backends', '-')} / {node.get('threads', '-')}")
-            elif fmt == "split":
-                cells.append(f"{node.get('kb_per_reply_generating', '-')} / {node.get('kb_per_watcher', '-')}")
+            elif fmt == "rss":
+                mb = [_dig(node, (step, "rss_kb")) for step in ("baseline", *_rss_steps(path))]
+                cells.append(" / ".join("-" if kb is None else f"{kb / 1024:.0f}" for kb in mb))
             else:
-                cells.append(fmt.format(node))
-        rows.append((label, budget, *cells))
+                cells.append(fmt(node))
+        budget_text = budget_cell.format(
+            added=f"v1 <= {budget['added_ttft_p50_ms']['v1']:g}, web <= {budget['added_ttft_p50_ms']['web']:g}",
+            cpu_call=f"v1 <= {budget['cpu_ms_per_call']['v1']:g}, web <= {budget['cpu_ms_per_call']['web']:g}",
+        )
+        rows.append((label, budget_text, *cells))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+
+
+def _rss_steps(path: str) -> tuple[str, str]:
+    """The memory phase's steps with all of a path's streams open, then closed."""
+    return ("web_watching", "web_closed") if path == "web" else ("v1_open", "v1_closed")
 
 
 def git_revision(revision: str | None) -> str:
@@ -1277,10 +1637,11 @@ def source_snapshot(revision: str, into: Path) -> Path:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", default=",".join(LAYERS), help="channel layers to run: redis,memory")
-    parser.add_argument("--phases", default=",".join(PHASES), help="phases to run: ttft,paced,memory")
+    parser.add_argument("--phases", default=",".join(PHASES), help="phases to run: ttft,paced,burst,memory")
+    parser.add_argument("--paths", default=",".join(PATHS), help="paths to measure: web,v1")
     parser.add_argument("--quick", action="store_true", help="small counts, to check the bench itself")
-    parser.add_argument("--profile", action="store_true", help="also run the paced load once under py-spy")
-    parser.add_argument("--profile-only", action="store_true", help="only the py-spy run of the paced load")
+    parser.add_argument("--profile", action="store_true", help="also run the TTFT loop and paced load under py-spy")
+    parser.add_argument("--profile-only", action="store_true", help="only the py-spy runs")
     parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--ttft-samples", type=int, default=200)
@@ -1296,15 +1657,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--paced-window", type=float, default=15, help="seconds of steady window at most")
     parser.add_argument("--paced-interval", type=float, default=0.02)
     parser.add_argument("--paced-first-delay", type=float, default=0.5, help="seconds before the first chunk")
-    parser.add_argument(
-        "--memory-streams", type=int, default=1000, help="the budget names 2,000; see README for why 1,000 by default"
-    )
+    parser.add_argument("--burst-senders", type=int, default=200, help="users who start a reply at once")
+    parser.add_argument("--burst-chunks", type=int, default=200, help="chunks per burst reply (x --paced-interval)")
+    parser.add_argument("--memory-streams", type=int, default=2000, help="streams open at once, on each path")
     parser.add_argument("--memory-chunks", type=int, default=1000)
     parser.add_argument(
         "--memory-interval", type=float, default=9.5, help="seconds between chunks: under the 10 s SSE keep-alive"
     )
     parser.add_argument("--memory-settle", type=float, default=4.0, help="seconds before RSS is read")
-    parser.add_argument("--memory-setup-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--memory-setup-concurrency", type=int, default=8, help="streams being set up at once (below the DB pool)"
+    )
+    parser.add_argument("--memory-max-errors", type=int, default=50, help="failures after which a step stops")
     parser.add_argument(
         "--pg-max-connections", type=int, help="of the throwaway PostgreSQL; default: room for 2 per stream"
     )
@@ -1314,17 +1678,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--revision", help="run the site from this commit (a snapshot) instead of the work tree, e.g. HEAD"
     )
+    parser.add_argument(
+        "--site-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the site, e.g. DB_POOL_MAX_SIZE=250 (repeatable); the run records it",
+    )
     parser.add_argument("--output", type=Path, help="JSON file (default bench/results/stream-<time>.json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.ttft_samples, args.ttft_warmup = 20, 5
         args.paced_streams, args.warmup_streams, args.paced_chunks, args.paced_window = 20, 5, 300, 3
+        args.burst_senders, args.burst_chunks = 20, 100
         args.memory_streams = 50
         args.wait_idle = 5
+        args.phase_timeout, args.memory_timeout = 120, 300
     if args.profile and not (BIN / "py-spy").exists():
         parser.error(f"--profile needs py-spy: {BIN / 'pip'} install py-spy")
     args.layers = [x for x in args.layers.split(",") if x]
     args.phases = [x for x in args.phases.split(",") if x]
+    args.paths = [x for x in args.paths.split(",") if x]
+    if any("=" not in item for item in args.site_env):
+        parser.error("--site-env takes NAME=VALUE")
+    args.site_env = dict(item.split("=", 1) for item in args.site_env)
     if args.profile_only:
         args.phases, args.profile = [], True
     for layer in args.layers:
@@ -1333,6 +1710,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for phase in args.phases:
         if phase not in PHASES:
             parser.error(f"unknown phase {phase!r}")
+    for path in args.paths:
+        if path not in PATHS:
+            parser.error(f"unknown path {path!r}")
     return args
 
 
@@ -1341,7 +1721,8 @@ def main(argv: list[str] | None = None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))
     os.chmod(scratch, 0o755)
     postgres = redis = None
-    # Each open stream holds PostgreSQL connections (see README); leave room for all of them.
+    # Old main held a PostgreSQL connection per open stream: leave room for that, so that a
+    # regression shows as a count of backends rather than as errors.
     most = max(args.paced_streams, args.memory_streams if "memory" in args.phases else 0) + args.warmup_streams
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -1383,7 +1764,7 @@ def main(argv: list[str] | None = None) -> None:
         for layer in args.layers:
             figures: dict = {}
             results["layers"][layer] = figures
-            steps = [("ttft", phase_ttft), ("paced", phase_paced), ("memory", phase_memory)]
+            steps = [("ttft", phase_ttft), ("paced", phase_paced), ("burst", phase_burst), ("memory", phase_memory)]
             for name, phase in steps:
                 if name in args.phases:
                     figures[name] = phase(run, layer)
@@ -1395,8 +1776,9 @@ def main(argv: list[str] | None = None) -> None:
         print(summary_table(results))
         for layer, figures in results["layers"].items():
             for name in ("ttft_profiled", "paced_profiled"):
-                if "profile" in figures.get(name, {}):
-                    print_profile(layer, figures[name])
+                for path, profiled in figures.get(name, {}).items():
+                    if isinstance(profiled, dict) and "profile" in profiled:
+                        print_profile(f"{layer} {path}", profiled)
         print(f"\nwritten to {output}")
     finally:
         with contextlib.suppress(Exception):
@@ -1411,7 +1793,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def print_profile(layer: str, profiled: dict) -> None:
-    for window in ("message", "relay", "setup"):
+    for window in ("call", "relay", "setup"):
         profile = profiled["profile"].get(window, {})
         if not profile.get("samples"):
             continue
@@ -1421,7 +1803,7 @@ def print_profile(layer: str, profiled: dict) -> None:
             f" ({profile['truncated_share'] * 100:.0f}% with truncated stacks),"
             f" {profile[f'cpu_us_per_{unit}']} us of CPU per {unit}"
         )
-        for kind in ("by_activity", "self_by_package", "self", "inclusive"):
+        for kind in ("by_activity", "self_by_package", "self", "inclusive", "ours"):
             print(f"  {kind}:")
             for row in profile[kind][:12]:
                 print(f"    {row['share'] * 100:5.1f}%  {row[f'us_per_{unit}']:8.1f} us/{unit}  {row['frame']}")
