@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 # How often a streaming reply touches its row when no text arrives, so that
 # the sweep can tell a slow upstream from a dead process.
 HEARTBEAT_INTERVAL = 5.0
+FANOUT_DOWN_TEXT = (
+    "The site cannot reach its message service (Redis) right now, so nothing was sent. Try again shortly."
+)
 INTERNAL_ERROR_TEXT = "Something broke on our side while writing this reply. The text so far is kept."
 
 
@@ -67,13 +70,20 @@ class ReplyGeneration:
             self.relay_task.cancel()
 
     async def run(self) -> None:
+        """Generate the reply; whatever happens, its call is settled and its outcome stored with it."""
         self.call.on_settle = self._record
         try:
-            try:
-                await self.broadcast.open()
-            finally:
-                self.ready.set()
             async with self.call:
+                try:
+                    await self.broadcast.open()
+                except Exception as error:
+                    logger.warning("reply %s cannot be broadcast: %r", self.plan.reply_id, error)
+                    self.outcome = ReplyOutcome(
+                        status=Message.Status.ERROR, error_code="fanout_unavailable", error_text=FANOUT_DOWN_TEXT
+                    )
+                    return
+                finally:
+                    self.ready.set()
                 if self.stop_reason is None:
                     self.relay_task = asyncio.create_task(self._relay())
                     self.outcome = await self.relay_task
@@ -82,7 +92,10 @@ class ReplyGeneration:
         except Exception:
             logger.exception("reply %s failed unexpectedly", self.plan.reply_id)
         finally:
-            await self.broadcast.close()
+            try:
+                await self.broadcast.close()
+            except Exception as error:  # watchers fall back to the stored reply
+                logger.warning("reply %s: its end could not be broadcast: %r", self.plan.reply_id, error)
 
     def _record(self, charge) -> None:
         """Store the outcome with the call's charge (called inside the settling transaction)."""

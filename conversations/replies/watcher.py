@@ -47,8 +47,9 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
         while status in Message.LIVE_STATUSES:
             changed = reply.changed  # taken first: a frame that comes while we write is not missed
             if len(reply.shown) > have:
-                yield sse_delta(reply.shown[have:], len(reply.shown))
-                have = len(reply.shown)
+                # Taken before the yield: more text may come while the client reads this piece.
+                piece, have = reply.shown[have:], len(reply.shown)
+                yield sse_delta(piece, have)
             if reply.ended:
                 status = await db_step(_reply_status, reply_id)
                 break
