@@ -256,20 +256,26 @@ class ReplyRunner:
                 generation.stop()
 
     async def shutdown(self) -> None:
-        """Stop every reply, saving each as interrupted and settling its call, then leave."""
+        """Stop every reply, saving each as interrupted and settling its call, then leave.
+
+        The server still takes requests until this ends: a reply started
+        meanwhile is stopped at once (see start), and waited for here too.
+        """
         self.shutting_down = True
-        tasks = [generation.task for generation in self.generations.values() if generation.task]
-        for generation in list(self.generations.values()):
-            generation.stop("shutdown")
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await settle_unsettled()
+        stopped = 0
+        while running := [generation for generation in self.generations.values() if not generation.task.done()]:
+            for generation in running:
+                generation.stop("shutdown")
+            await asyncio.gather(*(generation.task for generation in running), return_exceptions=True)
+            stopped += len(running)
         if self.timer is not None:
             self.timer.cancel()
         try:
+            await settle_unsettled()
             await db_step(process_leave)
-        except DatabaseError:
-            pass  # the others will find it dead
-        logger.info("reply runner stopped %d replies for shutdown", len(tasks))
+        except DatabaseError as error:
+            logger.warning("reply runner cannot reach the database to leave (the sweep of another will): %s", error)
+        logger.info("reply runner stopped %d replies for shutdown", stopped)
 
 
 _runners: dict[asyncio.AbstractEventLoop, ReplyRunner] = {}
@@ -288,7 +294,13 @@ def reply_runner() -> ReplyRunner:
 
 
 def _shutdown_with_daphne(runner: ReplyRunner) -> None:
-    """Under daphne, SIGTERM stops Twisted's reactor: have it wait for the runner to shut down first."""
+    """Under daphne, SIGTERM stops Twisted's reactor: have it wait for the runner to shut down first.
+
+    Twisted runs the "before shutdown" triggers in turn (daphne's own, which
+    cancels the requests in flight, comes first: see chatsite/asgi.py for how
+    that reaches the views), then waits for the Deferreds they return before
+    it stops listening and stops the event loop this runner lives on.
+    """
     if "twisted.internet.reactor" not in sys.modules:
         return
     from twisted.internet import defer, reactor
