@@ -158,7 +158,8 @@ def test_after_kill_9_another_process_interrupts_the_replies_and_releases_the_bu
         )
         alice_b = same_session(alice_a, site_b)
         _, refused_id = chat_start(alice_b, "One more?")
-        assert Message.objects.get(pk=refused_id).status == Message.Status.ERROR
+        refused = Message.objects.get(pk=refused_id)
+        assert (refused.status, refused.error_code) == (Message.Status.ERROR, "tokens_per_day")
         pid_a = site_pid(site_a)
 
         site_signal(site_a, signal.SIGKILL, timeout=5)
