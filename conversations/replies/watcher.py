@@ -45,10 +45,12 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
             return
         have = offset
         while status in Message.LIVE_STATUSES:
-            changed = reply.changed  # taken first: a frame that comes while we write is not missed
-            if len(reply.shown) > have:
-                yield sse_delta(reply.shown[have:], len(reply.shown))
-                have = len(reply.shown)
+            changed = reply.changed  # taken before looking: a frame that comes after is not missed
+            shown = reply.shown
+            if len(shown) > have:
+                yield sse_delta(shown[have:], len(shown))
+                have = len(shown)
+                continue  # more may have come, or the end, while the client took this
             if reply.ended:
                 status = await db_step(_reply_status, reply_id)
                 break
