@@ -126,8 +126,12 @@ class ReplyBroadcast(LiveText):
         board.broadcasts[self.reply_id] = self
 
     def publish(self, text: str) -> None:
-        """A delta. The first goes out at once; later ones wait for the next frame, whatever the load,
-        so reading the upstream never waits on watchers and a busy process sends bigger frames, not more."""
+        """A delta from the upstream: cheap, it runs per token.
+
+        The first goes out at once; later ones wait for the next frame,
+        whatever the load, so reading the upstream never waits on watchers and
+        a busy process sends bigger frames rather than more of them.
+        """
         if not text or self._closed:
             return
         self._unshown.append(text)
