@@ -982,7 +982,7 @@ ACTIVITIES = [
     ("database: reply_flush (text saved about once a second per reply)", ("reply_flush",)),
     ("database: other, in sync_to_async threads", ("_worker (concurrent/futures/thread.py)",)),
     ("upstream read + parse (llm.py, openai SDK)", ("ReplyStream.", "openai/", "httpx2/", "httpcore2/", "h11/")),
-    ("frame publish (group_send)", ("ReplyGeneration._publish_frame",)),
+    ("fan-out: frames to watchers (replies/fanout.py)", ("ReplyBroadcast", "Switchboard", "RemoteReply")),
     ("generation, other", ("ReplyGeneration",)),
     ("Redis channel layer: publish writes, subscriber reads", ("channels_redis", "redis/")),
     ("SSE watcher (reply_events)", ("reply_events",)),
