@@ -241,10 +241,12 @@ class ReplyRunner:
     async def _save_texts(self) -> None:
         """Save the text of every reply that grew (or whose heartbeat is due), in one step."""
         now = time.monotonic()
+        # Often enough that the sweep never takes a live reply with a silent upstream for a dead one.
+        heartbeat = min(HEARTBEAT_INTERVAL, settings.STREAM_STALE_AFTER / 3)
         due = {}
         for reply_id, generation in self.generations.items():
             length = len(generation.broadcast.text())
-            if length != generation.saved_length or now - generation.saved_at >= HEARTBEAT_INTERVAL:
+            if length != generation.saved_length or now - generation.saved_at >= heartbeat:
                 due[reply_id] = generation
         if not due:
             return
