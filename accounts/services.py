@@ -13,7 +13,17 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.billing.budget import QuotaExceeded, resets_in
-from accounts.models import API_KEY_PREFIX, API_KEY_SHOWN, ApiKey, AuditEntry, User, api_key_hash, day_end, local_today
+from accounts.models import (
+    API_KEY_PREFIX,
+    API_KEY_SHOWN,
+    ApiKey,
+    AuditEntry,
+    RealtimeSecret,
+    User,
+    api_key_hash,
+    day_end,
+    local_today,
+)
 
 if TYPE_CHECKING:
     from conversations.models import ChatModel
@@ -137,17 +147,28 @@ def realtime_mint_check(*, user: User, seconds: int, now: datetime | None = None
 
 def realtime_secret_record(
     *, user: User, model: ChatModel, seconds: int, expires_at: datetime, api_key: ApiKey | None = None
-) -> None:
-    """Put a client secret the upstream has minted on the user's ledger; the secret itself is never stored.
+) -> RealtimeSecret:
+    """Hold a client secret's lifetime on the user's ledger, before the upstream mints it.
 
-    The rules are checked again under the user's row lock, so parallel mints
-    are counted one after the other: one that would break a rule raises
-    QuotaExceeded, and its secret must not be handed out.
+    The rules are checked under the user's row lock, so parallel mints are
+    counted one after the other: one that would break a rule raises
+    QuotaExceeded and never reaches the upstream. The secret itself is never
+    stored. Settle with realtime_secret_minted or realtime_secret_release.
     """
     now = timezone.now()
     with transaction.atomic():
         locked = User.objects.select_for_update().get(pk=user.pk)
         realtime_mint_check(user=locked, seconds=seconds, now=now)
-        locked.realtime_secrets.create(
+        return locked.realtime_secrets.create(
             api_key=api_key, model=model, seconds=seconds, day=local_today(now), created_at=now, expires_at=expires_at
         )
+
+
+def realtime_secret_minted(*, secret: RealtimeSecret, expires_at: datetime) -> None:
+    """The upstream minted the secret held for: keep the expiry it gave."""
+    RealtimeSecret.objects.filter(pk=secret.pk).update(expires_at=expires_at)
+
+
+def realtime_secret_release(*, secret: RealtimeSecret) -> None:
+    """No secret was handed out (the upstream refused, or the caller went away): its minutes are not spent."""
+    RealtimeSecret.objects.filter(pk=secret.pk).delete()

@@ -1,3 +1,4 @@
+import asyncio
 import os
 
 from django.core.asgi import get_asgi_application
@@ -6,6 +7,47 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
+DISCONNECT = {"type": "http.disconnect"}
+
+
+class CancelAsDisconnect:
+    """Turn the cancellation of a request by the server into its client's disconnect.
+
+    On SIGTERM daphne cancels every request still running. Django's handler
+    (5.2) does not pass that on: the view's task runs on, unfinished and
+    unsettled, until the process is gone. A disconnect it does pass on: it
+    cancels the view, which settles its calls as when the client goes, and
+    daphne waits for that before it exits.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        cancelled = asyncio.get_running_loop().create_future()
+
+        async def receive_until_cancelled():
+            if cancelled.done():
+                return DISCONNECT
+            message = asyncio.ensure_future(receive())
+            try:
+                await asyncio.wait([message, cancelled], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not message.done():
+                    message.cancel()  # cancelled here, or Django stopped listening
+            return message.result() if message.done() else DISCONNECT
+
+        handler = asyncio.ensure_future(self.app(scope, receive_until_cancelled, send))
+        try:
+            return await asyncio.shield(handler)
+        except asyncio.CancelledError:
+            cancelled.set_result(None)
+            await handler
+            raise
+
+
 # Static files are served by the app itself in the embedded set-up; behind
 # nginx the /static/ prefix never reaches it (see deploy/).
-application = ASGIStaticFilesHandler(get_asgi_application())
+application = CancelAsDisconnect(ASGIStaticFilesHandler(get_asgi_application()))

@@ -9,6 +9,7 @@ user and the key.
 import asyncio
 import json
 import math
+import re
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
@@ -22,7 +23,7 @@ from accounts.billing.metered import MeteredCall
 from accounts.models import ApiKey, UsageRecord
 from accounts.ratelimits import client_ip, rate, retry_after_seconds
 from accounts.services import api_key_authenticate
-from conversations.db import db_step_to_end
+from conversations.db import db_step, db_step_to_end
 from conversations.llm import ReplyStream, UpstreamError, completion_create, stream_open, usage_from
 from conversations.models import ChatModel
 from conversations.openai_request import ChatRequest, InvalidRequest, chat_request_parse
@@ -80,18 +81,31 @@ INVALID_KEY = (
 )
 
 
-async def key_from_request(request) -> tuple[ApiKey | None, JsonResponse | None]:
-    """The site key in the Authorization header, or the 401 to answer."""
+def _bearer_secret(request) -> str:
     header = request.headers.get("Authorization", "")
-    secret = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+NO_KEY = "You didn't provide an API key: send it as 'Authorization: Bearer KEY'."
+
+
+def _key_of(request, secret: str) -> ApiKey | JsonResponse:
+    """The usable key with this secret, or the 401 to answer (sync: part of a caller's database step)."""
+    key = api_key_authenticate(secret=secret, ip=client_ip(request))
+    return key if key is not None else openai_error(401, INVALID_KEY, code="invalid_api_key")
+
+
+async def key_from_request(request) -> tuple[ApiKey | None, JsonResponse | None]:
+    """The site key in the Authorization header, or the 401 to answer.
+
+    Looked up on the process's shared worker, so the request holds no database
+    connection while it streams.
+    """
+    secret = _bearer_secret(request)
     if not secret:
-        return None, openai_error(
-            401, "You didn't provide an API key: send it as 'Authorization: Bearer KEY'.", code="invalid_api_key"
-        )
-    key = await sync_to_async(api_key_authenticate)(secret=secret, ip=client_ip(request))
-    if key is None:
-        return None, openai_error(401, INVALID_KEY, code="invalid_api_key")
-    return key, None
+        return None, openai_error(401, NO_KEY, code="invalid_api_key")
+    key = await db_step(_key_of, request, secret)
+    return (None, key) if isinstance(key, JsonResponse) else (key, None)
 
 
 def _rate_limited(request, key: ApiKey) -> JsonResponse | None:
@@ -120,8 +134,18 @@ def api_models(key: ApiKey):
     return models
 
 
-def _prepare(request, key: ApiKey, chat: ChatRequest) -> MeteredCall | JsonResponse:
-    """Check the rate limits and the model, and reserve the call's budget, in one sync step."""
+def _prepare(
+    request, secret: str, chat: ChatRequest | None, invalid: JsonResponse | None
+) -> MeteredCall | JsonResponse:
+    """Check the key, the body, the rate limits and the model, and reserve the call's budget: one database step.
+
+    A bad key is answered before a bad body, as OpenAI does.
+    """
+    key = _key_of(request, secret)
+    if isinstance(key, JsonResponse):
+        return key
+    if invalid is not None:
+        return invalid
     if limited := _rate_limited(request, key):
         return limited
     model = api_models(key).filter(model_id=chat.model).first()
@@ -173,13 +197,11 @@ async def chat_completions(request):
     """
     if request.method != "POST":
         return openai_error(405, "Use POST for /v1/chat/completions.")
-    key, error = await key_from_request(request)
-    if error:
-        return error
-    chat, error = _body_of(request)
-    if error:
-        return error
-    prepared = await db_step_to_end(_prepare, request, key, chat, on_cancel=_release_if_reserved)
+    secret = _bearer_secret(request)
+    if not secret:
+        return openai_error(401, NO_KEY, code="invalid_api_key")
+    chat, invalid = _body_of(request)
+    prepared = await db_step_to_end(_prepare, request, secret, chat, invalid, on_cancel=_release_if_reserved)
     if isinstance(prepared, JsonResponse):
         return prepared
     call = prepared
@@ -216,30 +238,35 @@ async def chat_completions(request):
 
 
 async def _relay(stream: ReplyStream, call: MeteredCall, include_usage: bool) -> AsyncIterator[bytes]:
-    """The upstream's chunks as they come, minus the usage chunk the app did not ask for.
+    """The upstream's events byte for byte as they come, minus the usage chunk the app did not ask for.
 
-    The call is settled before the app hears the end, so its record is there
-    when the app looks; if the app disconnects, closing the upstream stops the
-    tokens and what was used is settled then.
+    Only the events that carry usage, a finish reason or an error are parsed
+    (in llm.ReplyStream.raw_events). The call is settled before the app hears
+    the end, so its record is there when the app looks; if the app
+    disconnects, closing the upstream stops the tokens and what was used is
+    settled then.
     """
-    pieces: list[str] = []
     ending = b"data: [DONE]\n\n"
+    relayed = 0
     async with call:
         try:
-            async for payload, chunk in stream.chunks():
-                if choices := chunk["choices"]:
-                    delta = choices[0].get("delta") or {}
-                    pieces.append(delta.get("content") or "")
-                elif not include_usage:
+            async for event in stream.raw_events():
+                if not include_usage and USAGE_ONLY.search(event):
                     continue
-                yield b"data: " + payload.encode() + b"\n\n"
+                relayed += 1
+                yield event
         except UpstreamError as failure:
             ending = _stream_error_event(failure)
         finally:
             await stream.close()
             call.usage, call.finish_reason = stream.usage, stream.finish_reason or ""
-            call.completion_text = "".join(pieces)
+            # Without usage (a stream cut short), the text is not at hand: OpenAI streams about a token an event.
+            call.completion_estimate = relayed
     yield ending
+
+
+# The last chunk when usage is asked for: no choices, only usage. We always ask, to bill every call.
+USAGE_ONLY = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 
 
 async def models_list(request):

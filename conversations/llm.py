@@ -98,7 +98,8 @@ class ReplyStream:
         """Each chunk as the upstream sent it (its JSON text) and parsed, until [DONE]."""
         async for _, data in self._events():
             if data is not None:
-                yield data.decode(), self._take(data)
+                text = data.decode()
+                yield text, self._take(text)
 
     async def deltas(self) -> AsyncIterator[str]:
         """The reply's text, piece by piece."""
@@ -130,15 +131,16 @@ class ReplyStream:
                     if (newline := pending.find(b"\n")) < 0:
                         continue
                     separator = b"\r\n\r\n" if pending[newline - 1 : newline] == b"\r" else b"\n\n"
-                *events, pending = pending.split(separator)
-                for event in events:
-                    if not event:
-                        continue
+                start = 0
+                while (end := pending.find(separator, start)) >= 0:
+                    event, start = pending[start : end + len(separator)], end + len(separator)
                     data = _data_of(event)
                     if data == b"[DONE]":
                         saw_done = True
                         break
-                    yield event + separator, data
+                    if event != separator:
+                        yield event, data
+                pending = pending[start:]
         except httpx2.TimeoutException:
             raise UpstreamError(
                 "timeout",
@@ -154,7 +156,7 @@ class ReplyStream:
                 "The model provider ended the reply without confirming it was finished; it may be incomplete.",
             )
 
-    def _take(self, data: bytes) -> dict:
+    def _take(self, data: bytes | str) -> dict:
         """The chunk parsed, its usage and finish reason kept; an error event raised as UpstreamError."""
         try:
             chunk = json.loads(data)
@@ -177,7 +179,7 @@ class ReplyStream:
 
 def _data_of(event: bytes) -> bytes | None:
     """An SSE event's data, or None when it has none (a comment such as ": keep-alive")."""
-    if event.startswith(b"data:") and b"\n" not in event:  # one data line: nearly every event
+    if event.startswith(b"data:") and event.find(b"\n") >= len(event) - 4:  # one data line: nearly every event
         return event[5:].strip()
     lines = [line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")]
     return b"\n".join(lines) if lines else None

@@ -8,33 +8,34 @@ the secret on. The app then talks to the provider directly with it. Neither the
 secret nor the provider key is ever logged.
 """
 
+import asyncio
 import json
-import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
 from django.utils import timezone
-from django_ratelimit.core import get_usage, is_ratelimited
+from django_ratelimit.core import is_ratelimited
 
 from accounts.billing.budget import QuotaExceeded
-from accounts.models import ApiKey, User
+from accounts.models import ApiKey, RealtimeSecret, User
 from accounts.ratelimits import rate, retry_after_seconds
-from accounts.services import REALTIME_MINT_INTERVAL, realtime_mint_check, realtime_secret_record
+from accounts.services import (
+    realtime_secret_minted,
+    realtime_secret_record,
+    realtime_secret_release,
+)
 from conversations.api import UPSTREAM_ERRORS, key_from_request, openai_error
+from conversations.db import db_step, db_step_to_end
 from conversations.llm import UpstreamError, client_secret_create
 from conversations.models import ChatModel
 from conversations.openai_request import InvalidRequest
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_SECONDS = 120
 MIN_SECONDS, MAX_SECONDS = 10, 7200
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
-TOO_SOON = f"Only one realtime client secret every {REALTIME_MINT_INTERVAL} seconds: wait a moment and try again."
 # Everything else (tools, audio input, tracing, ...) stays the site's to decide: an app
 # holding a secret could otherwise run sessions the site never agreed to.
 ALLOWED = "expires_after.seconds, session.type, session.model, session.instructions and session.audio.output.voice"
@@ -144,10 +145,10 @@ def _refusal(exceeded: QuotaExceeded) -> JsonResponse:
     return openai_error(429, exceeded.user_message, type="insufficient_quota", code="insufficient_quota")
 
 
-def _mint_allowed(request, user: User, key: ApiKey | None, mint: MintRequest):
-    """The limits and the model, in one sync step: (the model, None) or (None, the refusal)."""
+def _mint_reserve(request, user: User, key: ApiKey | None, mint: MintRequest) -> RealtimeSecret | JsonResponse:
+    """The rate limit, the model and the user's minutes, then the secret's lifetime held: one database step."""
     if is_ratelimited(request, group="api-ip", key="ip", rate=rate("RATELIMIT_API_IP"), increment=True):
-        return None, openai_error(
+        return openai_error(
             429,
             f"Rate limit reached for this site ({settings.RATELIMIT_API_IP}). Try again shortly.",
             type="requests",
@@ -156,27 +157,24 @@ def _mint_allowed(request, user: User, key: ApiKey | None, mint: MintRequest):
         )
     model = realtime_models(user, key).filter(model_id=mint.model).first()
     if model is None:
-        return None, openai_error(
+        return openai_error(
             404,
             f"The model `{mint.model}` does not exist, is not a realtime model, or you do not have access to it.",
             code="model_not_found",
             param="session.model",
         )
     try:
-        realtime_mint_check(user=user, seconds=mint.seconds)
+        return realtime_secret_record(
+            user=user, api_key=key, model=model, seconds=mint.seconds,
+            expires_at=timezone.now() + timedelta(seconds=mint.seconds),
+        )  # fmt: skip
     except QuotaExceeded as exceeded:
-        return None, _refusal(exceeded)
-    # The ledger holds a user to the interval exactly but only knows finished mints;
-    # this counter stops a burst of parallel requests before it reaches the upstream.
-    usage = get_usage(
-        request, group="realtime-mint", key=lambda group, request: f"user:{user.pk}",
-        rate=f"1/{REALTIME_MINT_INTERVAL}s", increment=True,
-    )  # fmt: skip
-    if usage["should_limit"]:
-        return None, openai_error(
-            429, TOO_SOON, type="requests", code="rate_limit_exceeded", retry_after=usage["time_left"]
-        )
-    return model, None
+        return _refusal(exceeded)
+
+
+async def _release_if_held(held: RealtimeSecret | JsonResponse) -> None:
+    if isinstance(held, RealtimeSecret):
+        await db_step(realtime_secret_release, secret=held)
 
 
 def _upstream_error(error: UpstreamError) -> JsonResponse:
@@ -199,22 +197,21 @@ async def client_secrets(request):
         mint = mint_request_parse(body)
     except InvalidRequest as invalid:
         return openai_error(400, invalid.message, param=invalid.param, code=invalid.code)
-    model, error = await sync_to_async(_mint_allowed)(request, user, key, mint)
-    if error:
-        return error
+    # Reserve, mint, settle: the lifetime is held before the upstream is asked, and let go
+    # if no secret reaches the caller, whatever stops it (a refusal, a client that went away).
+    held = await db_step_to_end(_mint_reserve, request, user, key, mint, on_cancel=_release_if_held)
+    if isinstance(held, JsonResponse):
+        return held
     try:
         answer = await client_secret_create(mint.upstream_body())
+        await db_step(realtime_secret_minted, secret=held, expires_at=datetime.fromtimestamp(answer["expires_at"], UTC))
     except UpstreamError as failure:
+        await _release_if_held(held)
         return _upstream_error(failure)
-    try:
-        expires_at = datetime.fromtimestamp(answer["expires_at"], UTC)
-        await sync_to_async(realtime_secret_record)(
-            user=user, api_key=key, model=model, seconds=mint.seconds, expires_at=expires_at
-        )
-    except QuotaExceeded as exceeded:
-        # A parallel request got there first. The secret expires unused; it costs nothing.
-        logger.info("realtime client secret for user %s minted but withheld: %s", user.pk, exceeded.code)
-        return _refusal(exceeded)
+    except BaseException:
+        await asyncio.shield(_release_if_held(held))
+        raise
+    model = held.model
     response = JsonResponse(
         {
             "value": answer["value"],

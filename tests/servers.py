@@ -134,6 +134,17 @@ def site_server(env: dict[str, str]) -> Iterator[str]:
             del _site_processes[base_url]
 
 
+def site_pid(base_url: str) -> int:
+    return _site_processes[base_url].pid
+
+
+def site_signal(base_url: str, signum: int, *, timeout: float) -> int:
+    """Send the site server at base_url a signal and wait for it to exit (TimeoutExpired if it does not); its status."""
+    process = _site_processes[base_url]
+    process.send_signal(signum)
+    return process.wait(timeout=timeout)
+
+
 def site_rss_kb(base_url: str) -> int:
     """Resident memory of the site server at base_url, in KiB."""
     status = Path(f"/proc/{_site_processes[base_url].pid}/status").read_text()

@@ -92,6 +92,8 @@ class MeteredCall:
         self.reached_upstream = False
         self.usage: Usage | None = None
         self.completion_text = ""
+        # Where the caller relays text without reading it: tokens it counted some other way.
+        self.completion_estimate: int | None = None
         self.finish_reason = ""
         self.started = time.monotonic()
         self.first_token_at: float | None = None
@@ -161,7 +163,10 @@ class MeteredCall:
                 False,
             )
         elif self.reached_upstream:
-            prompt, completion, cached, estimated = self.prompt_estimate, estimate_tokens(self.completion_text), 0, True
+            completion = self.completion_estimate
+            if completion is None:
+                completion = estimate_tokens(self.completion_text)
+            prompt, cached, estimated = self.prompt_estimate, 0, True
         else:
             prompt, completion, cached, estimated = 0, 0, 0, False
         cost = self.prices.cost(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)

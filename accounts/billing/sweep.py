@@ -13,14 +13,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.billing.budget import budget_settle
+from accounts.billing.processes import PROCESS_NAME
 from accounts.models import Reservation, ServerProcess
 
 
 def reservations_of_dead_processes():
-    """Reservations whose process stopped beating (or never beat, long enough after making them)."""
+    """Reservations whose process stopped beating (or never beat, long enough after making them).
+
+    A process never judges itself dead: its calls are in flight as long as it runs.
+    """
     cutoff = timezone.now() - timedelta(seconds=settings.STREAM_STALE_AFTER)
     alive = ServerProcess.objects.filter(seen_at__gte=cutoff).values("name")
-    return Reservation.objects.exclude(owner="").exclude(owner__in=alive).filter(created_at__lt=cutoff)
+    return (
+        Reservation.objects.exclude(owner__in=("", PROCESS_NAME)).exclude(owner__in=alive).filter(created_at__lt=cutoff)
+    )
 
 
 def reservation_settle(reservation: Reservation, *, prompt_tokens: int, completion_tokens: int, message=None):
@@ -50,5 +56,7 @@ def orphan_calls_settle() -> int:
                 continue  # settled meanwhile, or another sweep has it
             reservation_settle(reservation, prompt_tokens=reservation.prompt_estimate, completion_tokens=0)
             settled += 1
-    ServerProcess.objects.filter(seen_at__lt=timezone.now() - timedelta(seconds=settings.STREAM_STALE_AFTER)).delete()
+    ServerProcess.objects.filter(seen_at__lt=timezone.now() - timedelta(seconds=settings.STREAM_STALE_AFTER)).exclude(
+        name=PROCESS_NAME
+    ).delete()
     return settled

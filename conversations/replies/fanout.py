@@ -26,7 +26,6 @@ nothing at all falls back to the reply's status in the database.
 import asyncio
 import heapq
 import logging
-import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -127,8 +126,12 @@ class ReplyBroadcast(LiveText):
         board.broadcasts[self.reply_id] = self
 
     def publish(self, text: str) -> None:
-        """A delta. The first goes out at once; later ones wait for the next frame, whatever the load,
-        so reading the upstream never waits on watchers and a busy process sends bigger frames, not more."""
+        """A delta from the upstream: cheap, it runs per token.
+
+        The first goes out at once; later ones wait for the next frame,
+        whatever the load, so reading the upstream never waits on watchers and
+        a busy process sends bigger frames rather than more of them.
+        """
         if not text or self._closed:
             return
         self._unshown.append(text)
@@ -309,7 +312,7 @@ class Switchboard:
 
 
 # One switchboard per event loop (a server has one; tests start a loop per test) and channel layer.
-_boards: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Switchboard]" = weakref.WeakKeyDictionary()
+_boards: dict[asyncio.AbstractEventLoop, Switchboard] = {}
 
 
 async def switchboard() -> Switchboard:
@@ -320,6 +323,8 @@ async def switchboard() -> Switchboard:
     if board is None or board.layer is not layer or board.failed:
         if board is not None:
             board.stop()
+        for closed in [other for other in _boards if other.is_closed()]:
+            del _boards[closed]
         board = _boards[loop] = Switchboard(layer)
         board.ready = loop.create_task(board.start())
     # Shielded: a watcher that leaves while it starts must not cancel the start for everyone else.

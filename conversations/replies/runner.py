@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 # How often a streaming reply touches its row when no text arrives, so that
 # the sweep can tell a slow upstream from a dead process.
 HEARTBEAT_INTERVAL = 5.0
+FANOUT_DOWN_TEXT = (
+    "The site cannot reach its message service (Redis) right now, so nothing was sent. Try again shortly."
+)
 INTERNAL_ERROR_TEXT = "Something broke on our side while writing this reply. The text so far is kept."
 
 
@@ -67,13 +70,20 @@ class ReplyGeneration:
             self.relay_task.cancel()
 
     async def run(self) -> None:
+        """Generate the reply; whatever happens, its call is settled and its outcome stored with it."""
         self.call.on_settle = self._record
         try:
-            try:
-                await self.broadcast.open()
-            finally:
-                self.ready.set()
             async with self.call:
+                try:
+                    await self.broadcast.open()
+                except Exception as error:
+                    logger.warning("reply %s cannot be broadcast: %r", self.plan.reply_id, error)
+                    self.outcome = ReplyOutcome(
+                        status=Message.Status.ERROR, error_code="fanout_unavailable", error_text=FANOUT_DOWN_TEXT
+                    )
+                    return
+                finally:
+                    self.ready.set()
                 if self.stop_reason is None:
                     self.relay_task = asyncio.create_task(self._relay())
                     self.outcome = await self.relay_task
@@ -82,7 +92,10 @@ class ReplyGeneration:
         except Exception:
             logger.exception("reply %s failed unexpectedly", self.plan.reply_id)
         finally:
-            await self.broadcast.close()
+            try:
+                await self.broadcast.close()
+            except Exception as error:  # watchers fall back to the stored reply
+                logger.warning("reply %s: its end could not be broadcast: %r", self.plan.reply_id, error)
 
     def _record(self, charge) -> None:
         """Store the outcome with the call's charge (called inside the settling transaction)."""
@@ -228,10 +241,12 @@ class ReplyRunner:
     async def _save_texts(self) -> None:
         """Save the text of every reply that grew (or whose heartbeat is due), in one step."""
         now = time.monotonic()
+        # Often enough that the sweep never takes a live reply with a silent upstream for a dead one.
+        heartbeat = min(HEARTBEAT_INTERVAL, settings.STREAM_STALE_AFTER / 3)
         due = {}
         for reply_id, generation in self.generations.items():
             length = len(generation.broadcast.text())
-            if length != generation.saved_length or now - generation.saved_at >= HEARTBEAT_INTERVAL:
+            if length != generation.saved_length or now - generation.saved_at >= heartbeat:
                 due[reply_id] = generation
         if not due:
             return
@@ -243,20 +258,26 @@ class ReplyRunner:
                 generation.stop()
 
     async def shutdown(self) -> None:
-        """Stop every reply, saving each as interrupted and settling its call, then leave."""
+        """Stop every reply, saving each as interrupted and settling its call, then leave.
+
+        The server still takes requests until this ends: a reply started
+        meanwhile is stopped at once (see start), and waited for here too.
+        """
         self.shutting_down = True
-        tasks = [generation.task for generation in self.generations.values() if generation.task]
-        for generation in list(self.generations.values()):
-            generation.stop("shutdown")
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await settle_unsettled()
+        stopped = 0
+        while running := [generation for generation in self.generations.values() if not generation.task.done()]:
+            for generation in running:
+                generation.stop("shutdown")
+            await asyncio.gather(*(generation.task for generation in running), return_exceptions=True)
+            stopped += len(running)
         if self.timer is not None:
             self.timer.cancel()
         try:
+            await settle_unsettled()
             await db_step(process_leave)
-        except DatabaseError:
-            pass  # the others will find it dead
-        logger.info("reply runner stopped %d replies for shutdown", len(tasks))
+        except DatabaseError as error:
+            logger.warning("reply runner cannot reach the database to leave (the sweep of another will): %s", error)
+        logger.info("reply runner stopped %d replies for shutdown", stopped)
 
 
 _runners: dict[asyncio.AbstractEventLoop, ReplyRunner] = {}
@@ -275,7 +296,13 @@ def reply_runner() -> ReplyRunner:
 
 
 def _shutdown_with_daphne(runner: ReplyRunner) -> None:
-    """Under daphne, SIGTERM stops Twisted's reactor: have it wait for the runner to shut down first."""
+    """Under daphne, SIGTERM stops Twisted's reactor: have it wait for the runner to shut down first.
+
+    Twisted runs the "before shutdown" triggers in turn (daphne's own, which
+    cancels the requests in flight, comes first: see chatsite/asgi.py for how
+    that reaches the views), then waits for the Deferreds they return before
+    it stops listening and stops the event loop this runner lives on.
+    """
     if "twisted.internet.reactor" not in sys.modules:
         return
     from twisted.internet import defer, reactor

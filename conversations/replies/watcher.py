@@ -39,16 +39,21 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
     """SSE bytes for a reply, starting after `offset` characters the browser already shows."""
     async with fanout.reply_watch(reply_id) as reply:
         yield RETRY_PREAMBLE
-        # Read after finding the reply: one generated here cannot end unseen in between.
-        status = await db_step(_reply_status, reply_id)
-        if status is None:
-            return
+        if reply.remote or reply.ended:
+            # Read after looking for the reply here: one generated here cannot end unseen in between.
+            status = await db_step(_reply_status, reply_id)
+            if status is None:
+                return
+        else:
+            status = Message.Status.STREAMING  # generated here and still going: no need to ask the database
         have = offset
         while status in Message.LIVE_STATUSES:
-            changed = reply.changed  # taken first: a frame that comes while we write is not missed
-            if len(reply.shown) > have:
-                yield sse_delta(reply.shown[have:], len(reply.shown))
-                have = len(reply.shown)
+            changed = reply.changed  # taken before looking: a frame that comes after is not missed
+            shown = reply.shown
+            if len(shown) > have:
+                yield sse_delta(shown[have:], len(shown))
+                have = len(shown)
+                continue  # more may have come, or the end, while the client took this
             if reply.ended:
                 status = await db_step(_reply_status, reply_id)
                 break

@@ -72,3 +72,27 @@ async def test_watchers_in_the_generating_process_send_nothing_through_the_layer
     assert seen + rest == text == reply.content == "".join(words)
     assert status == whole_status == "complete"
     assert counting_layer.sent == []
+
+
+async def test_a_watcher_that_falls_behind_gets_the_rest_in_one_piece(alice_async, upstream):
+    words = [f"bit{i} " for i in range(40)]
+    upstream.script(Reply(chunks=words, first_delay=0.1, delay=0.02))
+    await alice_async.post("/c/new/messages/", {"text": "Go"})
+    reply = await Message.objects.filter(role=Message.Role.ASSISTANT).alast()
+    response = await alice_async.get(f"/c/{reply.conversation_id}/messages/{reply.pk}/stream/")
+    stream = aiter(response.streaming_content)
+    while not (first := [json.loads(data) for event, data, _ in parse_sse(await anext(stream)) if event == "delta"]):
+        pass
+
+    # The client reads nothing more until the whole reply is written.
+    for _ in range(200):
+        await reply.arefresh_from_db()
+        if not reply.is_live:
+            break
+        await asyncio.sleep(0.05)
+    events = parse_sse(b"".join([chunk async for chunk in stream]))
+
+    rest = [json.loads(data) for event, data, _ in events if event == "delta"]
+    assert "".join(first + rest) == "".join(words) == reply.content
+    assert len(rest) == 1  # what it missed comes as one piece, not frame by frame
+    assert events[-1][:2] == ("done", '{"status": "complete"}')

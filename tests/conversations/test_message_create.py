@@ -106,6 +106,8 @@ async def test_htmx_gets_the_new_turn_as_a_fragment(alice_async, upstream):
     await alice_async.post("/c/new/messages/", {"text": "First"})
     reply = await latest_reply()
     await watch_reply(alice_async, stream_url(reply))
+    await alice_async.post("/c/new/messages/", {"text": "A newer chat"})  # so the first one must move up
+    await watch_reply(alice_async, stream_url(await latest_reply()))
 
     response = await alice_async.post(f"/c/{reply.conversation_id}/messages/", {"text": "Second"}, headers=HTMX)
 
@@ -117,6 +119,19 @@ async def test_htmx_gets_the_new_turn_as_a_fragment(alice_async, upstream):
     assert f'data-stream-url="{stream_url(second)}"' in html
     assert 'hx-swap-oob="true"' in html  # the chat list moves this chat to the top
     await watch_reply(alice_async, stream_url(second))
+
+
+async def test_chatting_on_in_the_newest_chat_leaves_the_chat_list_alone(alice_async, upstream):
+    await alice_async.post("/c/new/messages/", {"text": "First"})
+    reply = await latest_reply()
+    await watch_reply(alice_async, stream_url(reply))
+
+    response = await alice_async.post(f"/c/{reply.conversation_id}/messages/", {"text": "Second"}, headers=HTMX)
+
+    html = response.content.decode()
+    assert response.status_code == 200 and "Second" in html
+    assert 'id="conversation-list"' not in html  # already at the top: nothing to re-render
+    await watch_reply(alice_async, stream_url(await latest_reply()))
 
 
 async def test_htmx_first_message_swaps_in_the_new_chat(alice_async, upstream):
