@@ -1107,29 +1107,28 @@ def calls_open(usernames: list[str]) -> int:
     return count
 
 
-async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], args) -> dict:
-    """Open N streams on each path in steps, and read RSS, threads and PostgreSQL connections after each.
+async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], path: str, args) -> dict:
+    """Open N streams on one path in steps, and read RSS, threads and PostgreSQL connections after each.
 
-    Web: N messages sent (replies generating), then N SSE watchers attached,
-    then the watchers leave and every reply is stopped. /v1: N streamed calls
-    opened, then the apps disconnect. The warm-up web streams stay open
-    throughout, so the baseline already has them; the warm-up /v1 calls are
-    closed before it. A step gives up starting streams after
-    --memory-max-errors failures (a site that refuses them would otherwise
-    take minutes of 503s to say so).
+    Web: N messages sent (`generating`: replies generating), then N SSE
+    watchers attached (`open`), then the watchers leave and every reply is
+    stopped (`closed`). /v1: N streamed calls opened (`open`), then the apps
+    disconnect (`closed`). The warm-up streams (20 on both paths, the web ones
+    kept open, the /v1 ones closed) come before the baseline. A step gives up
+    starting streams after --memory-max-errors failures (a site that refuses
+    them would otherwise take minutes of 503s to say so).
     """
     loop = asyncio.get_running_loop()
     limit = asyncio.Semaphore(args.memory_setup_concurrency)
-    tasks: dict[str, list[asyncio.Task]] = {"warm": [], "web": [], "v1": []}
-    result: dict = {}
-    n = len(users)
+    tasks: dict[str, list[asyncio.Task]] = {"warm": [], "open": []}
+    result: dict = {"path": path}
     usernames = [u.username for u in users]
     monitor = Monitor(site.pid, args.database_url)
 
-    async def snapshot(step: str) -> dict:
+    async def snapshot(step: str) -> int:
         rss = await loop.run_in_executor(None, settled_rss, site.pid, args.memory_settle)
         result[step] = {**await monitor.now(), "rss_kb": rss, "open_fds": open_fds(site.pid)}
-        return result[step]
+        return rss
 
     async with http_session(read_timeout=600) as http:
 
@@ -1175,7 +1174,7 @@ async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], 
                     if r.status != 204:
                         w.error = f"stop answered {r.status}"
 
-        async def until_closed(step: str) -> None:
+        async def until_closed() -> None:
             """Wait until no reply of these users is live and no call of theirs holds a reservation."""
             t0 = time.monotonic()
             for _ in range(CLOSE_WAIT):
@@ -1183,66 +1182,55 @@ async def memory_run(site: Site, warm: list[BenchUser], users: list[BenchUser], 
                 if not still:
                     break
                 await asyncio.sleep(1)
-            result[f"wall_s_{step}"] = round(time.monotonic() - t0, 1)
-            result[f"still_open_after_{step}"] = still
+            result["wall_s_close"] = round(time.monotonic() - t0, 1)
+            result["still_open_after_close"] = still
 
-        web = [Watch() for _ in users]
-        v1 = [Watch() for _ in users]
+        watches = [Watch() for _ in users]
         monitor_task = asyncio.create_task(monitor.run())
         try:
             async with asyncio.timeout(args.memory_timeout):
                 warm_watches = [Watch() for _ in warm]
                 await open_all(warm, warm_watches, "send", "warm")
                 await open_all(warm, warm_watches, "watch", "warm")
-                await open_all(warm, [Watch() for _ in warm], "call", "v1")
-                await close_all("v1")
-                base = (await snapshot("baseline"))["rss_kb"]
+                await open_all(warm, [Watch() for _ in warm], "call", "open")
+                await close_all("open")
+                base = await snapshot("baseline")
                 cpu0 = cpu_seconds(site.pid)
 
                 t0 = time.monotonic()
-                await open_all(users, web, "send", "web")
-                result["wall_s_send"] = round(time.monotonic() - t0, 1)
-                generating = (await snapshot("web_generating"))["rss_kb"]
-                sent = result["messages_sent"] = sum(1 for w in web if w.path)
-                result["kb_per_reply_generating"] = round((generating - base) / max(sent, 1), 1)
+                if path == "web":
+                    await open_all(users, watches, "send", "open")
+                    result["wall_s_send"] = round(time.monotonic() - t0, 1)
+                    generating = await snapshot("generating")
+                    sent = result["messages_sent"] = sum(1 for w in watches if w.path)
+                    result["kb_per_reply_generating"] = round((generating - base) / max(sent, 1), 1)
+                    t0 = time.monotonic()
+                    await open_all(users, watches, "watch", "open")
+                else:
+                    await open_all(users, watches, "call", "open")
+                result["wall_s_open"] = round(time.monotonic() - t0, 1)
+                opened = await snapshot("open")
+                streams = result["streams_open"] = sum(1 for t in tasks["open"] if not t.done())
+                result["kb_per_stream"] = round((opened - base) / max(streams, 1), 1)
+                if path == "web":
+                    result["kb_per_watcher"] = round((opened - generating) / max(streams, 1), 1)
+                result["cpu_ms_per_stream_opened"] = round((cpu_seconds(site.pid) - cpu0) / max(streams, 1) * 1000, 1)
 
-                t0 = time.monotonic()
-                await open_all(users, web, "watch", "web")
-                result["wall_s_attach"] = round(time.monotonic() - t0, 1)
-                watching = (await snapshot("web_watching"))["rss_kb"]
-                watchers = result["watchers_open"] = sum(1 for t in tasks["web"] if not t.done())
-                result["kb_per_watcher"] = round((watching - generating) / max(watchers, 1), 1)
-                result["kb_per_stream"] = round((watching - base) / max(watchers, 1), 1)
-                result["cpu_s_web_open"] = round(cpu_seconds(site.pid) - cpu0, 2)
-
-                await close_all("web")
-                await asyncio.gather(*(stop_reply(u, w) for u, w in zip(users, web, strict=True) if w.path))
-                await until_closed("web_close")
-                closed = (await snapshot("web_closed"))["rss_kb"]
-                result["kb_left_per_stream_after_close"] = round((closed - base) / max(watchers, 1), 1)
-
-                cpu0 = cpu_seconds(site.pid)
-                t0 = time.monotonic()
-                await open_all(users, v1, "call", "v1")
-                result["wall_s_v1_open"] = round(time.monotonic() - t0, 1)
-                v1_open = (await snapshot("v1_open"))["rss_kb"]
-                calls = result["v1_streams_open"] = sum(1 for t in tasks["v1"] if not t.done())
-                result["kb_per_v1_stream"] = round((v1_open - closed) / max(calls, 1), 1)
-                result["cpu_s_v1_open"] = round(cpu_seconds(site.pid) - cpu0, 2)
-
-                await close_all("v1")
-                await until_closed("v1_close")
-                v1_closed = (await snapshot("v1_closed"))["rss_kb"]
-                result["kb_left_per_v1_stream_after_close"] = round((v1_closed - closed) / max(calls, 1), 1)
+                await close_all("open")
+                if path == "web":
+                    await asyncio.gather(*(stop_reply(u, w) for u, w in zip(users, watches, strict=True) if w.path))
+                await until_closed()
+                closed = await snapshot("closed")
+                result["kb_left_per_stream_after_close"] = round((closed - base) / max(streams, 1), 1)
         except TimeoutError:
             log(f"memory phase hit the {args.memory_timeout} s limit; keeping what was measured")
             result["error"] = f"timed out after {args.memory_timeout} s"
         finally:
             monitor_task.cancel()
             await asyncio.gather(monitor_task, return_exceptions=True)
-            result["streams"] = n
+            result["streams"] = len(users)
             result["site_peak"] = dict(monitor.peak)
-            result["errors"] = dict(Counter(w.error for w in web + v1 if w.error and "CancelledError" not in w.error))
+            result["errors"] = dict(Counter(w.error for w in watches if w.error and "CancelledError" not in w.error))
             result["vm_hwm_mb"] = round(proc_status(site.pid)["VmHWM"] / 1024, 1)
             for kind in tasks:
                 await close_all(kind)
@@ -1510,17 +1498,25 @@ def phase_burst(run: Run, layer: str) -> dict:
 
 
 def phase_memory(run: Run, layer: str) -> dict:
+    """--memory-streams open streams on each path, a fresh site for each (so neither reuses the other's heap)."""
     args = run.args
-    warm = users_create(run.prefix(layer, "memwarm"), args.warmup_streams)
-    users = users_create(run.prefix(layer, "memory"), args.memory_streams)
+    out: dict = {}
     with fake_upstream(run.scratch, chunks=args.memory_chunks, interval=args.memory_interval) as fake_url:
-        with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-memory") as site:
-            load = quiet_machine(args.wait_idle)
-            log(f"{layer}: memory, {len(users)} open streams on each path (load {load})")
-            meter = OthersMeter()
-            result = asyncio.run(memory_run(site, warm, users, args))
-            load.update(others_during(meter))
-    return {**result, "machine": load}
+        for path in args.paths:
+            warm = users_create(run.prefix(layer, "memwarm"), args.warmup_streams)
+            users = users_create(run.prefix(layer, "memory"), args.memory_streams)
+            with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-memory-{path}") as site:
+                load = quiet_machine(args.wait_idle)
+                log(f"{layer}: memory {path}, {len(users)} open streams (load {load})")
+                meter = OthersMeter()
+                result = asyncio.run(memory_run(site, warm, users, path, args))
+                load.update(others_during(meter))
+            out[path] = {**result, "machine": load}
+    return out
+
+
+# The memory phase's steps, in order.
+STEPS = ("baseline", "open", "closed")
 
 
 def _dig(node, path: tuple[str, ...]):
@@ -1550,6 +1546,10 @@ def summary_table(results: dict) -> str:
         return lambda node: f"{node.get(first)} / {node.get(second)}" + extra.format(**node)
 
     backends_threads = pair("pg_backends", "threads")
+
+    def rss_steps(node: dict) -> str:
+        return " / ".join(f"{node[step]['rss_kb'] / 1024:.0f}" if step in node else "-" for step in STEPS)
+
     lines = [
         ("direct TTFT p50 / p95 (ms)", "", ("ttft", "{path}", "direct_ms"), p50p95),
         ("site TTFT p50 / p95 (ms)", "", ("ttft", "{path}", "site_ms"), p50p95),
@@ -1576,30 +1576,21 @@ def summary_table(results: dict) -> str:
         ("burst: reply ends, p50 / max (s)", "", ("burst", "{path}", "end_after_send_s"), pair("p50", "max")),
         ("burst: ideal reply (s)", "", ("burst", "{path}", "ideal_stream_s"), str),
         ("  load: others' cores / loadavg", "", ("burst", "{path}", "machine"), _load_of),
-        ("KB per open stream", "<= 64", ("memory", "{kb}"), str),
-        ("streams open at once", "2000", ("memory", "{open}"), str),
-        ("PG backends / threads: baseline", "", ("memory", "baseline"), backends_threads),
-        ("PG backends / threads: all open", "+0 / +0", ("memory", "{step}"), backends_threads),
-        ("PG backends / threads: peak", "", ("memory", "site_peak"), backends_threads),
-        ("RSS baseline / open / closed (MB)", "closed = base", ("memory",), "rss"),
-        ("  load: others' cores / loadavg", "", ("memory", "machine"), _load_of),
+        ("KB per open stream", "<= 64", ("memory", "{path}", "kb_per_stream"), str),
+        ("KB per stream left after close", "0", ("memory", "{path}", "kb_left_per_stream_after_close"), str),
+        ("streams open at once", "2000", ("memory", "{path}", "streams_open"), str),
+        ("PG backends / threads: baseline", "", ("memory", "{path}", "baseline"), backends_threads),
+        ("PG backends / threads: all open", "no more", ("memory", "{path}", "open"), backends_threads),
+        ("PG backends / threads: closed", "", ("memory", "{path}", "closed"), backends_threads),
+        ("RSS baseline / open / closed (MB)", "", ("memory", "{path}"), rss_steps),
+        ("memory errors", "0", ("memory", "{path}", "errors"), lambda node: str(sum(node.values()))),
+        ("  load: others' cores / loadavg", "", ("memory", "{path}", "machine"), _load_of),
     ]
-    per_path = {
-        "web": {"kb": "kb_per_stream", "open": "watchers_open", "step": "web_watching"},
-        "v1": {"kb": "kb_per_v1_stream", "open": "v1_streams_open", "step": "v1_open"},
-    }
     for label, budget_cell, template, fmt in lines:
         cells = []
         for layer, path in columns:
-            names = {"path": path, **per_path[path]}
-            node = _dig(results["layers"][layer], tuple(key.format(**names) for key in template))
-            if node is None:
-                cells.append("-")
-            elif fmt == "rss":
-                mb = [_dig(node, (step, "rss_kb")) for step in ("baseline", *_rss_steps(path))]
-                cells.append(" / ".join("-" if kb is None else f"{kb / 1024:.0f}" for kb in mb))
-            else:
-                cells.append(fmt(node))
+            node = _dig(results["layers"][layer], tuple(key.format(path=path) for key in template))
+            cells.append("-" if node is None else fmt(node))
         budget_text = budget_cell.format(
             added=f"v1 <= {budget['added_ttft_p50_ms']['v1']:g}, web <= {budget['added_ttft_p50_ms']['web']:g}",
             cpu_call=f"v1 <= {budget['cpu_ms_per_call']['v1']:g}, web <= {budget['cpu_ms_per_call']['web']:g}",
@@ -1607,11 +1598,6 @@ def summary_table(results: dict) -> str:
         rows.append((label, budget_text, *cells))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
-
-
-def _rss_steps(path: str) -> tuple[str, str]:
-    """The memory phase's steps with all of a path's streams open, then closed."""
-    return ("web_watching", "web_closed") if path == "web" else ("v1_open", "v1_closed")
 
 
 def git_revision(revision: str | None) -> str:
