@@ -1066,13 +1066,27 @@ async def burst_run(site: Site, users: list[BenchUser], pieces: list[str], path:
     return result
 
 
+# Streams the warm-up runs at once.
+WARM_UP_CONCURRENCY = 4
+
+
 async def warm_up(site: Site, users: list[BenchUser], limit: float) -> int:
-    """A few complete replies on both paths, so imports, templates and pools are warm; returns how many completed."""
+    """A few complete replies on both paths, so imports, templates and pools are warm; returns how many completed.
+
+    A few at a time (WARM_UP_CONCURRENCY): the warm-up must not itself be a
+    burst, which a site may handle badly (that is what `burst` measures).
+    """
     watches = [Watch() for _ in range(2 * len(users))]
+    at_once = asyncio.Semaphore(WARM_UP_CONCURRENCY)
+
+    async def one(path: str, user: BenchUser, watch: Watch) -> None:
+        async with at_once:
+            await stream_one(http, site.url, path, user, watch, [])
+
     async with http_session(read_timeout=60) as http, asyncio.timeout(limit):
         await asyncio.gather(
-            *(stream_one(http, site.url, "web", u, w, []) for u, w in zip(users, watches, strict=False)),
-            *(stream_one(http, site.url, "v1", u, w, []) for u, w in zip(users, watches[len(users) :], strict=True)),
+            *(one("web", u, w) for u, w in zip(users, watches, strict=False)),
+            *(one("v1", u, w) for u, w in zip(users, watches[len(users) :], strict=True)),
         )
     return sum(1 for w in watches if w.status == "complete")
 
