@@ -185,6 +185,9 @@ class ReplyRunner:
         self.generations: dict[int, ReplyGeneration] = {}
         self.timer: asyncio.Task | None = None
         self.shutting_down = False
+        # A server process sweeps on its timer even when idle; elsewhere (tests, commands)
+        # the timer runs only while there is work.
+        self.serving = False
 
     def start(self, plan: ReplyPlan) -> ReplyGeneration:
         """Start generating a reserved reply. Synchronous: nothing can cancel it between the reservation and here.
@@ -210,28 +213,35 @@ class ReplyRunner:
                 self._tick_while_busy(), name="reply-runner", context=contextvars.Context()
             )
 
+    def serve(self) -> None:
+        """This is a server process: keep the timer, and so the sweep, going for good (unless SWEEP_INTERVAL is 0)."""
+        self.serving = settings.SWEEP_INTERVAL > 0
+        self.timer_ensure()
+
     def busy(self) -> bool:
         """Whether this process has replies or calls in flight, or calls still to settle."""
         return bool(self.generations or in_flight or unsettled)
 
     async def _tick_while_busy(self) -> None:
-        """While the process has work: save texts, beat, sweep, settle what could not be settled.
+        """Save texts, say the process is alive, sweep, settle what could not be settled.
 
-        An idle process owns nothing, so it need not beat; the timer starts
-        again with the next reply or call (and cron can run the sweep).
+        An idle process owns nothing, so it need not beat; unless it is a
+        server process (serve()), its timer stops and starts again with the
+        next reply or call.
         """
         last_beat = last_sweep = float("-inf")
         while True:
             await asyncio.sleep(settings.STREAM_FLUSH_INTERVAL)
-            if not self.busy():
+            busy = self.busy()
+            if not busy and not self.serving:
                 return
             try:
                 await self._save_texts()
                 now = time.monotonic()
-                if now - last_beat >= settings.STREAM_STALE_AFTER / 3:
+                if busy and now - last_beat >= settings.STREAM_STALE_AFTER / 3:
                     await db_step(process_heartbeat)
                     last_beat = now
-                if now - last_sweep >= settings.STREAM_STALE_AFTER / 2:
+                if now - last_sweep >= (settings.SWEEP_INTERVAL or settings.STREAM_STALE_AFTER / 2):
                     await db_step(dead_processes_sweep)
                     last_sweep = now
                 await settle_unsettled()

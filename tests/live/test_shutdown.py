@@ -221,8 +221,10 @@ def write_log(db):
 
 @pytest.fixture
 def quiet_site(django_db_setup, tmp_path, upstream):
-    """A daphne process of its own, so that nothing but the test's requests runs in it; quick keep-alives."""
-    with site_server(site_env(tmp_path, OPENAI_BASE_URL=upstream.base_url, STREAM_KEEPALIVE="0.2")) as base_url:
+    """A daphne process of its own, so that nothing but the test's requests runs in it (no sweep on its timer);
+    quick keep-alives."""
+    env = site_env(tmp_path, OPENAI_BASE_URL=upstream.base_url, STREAM_KEEPALIVE="0.2", SWEEP_INTERVAL="0")
+    with site_server(env) as base_url:
         yield base_url
 
 
