@@ -16,9 +16,9 @@ import math
 # OpenAI's published counting uses 3 and 3; one more each leaves room for other templates.
 MESSAGE_FRAMING_TOKENS = 4
 REPLY_PRIMING_TOKENS = 3
-# Text some templates add of their own accord: SmolLM2's (the local model) puts a system message
-# of 21 tokens before a chat that has none, others a default system prompt or today's date.
-TEMPLATE_TEXT_TOKENS = 32
+# Text a chat template may add of its own accord: SmolLM2's (the local model's) puts a system
+# message of 21 tokens before a chat that has none.
+TEMPLATE_TEXT_TOKENS = 24
 
 
 def _text_of(content) -> str:
