@@ -282,8 +282,12 @@ def _usage(body: dict, reply: Reply, pieces: list[str]) -> dict:
     elif prompt is None:
         prompt = sum(_text_length(m.get("content")) for m in messages if isinstance(m, dict)) // 4 + 1
     completion = reply.completion_tokens
-    if completion is None:
-        completion = len("".join(pieces).encode()) if reply.usage == "exact" else len(pieces)
+    if completion is None and reply.usage == "exact":
+        # A reply cut at max_tokens used them all, even where the cut fell inside a character.
+        whole = len("".join(reply.pieces()).encode())
+        completion = whole if _max_tokens(body) is None else min(whole, _max_tokens(body))
+    elif completion is None:
+        completion = len(pieces)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
