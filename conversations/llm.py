@@ -220,12 +220,12 @@ class _OpenAIWithOurRetries(openai.AsyncOpenAI):
         return settings.UPSTREAM_RETRY_BASE_DELAY * 2**retries_taken * (1 - 0.25 * random.random())
 
     async def _send_request(self, request: httpx2.Request, *, stream: bool, **kwargs: Any) -> httpx2.Response:
+        if (sent := on_request_sent.get()) is not None:
+            request.extensions["trace"] = _telling_when_sent(sent)
         # A request that failed on the way is not sent again, as the SDK would send it: the provider
         # may be generating (and billing) an answer already, and a user should hear at once that
         # the provider is unreachable, not after every retry's timeout. The SDK passes its own
         # errors on without retrying them.
-        if (sent := on_request_sent.get()) is not None:
-            request.extensions["trace"] = _telling_when_sent(sent)
         try:
             return await super()._send_request(request, stream=stream, **kwargs)
         except httpx2.TimeoutException as error:
