@@ -21,9 +21,9 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from accounts.billing.metered import MeteredCall, in_flight, reserve_step, settle_unsettled, unsettled
-from accounts.billing.processes import process_heartbeat, process_leave
+from accounts.billing.processes import PROCESS_NAME, process_heartbeat, process_leave
 from conversations.db import db_step
-from conversations.llm import ReplyStream, UpstreamError, complete, reply_stream_open
+from conversations.llm import ReplyStream, UpstreamError, complete, on_request_sent, reply_stream_open
 from conversations.models import Message
 from conversations.replies.fanout import ReplyBroadcast
 from conversations.services.context import ReplyPlan, summary_call, summary_record
@@ -119,6 +119,8 @@ class ReplyGeneration:
         try:
             if self.plan.to_summarise:
                 await self._summarise()
+            # Sent once the provider has the whole request: a Stop before that costs nothing.
+            on_request_sent.set(self.call.sent)
             try:
                 stream = await self._open(self.plan.messages)
             except UpstreamError as error:
@@ -126,7 +128,6 @@ class ReplyGeneration:
                     raise
                 # Our count of the prompt's tokens was too low for this model: try once with fewer turns.
                 stream = await self._open(self.plan.trimmed_harder())
-            self.call.sent()
             publish = self.broadcast.publish
             async for delta in stream.deltas():
                 if self.call.first_token_at is None:
@@ -134,6 +135,8 @@ class ReplyGeneration:
                 publish(delta)
             return ReplyOutcome(status=Message.Status.COMPLETE)
         except UpstreamError as error:
+            if stream is None:  # refused, or never answered: the provider bills nothing
+                self.call.refused()
             return ReplyOutcome(status=Message.Status.ERROR, error_code=error.code, error_text=error.user_message)
         except asyncio.CancelledError:
             if self.stop_reason is None:
@@ -163,6 +166,7 @@ class ReplyGeneration:
             return
         summary = ""
         call.on_settle = lambda charge: summary and summary_record(plan=plan, text=summary)
+        on_request_sent.set(call.sent)
         async with call:
             try:
                 text, call.usage = await complete(
@@ -170,8 +174,8 @@ class ReplyGeneration:
                 )
             except UpstreamError as error:
                 logger.info("summary for reply %s failed: %s", plan.reply_id, error.code)
+                call.refused()
                 return
-            call.sent()
             call.completion_text = text
             summary = text.strip()
         if summary:
@@ -242,7 +246,7 @@ class ReplyRunner:
                     await db_step(process_heartbeat)
                     last_beat = now
                 if now - last_sweep >= (settings.SWEEP_INTERVAL or settings.STREAM_STALE_AFTER / 2):
-                    await db_step(dead_processes_sweep)
+                    await db_step(dead_processes_sweep, spare=PROCESS_NAME)
                     last_sweep = now
                 await settle_unsettled()
             except DatabaseError as error:

@@ -45,6 +45,9 @@ def site_env(var_dir, **overrides: str) -> dict[str, str]:
         "VAR_DIR": str(var_dir),
         "UPSTREAM_RETRY_BASE_DELAY": "0.01",
         "STREAM_FLUSH_INTERVAL": "0.2",
+        # No sweep on an idle server's timer: it would race the test database's flush between tests.
+        # The tests of the sweep turn it on (or run the command).
+        "SWEEP_INTERVAL": "0",
         # Every test logs in through the form from 127.0.0.1, more often than the per-address limit
         # allows; counters in the shared Redis would also carry over between tests. Its own tests cover it.
         "RATELIMIT_LOGIN": "off",
