@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from accounts.models import User
 from conversations.models import Message
@@ -57,6 +58,26 @@ def site_env(var_dir, **overrides: str) -> dict[str, str]:
         "DJANGO_ALLOW_ASYNC_UNSAFE": "",
         **overrides,
     }
+
+
+@pytest.fixture(autouse=True)
+def _servers_done_writing_before_the_flush(request):
+    """After each live test, wait (a few seconds at most) until no other connection is inside a query or a
+    transaction, so the flush that empties the tables between tests does not deadlock with a server's last
+    writes (a reply settling, a heartbeat) and fail the next test's set-up."""
+    yield
+    if request.node.get_closest_marker("django_db") is None or connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
