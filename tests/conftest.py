@@ -19,7 +19,9 @@ from django.db import connections
 from django.test import AsyncClient, Client
 
 from accounts.models import User
+from conversations.db import db_step
 from conversations.models import ChatModel, Conversation, Message
+from conversations.replies.runner import runner_of_this_loop
 from conversations.services.catalog import catalog_seed
 from tests.fake_upstream import FakeUpstream
 
@@ -44,6 +46,17 @@ def _close_worker_thread_connections(django_db_setup, django_db_blocker):
     yield
     with django_db_blocker.unblock():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture(autouse=True)
+async def _replies_ended_with_the_test():
+    """Replies a test left running end with it, stopped and settled as at a shutdown, before the tables are
+    emptied: a settle racing that flush could deadlock with it."""
+    yield
+    runner = runner_of_this_loop()
+    if runner is not None:
+        await runner.shutdown()
+        await db_step(lambda: None)  # and the database step its timer may still have under way is done
 
 
 @pytest.fixture(autouse=True)

@@ -309,6 +309,11 @@ def reply_runner() -> ReplyRunner:
     return runner
 
 
+def runner_of_this_loop() -> ReplyRunner | None:
+    """The running event loop's runner, if it has one yet."""
+    return _runners.get(asyncio.get_running_loop())
+
+
 def _shutdown_with_daphne(runner: ReplyRunner) -> None:
     """Under daphne, SIGTERM stops Twisted's reactor: have it wait for the runner to shut down first.
 

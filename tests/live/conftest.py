@@ -62,19 +62,23 @@ def site_env(var_dir, **overrides: str) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def _servers_done_writing_before_the_flush(request):
-    """After each live test, wait (a few seconds at most) until no other connection is inside a query or a
-    transaction, so the flush that empties the tables between tests does not deadlock with a server's last
-    writes (a reply settling, a heartbeat) and fail the next test's set-up."""
+    """After each live test, wait (a few seconds at most) until the servers have settled the replies and calls
+    the test left running and no other connection is inside a query or a transaction: the flush that empties
+    the tables between tests could deadlock with a server's last writes and fail the next test's set-up."""
     yield
     if request.node.get_closest_marker("django_db") is None or connection.vendor != "postgresql":
         return
+    busy = (
+        "SELECT (SELECT count(*) FROM conversations_message WHERE status IN ('pending', 'streaming')"
+        "    AND updated_at > now() - interval '10 seconds')"
+        " + (SELECT count(*) FROM accounts_reservation)"
+        " + (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        "    AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction'))"
+    )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
-            )
+            cursor.execute(busy)
             if cursor.fetchone()[0] == 0:
                 return
         time.sleep(0.05)
