@@ -7,6 +7,7 @@ another thread and connection. Tests of several processes start real daphne
 servers that share PostgreSQL and Redis (see tests/servers.py).
 """
 
+import inspect
 import json
 import re
 
@@ -48,10 +49,17 @@ def _close_worker_thread_connections(django_db_setup, django_db_blocker):
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
 
 
-@pytest.fixture(autouse=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.fixturenames.append("_replies_ended_with_the_test")
+
+
+@pytest.fixture
 async def _replies_ended_with_the_test():
-    """Replies a test left running end with it, stopped and settled as at a shutdown, before the tables are
-    emptied: a settle racing that flush could deadlock with it."""
+    """Replies an async test left running in its event loop end with it, stopped and settled as at a shutdown,
+    before the tables are emptied: a settle racing that flush could deadlock with it. (Every async test gets it;
+    see pytest_collection_modifyitems.)"""
     yield
     runner = runner_of_this_loop()
     if runner is not None:
