@@ -7,6 +7,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
+django_application = get_asgi_application()  # sets Django up: app modules can be imported from here on
+
+from conversations.replies.runner import reply_runner  # noqa: E402
+
 DISCONNECT = {"type": "http.disconnect"}
 
 
@@ -48,6 +52,20 @@ class CancelAsDisconnect:
             raise
 
 
+class ReplyRunnerServing:
+    """Start the process's reply runner on its first request, sweeping up after dead processes from then on."""
+
+    def __init__(self, app):
+        self.app = app
+        self.started = False
+
+    async def __call__(self, scope, receive, send):
+        if not self.started:
+            reply_runner().serve()
+            self.started = True
+        return await self.app(scope, receive, send)
+
+
 # Static files are served by the app itself in the embedded set-up; behind
 # nginx the /static/ prefix never reaches it (see deploy/).
-application = CancelAsDisconnect(ASGIStaticFilesHandler(get_asgi_application()))
+application = ReplyRunnerServing(CancelAsDisconnect(ASGIStaticFilesHandler(django_application)))

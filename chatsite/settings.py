@@ -304,6 +304,11 @@ STREAM_KEEPALIVE = env_float("STREAM_KEEPALIVE", 10.0)
 # A streaming reply whose row has not been touched for this long belongs to a
 # process that died: it is marked interrupted, its text kept.
 STREAM_STALE_AFTER = env_float("STREAM_STALE_AFTER", 30.0)
+# Each server process runs `manage.py sweep`'s work this often (seconds; by default
+# half of STREAM_STALE_AFTER); 0: only while it has work of its own, and cron runs the command.
+SWEEP_INTERVAL = (
+    0.0 if os.environ.get("SWEEP_INTERVAL", "").strip() == "0" else env_float("SWEEP_INTERVAL", STREAM_STALE_AFTER / 2)
+)
 
 LOGGING = {
     "version": 1,

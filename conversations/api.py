@@ -24,7 +24,14 @@ from accounts.models import ApiKey, UsageRecord
 from accounts.ratelimits import client_ip, rate, retry_after_seconds
 from accounts.services import api_key_authenticate
 from conversations.db import db_step, db_step_to_end
-from conversations.llm import ReplyStream, UpstreamError, completion_create, stream_open, usage_from
+from conversations.llm import (
+    ReplyStream,
+    UpstreamError,
+    completion_create,
+    on_request_sent,
+    stream_open,
+    usage_from,
+)
 from conversations.models import ChatModel
 from conversations.openai_request import ChatRequest, InvalidRequest, chat_request_parse
 from conversations.replies.runner import reply_runner
@@ -206,11 +213,12 @@ async def chat_completions(request):
         return prepared
     call = prepared
     reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
+    # Sent once the provider has the whole request, not before: a client gone sooner costs nothing.
+    on_request_sent.set(call.sent)
     upstream_body = {"model": call.model.model_id, "messages": chat.messages, "max_tokens": call.max_tokens}
     upstream_body |= chat.options
     if chat.stream:
         try:
-            call.sent()
             stream = await stream_open(upstream_body)
         except UpstreamError as failure:
             call.refused()
@@ -219,13 +227,14 @@ async def chat_completions(request):
         except BaseException:  # cancelled (the app went away), or our own failure
             await call.asettle()
             raise
-        response = StreamingHttpResponse(_relay(stream, call, chat.include_usage), content_type="text/event-stream")
+        relay = _relay(stream, call, chat.include_usage)
+        _end_with_the_request(relay, stream, call)
+        response = StreamingHttpResponse(relay, content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
     async with call:
         try:
-            call.sent()
             completion = await completion_create(upstream_body)
         except UpstreamError as failure:
             call.refused()
@@ -267,6 +276,36 @@ async def _relay(stream: ReplyStream, call: MeteredCall, include_usage: bool) ->
 
 # The last chunk when usage is asked for: no choices, only usage. We always ask, to bill every call.
 USAGE_ONLY = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+
+
+# Relays being ended after their request ended without them (see _end_with_the_request).
+_relays_ending: set[asyncio.Task] = set()
+
+
+def _end_with_the_request(relay: AsyncIterator[bytes], stream: ReplyStream, call: MeteredCall) -> None:
+    """When the request's task ends, end its relay too, if the relay did not end itself.
+
+    A client that goes away after the view returned but before its body
+    started (in a middleware, or while the headers are sent) makes Django drop
+    the response with its relay never started, so the relay's own `finally`
+    would never run: the upstream stream would stay open and the reservation
+    held until it expires. One cut while the relay waits at a `yield` leaves it
+    to the garbage collector; this ends it at once.
+    """
+
+    def request_ended(_) -> None:
+        if not call.settled:
+            ending = asyncio.ensure_future(_relay_end(relay, stream, call))
+            _relays_ending.add(ending)
+            ending.add_done_callback(_relays_ending.discard)
+
+    asyncio.current_task().add_done_callback(request_ended)
+
+
+async def _relay_end(relay, stream: ReplyStream, call: MeteredCall) -> None:
+    await relay.aclose()  # a relay left at a yield runs its `finally`: the stream closes, the call settles
+    await stream.close()  # for a relay that never started
+    await call.asettle()
 
 
 async def models_list(request):

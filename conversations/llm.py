@@ -13,10 +13,11 @@ flight. Tests point OPENAI_BASE_URL at our fake upstream; nothing here is patche
 """
 
 import asyncio
+import contextvars
 import json
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -221,6 +222,8 @@ class _OpenAIWithOurRetries(openai.AsyncOpenAI):
         return settings.UPSTREAM_RETRY_BASE_DELAY * 2**retries_taken * (1 - 0.25 * random.random())
 
     async def _send_request(self, request: httpx2.Request, *, stream: bool, **kwargs: Any) -> httpx2.Response:
+        if (sent := on_request_sent.get()) is not None:
+            request.extensions["trace"] = _telling_when_sent(sent)
         # A request that failed on the way is not sent again, as the SDK would send it: the provider
         # may be generating (and billing) an answer already, and a user should hear at once that
         # the provider is unreachable, not after every retry's timeout. The SDK passes its own
@@ -231,6 +234,23 @@ class _OpenAIWithOurRetries(openai.AsyncOpenAI):
             raise openai.APITimeoutError(request=request) from error
         except httpx2.TransportError as error:
             raise openai.APIConnectionError(request=request) from error
+
+
+# Called once a request has been written to the provider whole: from then on the provider may bill it,
+# even if we never read its answer. A caller sets it (in its own context) before calling.
+on_request_sent: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "on_request_sent", default=None
+)
+
+
+def _telling_when_sent(sent: Callable[[], None]):
+    """An httpcore trace hook that calls `sent` when the request's body has been written."""
+
+    async def trace(event: str, info: dict) -> None:
+        if event.endswith("send_request_body.complete"):
+            sent()
+
+    return trace
 
 
 _clients: dict[tuple, _OpenAIWithOurRetries] = {}

@@ -7,6 +7,7 @@ another thread and connection. Tests of several processes start real daphne
 servers that share PostgreSQL and Redis (see tests/servers.py).
 """
 
+import inspect
 import json
 import re
 
@@ -19,7 +20,9 @@ from django.db import connections
 from django.test import AsyncClient, Client
 
 from accounts.models import User
+from conversations.db import db_step
 from conversations.models import ChatModel, Conversation, Message
+from conversations.replies.runner import runner_of_this_loop
 from conversations.services.catalog import catalog_seed
 from tests.fake_upstream import FakeUpstream
 
@@ -33,6 +36,9 @@ class FastPBKDF2PasswordHasher(PBKDF2PasswordHasher):
 
 
 django_settings.PASSWORD_HASHERS = ["tests.conftest.FastPBKDF2PasswordHasher"]
+# Tests that go through chatsite.asgi would make this process a "server" that sweeps on an idle
+# timer, racing the flush of the test database; the tests of the sweep run it themselves.
+django_settings.SWEEP_INTERVAL = 0
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,6 +47,24 @@ def _close_worker_thread_connections(django_db_setup, django_db_blocker):
     yield
     with django_db_blocker.unblock():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.fixturenames.append("_replies_ended_with_the_test")
+
+
+@pytest.fixture
+async def _replies_ended_with_the_test():
+    """Replies an async test left running in its event loop end with it, stopped and settled as at a shutdown,
+    before the tables are emptied: a settle racing that flush could deadlock with it. (Every async test gets it;
+    see pytest_collection_modifyitems.)"""
+    yield
+    runner = runner_of_this_loop()
+    if runner is not None:
+        await runner.shutdown()
+        await db_step(lambda: None)  # and the database step its timer may still have under way is done
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -56,13 +56,18 @@ class Reply:
 
     The ``*_after`` faults count content chunks: ``cut_after=2`` sends two pieces of
     text, then drops the connection. ``0`` means right after the role chunk.
+
+    ``usage="exact"`` answers with the most tokens a byte-level BPE tokenizer (every
+    token at least one byte) could count: the prompt is counted as OpenAI frames it,
+    with each byte a token, and the text is cut to the request's max_tokens bytes,
+    each a token, as a provider stops at max_tokens (finish reason "length").
     """
 
     text: str = DEFAULT_TEXT
     chunks: Sequence[str] | None = None
     first_delay: float = 0.0
     delay: float = 0.0
-    usage: bool = True
+    usage: bool | Literal["exact"] = True
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int = 0
@@ -73,11 +78,21 @@ class Reply:
     hang_after: int | None = None
     error_after: int | None = None
 
-    def pieces(self) -> list[str]:
+    def pieces(self, body: dict | None = None) -> list[str]:
         if self.chunks is not None:
-            return list(self.chunks)
-        # Word-ish pieces that keep their trailing spaces, so "".join() is the text.
-        return re.findall(r"\S+\s*|\s+", self.text)
+            pieces = list(self.chunks)
+        else:
+            # Word-ish pieces that keep their trailing spaces, so "".join() is the text.
+            pieces = re.findall(r"\S+\s*|\s+", self.text)
+        if self.usage == "exact" and body is not None:
+            return _cut_to_bytes(pieces, _max_tokens(body))
+        return pieces
+
+    def finish_reason_for(self, pieces: list[str]) -> str:
+        """ "length" when usage="exact" cut the text to max_tokens."""
+        if self.usage == "exact" and "".join(pieces) != "".join(self.pieces()):
+            return "length"
+        return self.finish_reason
 
 
 @dataclass(frozen=True)
@@ -211,12 +226,68 @@ def _text_length(content: Any) -> int:
     return 0
 
 
+# OpenAI's published count of a chat prompt: 3 tokens framing each message, 1 more for a
+# name, and 3 priming the reply, besides the tokens of the messages' fields.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+
+
+def _max_tokens(body: dict) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        if isinstance(body.get(name), int):
+            return body[name]
+    return None
+
+
+def _cut_to_bytes(pieces: list[str], limit: int | None) -> list[str]:
+    """The pieces up to `limit` bytes of UTF-8 in all (the last one shortened to fit)."""
+    if limit is None:
+        return pieces
+    kept, room = [], limit
+    for piece in pieces:
+        size = len(piece.encode())
+        if size > room:
+            piece = piece.encode()[:room].decode(errors="ignore")
+            if piece:
+                kept.append(piece)
+            break
+        kept.append(piece)
+        room -= size
+    return kept
+
+
+def _byte_count(value: Any) -> int:
+    text = value if isinstance(value, str) else _dumps(value)
+    return len(text.encode())
+
+
+def _worst_prompt_tokens(messages: list) -> int:
+    """The most tokens a byte-level BPE could count for the prompt: every byte a token, framed as OpenAI does."""
+    total = REPLY_PRIMING
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        total += TOKENS_PER_MESSAGE + sum(_byte_count(value) for value in message.values() if value is not None)
+        if "name" in message:
+            total += TOKENS_PER_NAME
+    return total
+
+
 def _usage(body: dict, reply: Reply, pieces: list[str]) -> dict:
     messages = body.get("messages") or []
     prompt = reply.prompt_tokens
-    if prompt is None:
+    if prompt is None and reply.usage == "exact":
+        prompt = _worst_prompt_tokens(messages)
+    elif prompt is None:
         prompt = sum(_text_length(m.get("content")) for m in messages if isinstance(m, dict)) // 4 + 1
-    completion = reply.completion_tokens if reply.completion_tokens is not None else len(pieces)
+    completion = reply.completion_tokens
+    if completion is None and reply.usage == "exact":
+        # A reply cut at max_tokens used them all, even where the cut fell inside a character.
+        whole = len("".join(reply.pieces()).encode())
+        completion = whole if _max_tokens(body) is None else min(whole, _max_tokens(body))
+    elif completion is None:
+        completion = len(pieces)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -547,7 +618,8 @@ class FakeUpstream:
     async def _complete(
         self, request: web.Request, body: dict, reply: Reply, received: ReceivedRequest
     ) -> web.StreamResponse:
-        pieces = reply.pieces()
+        pieces = reply.pieces(body)
+        finish_reason = reply.finish_reason_for(pieces)
         # Non-streaming answers come all at once, after the whole generation time.
         generation_time = reply.first_delay + reply.delay * max(len(pieces) - 1, 0)
         if generation_time > 0:
@@ -568,7 +640,7 @@ class FakeUpstream:
                     "index": 0,
                     "message": {"role": "assistant", "content": "".join(pieces), "refusal": None, "annotations": []},
                     "logprobs": None,
-                    "finish_reason": reply.finish_reason,
+                    "finish_reason": finish_reason,
                 }
             ],
             "service_tier": "default",
@@ -595,7 +667,8 @@ class FakeUpstream:
     async def _stream(
         self, request: web.Request, body: dict, reply: Reply, received: ReceivedRequest
     ) -> web.StreamResponse:
-        pieces = reply.pieces()
+        pieces = reply.pieces(body)
+        finish_reason = reply.finish_reason_for(pieces)
         stream_options = body.get("stream_options")
         include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
         envelope = {
@@ -660,7 +733,7 @@ class FakeUpstream:
                 await resp.write(before + _dumps(pieces[i]).encode() + after)
                 received.chunks_sent += 1
 
-        await resp.write(event({}, reply.finish_reason))
+        await resp.write(event({}, finish_reason))
         if include_usage and reply.usage:
             await resp.write(event(None, usage=_usage(body, reply, pieces)))
         if reply.done:

@@ -88,6 +88,28 @@ def test_stream_events_match_openai_framing(fake: FakeUpstream) -> None:
         assert isinstance(chunk["created"], int)
 
 
+def test_exact_usage_counts_every_byte_of_the_prompt_and_cuts_the_reply_at_max_tokens(
+    fake: FakeUpstream, client: openai.OpenAI
+) -> None:
+    fake.script(Reply("你好，世界 👋 and more", usage="exact"), Reply("Short.", usage="exact"))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "日本語 é"}]
+
+    cut = client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=10)
+    whole = client.chat.completions.create(
+        model="gpt-4o-mini", messages=messages, max_tokens=10, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(whole)
+
+    # 3 to prime the reply; per message 3 of framing, its role's bytes and its content's bytes.
+    prompt = 3 + (3 + 6 + 9) + (3 + 4 + 12)
+    assert cut.choices[0].message.content == "你好，"  # 10 bytes would split the 4th character
+    assert cut.choices[0].finish_reason == "length"
+    assert (cut.usage.prompt_tokens, cut.usage.completion_tokens) == (prompt, 10)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Short."
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (prompt, 6)
+
+
 def test_stream_without_include_usage_has_no_usage_field(fake: FakeUpstream) -> None:
     events = sse_events(fake)
 

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, transaction
@@ -57,10 +58,12 @@ class Charge:
     completion_tokens: int
     cached_tokens: int
     estimated: bool
-    cost: object  # Decimal
+    cost: Decimal
 
 
 class MeteredCall:
+    """One upstream call: its reservation, prices, timing, usage and outcome, and its settlement (see above)."""
+
     def __init__(
         self,
         *,

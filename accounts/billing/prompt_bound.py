@@ -5,7 +5,8 @@ a call, so a low bound would let parallel calls spend past a limit. The
 providers' tokenizers (OpenAI's o200k and cl100k, SmolLM2's GPT-2 style) are
 byte-level BPE: every token stands for at least one byte of UTF-8, so a text
 never has more tokens than bytes. Each message adds a few tokens of framing
-(role and separators) on top of its text.
+(role and separators) on top of its text, and some chat templates add text of
+their own once (tests/accounts/test_prompt_bound.py checks the local model's).
 """
 
 import json
@@ -15,6 +16,9 @@ import math
 # OpenAI's published counting uses 3 and 3; one more each leaves room for other templates.
 MESSAGE_FRAMING_TOKENS = 4
 REPLY_PRIMING_TOKENS = 3
+# Text a chat template may add of its own accord: SmolLM2's (the local model's) puts a system
+# message of 21 tokens before a chat that has none.
+TEMPLATE_TEXT_TOKENS = 24
 
 
 def _text_of(content) -> str:
@@ -30,7 +34,7 @@ def prompt_tokens_bound(messages: list[dict], *, extra: object = None) -> int:
     A message's role, name and tool calls count as their UTF-8 bytes too, so
     nothing that is sent is left out of the bound.
     """
-    total = REPLY_PRIMING_TOKENS
+    total = REPLY_PRIMING_TOKENS + TEMPLATE_TEXT_TOKENS
     for message in messages:
         total += MESSAGE_FRAMING_TOKENS
         for value in message.values():

@@ -13,20 +13,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.billing.budget import budget_settle
-from accounts.billing.processes import PROCESS_NAME
 from accounts.models import Reservation, ServerProcess
 
 
-def reservations_of_dead_processes():
+def reservations_of_dead_processes(*, spare: str = ""):
     """Reservations whose process stopped beating (or never beat, long enough after making them).
 
-    A process never judges itself dead: its calls are in flight as long as it runs.
+    A server process sweeping on its timer spares itself (`spare`, its name):
+    its calls are in flight as long as it runs, whatever its heartbeat says.
     """
     cutoff = timezone.now() - timedelta(seconds=settings.STREAM_STALE_AFTER)
     alive = ServerProcess.objects.filter(seen_at__gte=cutoff).values("name")
-    return (
-        Reservation.objects.exclude(owner__in=("", PROCESS_NAME)).exclude(owner__in=alive).filter(created_at__lt=cutoff)
-    )
+    return Reservation.objects.exclude(owner__in=("", spare)).exclude(owner__in=alive).filter(created_at__lt=cutoff)
 
 
 def reservation_settle(reservation: Reservation, *, prompt_tokens: int, completion_tokens: int, message=None):
@@ -46,9 +44,11 @@ def reservation_settle(reservation: Reservation, *, prompt_tokens: int, completi
     )
 
 
-def orphan_calls_settle() -> int:
+def orphan_calls_settle(*, spare: str = "") -> int:
     """Settle the calls of dead processes that belong to no reply; returns how many."""
-    orphans = reservations_of_dead_processes().filter(message__isnull=True).select_related("model", "api_key")
+    orphans = (
+        reservations_of_dead_processes(spare=spare).filter(message__isnull=True).select_related("model", "api_key")
+    )
     settled = 0
     for reservation in orphans:
         with transaction.atomic():
@@ -57,6 +57,6 @@ def orphan_calls_settle() -> int:
             reservation_settle(reservation, prompt_tokens=reservation.prompt_estimate, completion_tokens=0)
             settled += 1
     ServerProcess.objects.filter(seen_at__lt=timezone.now() - timedelta(seconds=settings.STREAM_STALE_AFTER)).exclude(
-        name=PROCESS_NAME
+        name=spare
     ).delete()
     return settled

@@ -21,9 +21,9 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from accounts.billing.metered import MeteredCall, in_flight, reserve_step, settle_unsettled, unsettled
-from accounts.billing.processes import process_heartbeat, process_leave
+from accounts.billing.processes import PROCESS_NAME, process_heartbeat, process_leave
 from conversations.db import db_step
-from conversations.llm import ReplyStream, UpstreamError, complete, reply_stream_open
+from conversations.llm import ReplyStream, UpstreamError, complete, on_request_sent, reply_stream_open
 from conversations.models import Message
 from conversations.replies.fanout import ReplyBroadcast
 from conversations.services.context import ReplyPlan, summary_call, summary_record
@@ -119,6 +119,8 @@ class ReplyGeneration:
         try:
             if self.plan.to_summarise:
                 await self._summarise()
+            # Sent once the provider has the whole request: a Stop before that costs nothing.
+            on_request_sent.set(self.call.sent)
             try:
                 stream = await self._open(self.plan.messages)
             except UpstreamError as error:
@@ -126,7 +128,6 @@ class ReplyGeneration:
                     raise
                 # Our count of the prompt's tokens was too low for this model: try once with fewer turns.
                 stream = await self._open(self.plan.trimmed_harder())
-            self.call.sent()
             publish = self.broadcast.publish
             async for delta in stream.deltas():
                 if self.call.first_token_at is None:
@@ -134,6 +135,8 @@ class ReplyGeneration:
                 publish(delta)
             return ReplyOutcome(status=Message.Status.COMPLETE)
         except UpstreamError as error:
+            if stream is None:  # refused, or never answered: the provider bills nothing
+                self.call.refused()
             return ReplyOutcome(status=Message.Status.ERROR, error_code=error.code, error_text=error.user_message)
         except asyncio.CancelledError:
             if self.stop_reason is None:
@@ -163,6 +166,7 @@ class ReplyGeneration:
             return
         summary = ""
         call.on_settle = lambda charge: summary and summary_record(plan=plan, text=summary)
+        on_request_sent.set(call.sent)
         async with call:
             try:
                 text, call.usage = await complete(
@@ -170,8 +174,8 @@ class ReplyGeneration:
                 )
             except UpstreamError as error:
                 logger.info("summary for reply %s failed: %s", plan.reply_id, error.code)
+                call.refused()
                 return
-            call.sent()
             call.completion_text = text
             summary = text.strip()
         if summary:
@@ -185,6 +189,9 @@ class ReplyRunner:
         self.generations: dict[int, ReplyGeneration] = {}
         self.timer: asyncio.Task | None = None
         self.shutting_down = False
+        # A server process sweeps on its timer even when idle; elsewhere (tests, commands)
+        # the timer runs only while there is work.
+        self.serving = False
 
     def start(self, plan: ReplyPlan) -> ReplyGeneration:
         """Start generating a reserved reply. Synchronous: nothing can cancel it between the reservation and here.
@@ -210,29 +217,36 @@ class ReplyRunner:
                 self._tick_while_busy(), name="reply-runner", context=contextvars.Context()
             )
 
+    def serve(self) -> None:
+        """This is a server process: keep the timer, and so the sweep, going for good (unless SWEEP_INTERVAL is 0)."""
+        self.serving = settings.SWEEP_INTERVAL > 0
+        self.timer_ensure()
+
     def busy(self) -> bool:
         """Whether this process has replies or calls in flight, or calls still to settle."""
         return bool(self.generations or in_flight or unsettled)
 
     async def _tick_while_busy(self) -> None:
-        """While the process has work: save texts, beat, sweep, settle what could not be settled.
+        """Save texts, say the process is alive, sweep, settle what could not be settled.
 
-        An idle process owns nothing, so it need not beat; the timer starts
-        again with the next reply or call (and cron can run the sweep).
+        An idle process owns nothing, so it need not beat; unless it is a
+        server process (serve()), its timer stops and starts again with the
+        next reply or call.
         """
         last_beat = last_sweep = float("-inf")
         while True:
             await asyncio.sleep(settings.STREAM_FLUSH_INTERVAL)
-            if not self.busy():
+            busy = self.busy()
+            if not busy and not self.serving:
                 return
             try:
                 await self._save_texts()
                 now = time.monotonic()
-                if now - last_beat >= settings.STREAM_STALE_AFTER / 3:
+                if busy and now - last_beat >= settings.STREAM_STALE_AFTER / 3:
                     await db_step(process_heartbeat)
                     last_beat = now
-                if now - last_sweep >= settings.STREAM_STALE_AFTER / 2:
-                    await db_step(dead_processes_sweep)
+                if now - last_sweep >= (settings.SWEEP_INTERVAL or settings.STREAM_STALE_AFTER / 2):
+                    await db_step(dead_processes_sweep, spare=PROCESS_NAME)
                     last_sweep = now
                 await settle_unsettled()
             except DatabaseError as error:
@@ -293,6 +307,11 @@ def reply_runner() -> ReplyRunner:
         runner = _runners[loop] = ReplyRunner()
         _shutdown_with_daphne(runner)
     return runner
+
+
+def runner_of_this_loop() -> ReplyRunner | None:
+    """The running event loop's runner, if it has one yet."""
+    return _runners.get(asyncio.get_running_loop())
 
 
 def _shutdown_with_daphne(runner: ReplyRunner) -> None:

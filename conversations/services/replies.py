@@ -124,6 +124,9 @@ def replies_interrupt_stale() -> int:
     return count
 
 
-def dead_processes_sweep() -> tuple[int, int]:
-    """What dead processes left: their replies marked interrupted, their other calls settled. Returns both counts."""
-    return replies_interrupt_stale(), orphan_calls_settle()
+def dead_processes_sweep(*, spare: str = "") -> tuple[int, int]:
+    """What dead processes left: their replies marked interrupted, their other calls settled. Returns both counts.
+
+    `spare`: the name of the process sweeping, which is alive whatever its heartbeat says.
+    """
+    return replies_interrupt_stale(), orphan_calls_settle(spare=spare)

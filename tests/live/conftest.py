@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from accounts.models import User
 from conversations.models import Message
@@ -45,6 +46,9 @@ def site_env(var_dir, **overrides: str) -> dict[str, str]:
         "VAR_DIR": str(var_dir),
         "UPSTREAM_RETRY_BASE_DELAY": "0.01",
         "STREAM_FLUSH_INTERVAL": "0.2",
+        # No sweep on an idle server's timer: it would race the test database's flush between tests.
+        # The tests of the sweep turn it on (or run the command).
+        "SWEEP_INTERVAL": "0",
         # Every test logs in through the form from 127.0.0.1, more often than the per-address limit
         # allows; counters in the shared Redis would also carry over between tests. Its own tests cover it.
         "RATELIMIT_LOGIN": "off",
@@ -54,6 +58,30 @@ def site_env(var_dir, **overrides: str) -> dict[str, str]:
         "DJANGO_ALLOW_ASYNC_UNSAFE": "",
         **overrides,
     }
+
+
+@pytest.fixture(autouse=True)
+def _servers_done_writing_before_the_flush(request):
+    """After each live test, wait (a few seconds at most) until the servers have settled the replies and calls
+    the test left running and no other connection is inside a query or a transaction: the flush that empties
+    the tables between tests could deadlock with a server's last writes and fail the next test's set-up."""
+    yield
+    if request.node.get_closest_marker("django_db") is None or connection.vendor != "postgresql":
+        return
+    busy = (
+        "SELECT (SELECT count(*) FROM conversations_message WHERE status IN ('pending', 'streaming')"
+        "    AND updated_at > now() - interval '10 seconds')"
+        " + (SELECT count(*) FROM accounts_reservation)"
+        " + (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        "    AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction'))"
+    )
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(busy)
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

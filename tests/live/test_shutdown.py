@@ -188,6 +188,32 @@ def test_after_kill_9_another_process_interrupts_the_replies_and_releases_the_bu
         assert Message.objects.get(pk=reply_id).content == "Yes, go on."
 
 
+def test_an_idle_server_process_sweeps_up_after_one_that_was_killed(
+    django_db_setup, tmp_path, alice, catalog, upstream
+):
+    env = site_env(tmp_path, OPENAI_BASE_URL=upstream.base_url, STREAM_STALE_AFTER="2")
+    upstream.default = Reply(chunks=WORDS, delay=0.05)
+
+    with site_server(env) as site_a, site_server(env | {"SWEEP_INTERVAL": "0.5"}) as site_b:
+        assert httpx.get(f"{site_b}/healthz", timeout=HTTP_TIMEOUT).status_code == 200  # B has served; now idle
+        _, reply_id = chat_start(login(site_a, alice), "Tell me a story")
+        wait_until(replies_under_way([reply_id], []), timeout=15, what="the reply under way")
+
+        site_signal(site_a, signal.SIGKILL, timeout=5)
+
+        wait_until(
+            lambda: (
+                not Reservation.objects.filter(user=alice).exists()
+                and Message.objects.get(pk=reply_id).status == Message.Status.INTERRUPTED
+            ),
+            timeout=15,
+            what="the idle process to mark the reply interrupted and release its budget",
+        )
+        assert_interrupted_and_billed_once(
+            Message.objects.get(pk=reply_id), ChatModel.objects.get(model_id="gpt-4o-mini").prices()
+        )
+
+
 @pytest.fixture
 def write_log(db):
     """Every row a statement inserts, updates or deletes in any table, recorded by PostgreSQL triggers."""
@@ -221,8 +247,10 @@ def write_log(db):
 
 @pytest.fixture
 def quiet_site(django_db_setup, tmp_path, upstream):
-    """A daphne process of its own, so that nothing but the test's requests runs in it; quick keep-alives."""
-    with site_server(site_env(tmp_path, OPENAI_BASE_URL=upstream.base_url, STREAM_KEEPALIVE="0.2")) as base_url:
+    """A daphne process of its own, so that nothing but the test's requests runs in it (no sweep on its timer);
+    quick keep-alives."""
+    env = site_env(tmp_path, OPENAI_BASE_URL=upstream.base_url, STREAM_KEEPALIVE="0.2", SWEEP_INTERVAL="0")
+    with site_server(env) as base_url:
         yield base_url
 
 
