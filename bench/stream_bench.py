@@ -1066,8 +1066,9 @@ async def burst_run(site: Site, users: list[BenchUser], pieces: list[str], path:
     return result
 
 
-# Streams the warm-up runs at once.
-WARM_UP_CONCURRENCY = 4
+# Streams the warm-up runs at once: fewer than the site's database pool (20), which a
+# burst of requests can starve (see README), yet enough for the paced phase's long replies.
+WARM_UP_CONCURRENCY = 16
 
 
 async def warm_up(site: Site, users: list[BenchUser], limit: float) -> int:
