@@ -125,6 +125,14 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
     return MessagePrepared(reply.conversation, plan, list_changed=list_changed)
 
 
+async def _user_loaded(request) -> None:
+    """Load the request's user (sessions are in the database), then give the request's own thread its
+    connection back: the view's database work runs on the shared worker (db_step), and a request that waits
+    for that worker, or streams for minutes, must not hold a pooled connection meanwhile."""
+    await request.auser()
+    await sync_to_async(close_old_connections)()
+
+
 def _message_create_step(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | None]:
     """All of message_create's database work and rendering, in one sync step: the answer, and the reply to start."""
     if is_ratelimited(request, group="messages", key="user", rate=rate("RATELIMIT_MESSAGES"), increment=True):
@@ -152,7 +160,7 @@ async def message_create(request, pk: int | None = None):
     The reply is started even if the browser goes away meanwhile: its message
     is stored, and its budget reserved, so it is generated all the same.
     """
-    await request.auser()  # resolve the lazy user outside the sync step below
+    await _user_loaded(request)
     response, plan = await db_step_to_end(_message_create_step, request, pk, on_cancel=_reply_start_after_cancel)
     if plan is not None:  # None: refused, or a limit is reached and the reply says so
         await reply_runner().start(plan).ready.wait()
@@ -225,9 +233,8 @@ def _sse_response(events) -> StreamingHttpResponse:
 @require_GET
 async def reply_stream(request, pk: int, message_pk: int):
     """SSE: the reply's text after `offset` (or Last-Event-ID), live until it ends."""
-    await request.auser()
+    await _user_loaded(request)
     reply = await db_step(_own_message, request, pk, message_pk)
-    await sync_to_async(close_old_connections)()  # the stream may last minutes: hold no connection meanwhile
     if reply.role != Message.Role.ASSISTANT:
         raise Http404("Only replies stream.")
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
@@ -239,8 +246,8 @@ async def reply_stream(request, pk: int, message_pk: int):
 @login_required
 @require_POST
 async def reply_stop(request, pk: int, message_pk: int):
-    await request.auser()
-    reply = await sync_to_async(_own_message)(request, pk, message_pk)
+    await _user_loaded(request)
+    reply = await db_step(_own_message, request, pk, message_pk)
     if reply.is_live:
         await reply_stop_request(reply.pk)
     if request.htmx:
@@ -310,7 +317,6 @@ def reset(request, pk: int):
 @require_GET
 async def chat_events(request, pk: int):
     """SSE for an open chat page; see watcher.chat_events."""
-    await request.auser()
+    await _user_loaded(request)
     conversation = await db_step(_own_conversation, request, pk)
-    await sync_to_async(close_old_connections)()  # open as long as the page: hold no connection meanwhile
     return _sse_response(watcher.chat_events(conversation_id=conversation.pk))
