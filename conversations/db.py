@@ -45,14 +45,14 @@ async def db_step_to_end(function, *args, on_cancel=None, **kwargs):
 
 
 def _step(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    _connections_release()
+    connections_release()
     try:
         return function(*args, **kwargs)
     finally:
-        _connections_release()
+        connections_release()
 
 
-def _connections_release() -> None:
+def connections_release() -> None:
     """What Django does after each request, for a thread that serves none.
 
     On PostgreSQL each connection goes back to the pool, which checks it

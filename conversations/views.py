@@ -4,7 +4,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db import close_old_connections
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -14,7 +13,7 @@ from django_ratelimit.core import is_ratelimited
 
 from accounts.billing.budget import usage_summary
 from accounts.ratelimits import rate, too_many
-from conversations.db import db_step, db_step_to_end
+from conversations.db import connections_release, db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
 from conversations.replies import watcher
@@ -130,7 +129,7 @@ async def _user_loaded(request) -> None:
     connection back: the view's database work runs on the shared worker (db_step), and a request that waits
     for that worker, or streams for minutes, must not hold a pooled connection meanwhile."""
     await request.auser()
-    await sync_to_async(close_old_connections)()
+    await sync_to_async(connections_release)()
 
 
 def _message_create_step(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | None]:
