@@ -3,9 +3,7 @@
 import os
 import secrets
 import socket
-from datetime import timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import ServerProcess
@@ -25,9 +23,3 @@ def process_heartbeat() -> None:
 def process_leave() -> None:
     """This process is shutting down, having settled its calls."""
     ServerProcess.objects.filter(name=PROCESS_NAME).delete()
-
-
-def dead_processes():
-    """Names of processes that stopped beating: their calls are nobody's now."""
-    cutoff = timezone.now() - timedelta(seconds=settings.STREAM_STALE_AFTER)
-    return ServerProcess.objects.filter(seen_at__lt=cutoff).values_list("name", flat=True)
