@@ -1261,8 +1261,8 @@ ACTIVITIES = [
     ("database: reply texts saved (replies_flush)", ("replies_flush", "ReplyRunner._save_texts")),
     ("database: other, in db_step / sync_to_async threads", ("_worker (concurrent/futures/thread.py)",)),
     ("upstream read + parse (llm.py, openai SDK)", ("ReplyStream.", "openai/", "httpx2/", "httpcore2/", "h11/")),
-    # Not any frame of api.py: its api_middleware is in the stack of every request.
-    ("/v1 relay and view (api.py)", ("_relay (conversations/api.py)", "chat_completions (conversations/api.py)")),
+    # Not any frame of gateway/: its api_middleware is in the stack of every request.
+    ("/v1 relay and view (gateway/chat_completions.py)", ("gateway/chat_completions.py",)),
     ("fan-out: frames published (ReplyBroadcast)", ("ReplyBroadcast.",)),
     ("reply runner, other (runner.py)", ("conversations/replies/runner.py",)),
     ("Redis channel layer: publish writes, subscriber reads", ("channels_redis", "redis/")),

@@ -82,11 +82,12 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "conversations",
+    "gateway",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "conversations.api.api_middleware",
+    "gateway.middleware.api_middleware",
     "conversations.outages.OutageMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -18,8 +18,8 @@ from django.utils.log import log_response
 from django.views.decorators.http import require_GET
 from django_htmx.http import reswap, retarget
 
-from conversations.api import openai_error
 from conversations.db import db_step
+from gateway.errors import openai_error
 
 # Django raises OperationalError when PostgreSQL refuses or drops a connection, and
 # when no pooled connection came free in DB_POOL_TIMEOUT (the pool's PoolTimeout);

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations import api, realtime, views
+from conversations import views
 
 app_name = "conversations"
 urlpatterns = [
@@ -16,7 +16,4 @@ urlpatterns = [
     path("c/<int:pk>/messages/<int:message_pk>/", views.message_detail, name="message_detail"),
     path("c/<int:pk>/messages/<int:message_pk>/stream/", views.reply_stream, name="reply_stream"),
     path("c/<int:pk>/messages/<int:message_pk>/stop/", views.reply_stop, name="reply_stop"),
-    path("v1/chat/completions", api.chat_completions, name="api_chat_completions"),
-    path("v1/models", api.models_list, name="api_models"),
-    path("v1/realtime/client_secrets", realtime.client_secrets, name="api_realtime_client_secrets"),
 ]

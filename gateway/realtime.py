@@ -26,11 +26,12 @@ from accounts.services import (
     realtime_secret_record,
     realtime_secret_release,
 )
-from conversations.api import UPSTREAM_ERRORS, key_from_request, openai_error
 from conversations.db import db_step, db_step_to_end
 from conversations.llm import UpstreamError, client_secret_create
 from conversations.models import ChatModel
-from conversations.openai_request import InvalidRequest
+from gateway.auth import key_from_request
+from gateway.chat_request import InvalidRequest
+from gateway.errors import UPSTREAM_ERRORS, openai_error
 
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_SECONDS = 120
