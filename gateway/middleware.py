@@ -38,7 +38,7 @@ def _preflight(request) -> HttpResponse:
     response = HttpResponse(status=204)
     response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
     requested = request.headers.get("Access-Control-Request-Headers", "")
-    response["Access-Control-Allow-Headers"] = requested or "authorization, content-type"
+    response["Access-Control-Allow-Headers"] = requested or "authorization, api-key, content-type"
     response["Access-Control-Max-Age"] = "600"
     return _cors_headers(response, request.headers.get("Origin", ""))
 
