@@ -18,11 +18,14 @@ class ChatModelQuerySet(models.QuerySet):
         return self.enabled().filter(realtime=False)
 
     def usable_by(self, user):
-        """Enabled models the user may pick: all of them, or only those an admin allowed them."""
-        models = self.for_chat()
+        """Enabled chat models the user may pick."""
+        return self.for_chat().allowed_to(user)
+
+    def allowed_to(self, user):
+        """All of these models, or only those an admin allowed the user."""
         if user.allowed_models.exists():
-            models = models.filter(pk__in=user.allowed_models.values("pk"))
-        return models
+            return self.filter(pk__in=user.allowed_models.values("pk"))
+        return self
 
     def default(self) -> "ChatModel | None":
         enabled = self.for_chat()

@@ -7,7 +7,6 @@ user and the key.
 """
 
 import asyncio
-import json
 import re
 from collections.abc import AsyncIterator
 
@@ -26,33 +25,22 @@ from conversations.llm import (
     usage_from,
 )
 from conversations.replies.runner import reply_runner
-from gateway.auth import NO_KEY, api_models, bearer_secret, key_of, rate_limited
-from gateway.chat_request import ChatRequest, InvalidRequest, chat_request_parse
-from gateway.errors import openai_error, stream_error_event, upstream_error
+from gateway.auth import api_model, caller_authenticate, rate_limit_check
+from gateway.chat_request import ChatRequest, chat_request_parse
+from gateway.decorators import api_view, json_body
+from gateway.errors import ApiError, quota_error, stream_error_event, upstream_passed_through
 
 
-def _prepare(
-    request, secret: str, chat: ChatRequest | None, invalid: JsonResponse | None
-) -> MeteredCall | JsonResponse:
+def _prepare(request, chat: ChatRequest | ApiError) -> MeteredCall:
     """Check the key, the body, the rate limits and the model, and reserve the call's budget: one database step.
 
     A bad key is answered before a bad body, as OpenAI does.
     """
-    key = key_of(request, secret)
-    if isinstance(key, JsonResponse):
-        return key
-    if invalid is not None:
-        return invalid
-    if limited := rate_limited(request, key):
-        return limited
-    model = api_models(key).filter(model_id=chat.model).first()
-    if model is None:
-        return openai_error(
-            404,
-            f"The model `{chat.model}` does not exist or you do not have access to it.",
-            code="model_not_found",
-            param="model",
-        )
+    key = caller_authenticate(request)
+    if isinstance(chat, ApiError):
+        raise chat
+    rate_limit_check(request, user=key.user)
+    model = api_model(request, chat.model)
     call = MeteredCall(
         user=key.user,
         model=model,
@@ -65,43 +53,34 @@ def _prepare(
     try:
         call.reserve()
     except QuotaExceeded as exceeded:
-        return openai_error(429, exceeded.user_message, type="insufficient_quota", code="insufficient_quota")
+        raise quota_error(exceeded) from None
     return call
 
 
-async def _release_if_reserved(prepared: MeteredCall | JsonResponse) -> None:
-    if isinstance(prepared, MeteredCall):
-        await prepared.asettle()
+async def _release_if_reserved(call: MeteredCall) -> None:
+    await call.asettle()
 
 
-def _body_of(request) -> tuple[ChatRequest | None, JsonResponse | None]:
+def _chat_request(request) -> ChatRequest | ApiError:
+    """The body checked, or what is wrong with it: told only once the key is known to be good."""
     try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return None, openai_error(400, "We could not parse the JSON body of your request.")
-    try:
-        return chat_request_parse(body), None
-    except InvalidRequest as invalid:
-        return None, openai_error(400, invalid.message, param=invalid.param, code=invalid.code)
+        return chat_request_parse(json_body(request))
+    except ApiError as invalid:
+        return invalid
 
 
+@api_view(methods=("POST",), authenticate=False)
 async def chat_completions(request):
     """One metered call: reserved before the upstream hears of it, settled on every exit.
 
     The request counts as sent from the moment it leaves for the provider: a
     client that goes away after that is billed the prompt's estimate (the
-    provider bills it too); a refusal by the provider bills nothing.
+    provider bills it too); a refusal by the provider bills nothing. The
+    provider's refusals reach the app as the provider said them, and are not
+    retried here: the app's SDK retries them itself.
     """
-    if request.method != "POST":
-        return openai_error(405, "Use POST for /v1/chat/completions.")
-    secret = bearer_secret(request)
-    if not secret:
-        return openai_error(401, NO_KEY, code="invalid_api_key")
-    chat, invalid = _body_of(request)
-    prepared = await db_step_to_end(_prepare, request, secret, chat, invalid, on_cancel=_release_if_reserved)
-    if isinstance(prepared, JsonResponse):
-        return prepared
-    call = prepared
+    chat = _chat_request(request)
+    call = await db_step_to_end(_prepare, request, chat, on_cancel=_release_if_reserved)
     reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
     # Sent once the provider has the whole request, not before: a client gone sooner costs nothing.
     on_request_sent.set(call.sent)
@@ -109,11 +88,11 @@ async def chat_completions(request):
     upstream_body |= chat.options
     if chat.stream:
         try:
-            stream = await stream_open(upstream_body)
+            stream = await stream_open(upstream_body, retry=False)
         except UpstreamError as failure:
             call.refused()
             await call.asettle()
-            return upstream_error(failure)
+            raise upstream_passed_through(failure) from None
         except BaseException:  # cancelled (the app went away), or our own failure
             await call.asettle()
             raise
@@ -125,10 +104,10 @@ async def chat_completions(request):
         return response
     async with call:
         try:
-            completion = await completion_create(upstream_body)
+            completion = await completion_create(upstream_body, retry=False)
         except UpstreamError as failure:
             call.refused()
-            return upstream_error(failure)
+            raise upstream_passed_through(failure) from None
         call.usage = usage_from(completion["usage"]) if completion.get("usage") else None
         choice = completion["choices"][0]
         call.completion_text = choice["message"].get("content") or ""
