@@ -125,4 +125,18 @@ for _ in $(seq 100); do
     fi
     sleep 0.2
 done
+# Until the site stops: say so at once if the local model dies (the chat page says so too).
+while kill -0 "$site_pid" 2>/dev/null; do
+    if [ -n "$model_pid" ] && ! kill -0 "$model_pid" 2>/dev/null; then
+        model_status=0
+        wait "$model_pid" || model_status=$?
+        model_pid=""
+        echo >&2
+        echo "The local model server stopped (exit status $model_status): the site can write no reply." \
+            "Last lines of $model_log:" >&2
+        tail -n 20 "$model_log" >&2
+        echo "Stop this with Ctrl-C and start make run again." >&2
+    fi
+    sleep 1
+done
 wait "$site_pid"
