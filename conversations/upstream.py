@@ -5,7 +5,7 @@ UPSTREAM_MODELS_INTERVAL seconds, by each process for itself (a few bytes on
 loopback or from OpenAI; nothing to share through Redis), and kept in memory:
 the picker reads it without waiting, a reply checks it before it goes out. A
 failed read keeps the last good list, logs why, and is tried again after
-RETRY_AFTER_FAILURE seconds. Before the first good read nothing is known, and
+RETRY_AFTER_FAILURE seconds (or the interval, if shorter). Before the first good read nothing is known, and
 nothing is hidden: the reply's own check reads the list first.
 """
 
@@ -59,7 +59,8 @@ async def upstream_offer() -> UpstreamOffer | None:
     base_url = settings.OPENAI_BASE_URL
     known = _known.setdefault(base_url, _Known())
     now = time.monotonic()
-    due = now - known.read_at >= settings.UPSTREAM_MODELS_INTERVAL and now - known.tried_at >= RETRY_AFTER_FAILURE
+    interval = settings.UPSTREAM_MODELS_INTERVAL
+    due = now - known.read_at >= interval and now - known.tried_at >= min(interval, RETRY_AFTER_FAILURE)
     if not due:
         return known.offer
     known.tried_at = now

@@ -429,8 +429,8 @@ class FakeUpstream:
 
     def __init__(self, port: int = 0, *, api_key: str | None = None, record_requests: bool = True) -> None:
         self.default: Behaviour = Reply()
-        # What GET /v1/models lists; a test may narrow it (reset() restores it).
-        self.models: tuple[str, ...] = MODEL_IDS
+        # What GET /v1/models lists; a test may narrow it, or set None for a 503 (reset() restores it).
+        self.models: tuple[str, ...] | None = MODEL_IDS
         self.port = port
         self._api_key = api_key
         self._record_requests = record_requests  # benchmarks turn it off to keep memory flat
@@ -551,6 +551,8 @@ class FakeUpstream:
     async def _models(self, request: web.Request) -> web.Response:
         if error := _validation_error(request, None, self._api_key):
             return error
+        if self.models is None:
+            return _status_response(Status.server_error(503))
         models = [{"id": m, "object": "model", "created": 1721172741, "owned_by": "system"} for m in self.models]
         return web.json_response({"object": "list", "data": models}, dumps=_dumps)
 

@@ -171,7 +171,9 @@ class ReplyGeneration:
         """Where the upstream streamed no usage, ask it to count the tokens (llama-cpp-python's server can)."""
         if self.call.usage is None and self.call.reached_upstream and self.sent_messages is not None:
             self.call.usage = await usage_counted_by_server(
-                model_id=self.plan.model.model_id, messages=self.sent_messages, completion_text=self.call.completion_text
+                model_id=self.plan.model.model_id,
+                messages=self.sent_messages,
+                completion_text=self.call.completion_text,
             )
 
     async def _open(self, messages: list[dict]) -> ReplyStream:
