@@ -5,7 +5,6 @@ Nothing here retries or waits: the pool replaces broken database connections
 the next command, so the site recovers by itself once they answer again.
 """
 
-import asyncio
 import socket
 
 import redis.exceptions
@@ -22,7 +21,6 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import reswap, retarget
 
 from conversations.db import db_step
-from conversations.llm import model_ids_list
 from gateway.errors import openai_error
 
 # Django raises OperationalError when PostgreSQL refuses or drops a connection, and
@@ -107,19 +105,22 @@ async def _redis_ping() -> None:
     await get_channel_layer().group_send("healthz", {"type": "healthz.ping"})
 
 
-async def _local_model_list() -> None:
-    await asyncio.wait_for(model_ids_list(), LOCAL_MODEL_TIMEOUT)
+def _local_model_connect() -> None:
+    """Connect to the embedded local model's port (OSError when nothing listens there: its process died).
+
+    A connection, not a request: llama-cpp-python's server serves one request
+    at a time, so a request would wait behind the reply being generated. On
+    loopback a dead port refuses at once: cheap enough for every chat page.
+    """
+    socket.create_connection(("127.0.0.1", settings.LOCAL_MODEL_PORT), timeout=LOCAL_MODEL_TIMEOUT).close()
 
 
 def local_model_down() -> bool:
-    """Whether the embedded local model's port refuses connections: its process died (with no upstream configured).
-
-    A connection on loopback, refused at once when nothing listens: cheap enough for every chat page.
-    """
+    """Whether the embedded local model (used when no upstream is configured) has stopped listening."""
     if not settings.UPSTREAM_IS_LOCAL:
         return False
     try:
-        socket.create_connection(("127.0.0.1", settings.LOCAL_MODEL_PORT), timeout=LOCAL_MODEL_TIMEOUT).close()
+        _local_model_connect()
     except OSError:
         return True
     return False
@@ -140,12 +141,12 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     The database is checked through db_step, on the thread and pool that save
     replies; Redis (cache and channels layer) when it is configured; the
     embedded local model, which writes every reply when no upstream is
-    configured, by its model list.
+    configured, by a connection to its port.
     """
     checks = {"database": await _check(db_step(_database_connect))}
     if settings.REDIS_URL:
         checks["redis"] = await _check(_redis_ping())
     if settings.UPSTREAM_IS_LOCAL:
-        checks["local_model"] = await _check(_local_model_list())
+        checks["local_model"] = await _check(sync_to_async(_local_model_connect, thread_sensitive=False)())
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)

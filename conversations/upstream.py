@@ -5,8 +5,9 @@ UPSTREAM_MODELS_INTERVAL seconds, by each process for itself (a few bytes on
 loopback or from OpenAI; nothing to share through Redis), and kept in memory:
 the picker reads it without waiting, a reply checks it before it goes out. A
 failed read keeps the last good list, logs why, and is tried again after
-RETRY_AFTER_FAILURE seconds (or the interval, if shorter). Before the first good read nothing is known, and
-nothing is hidden: the reply's own check reads the list first.
+RETRY_AFTER_FAILURE seconds (or the interval, if shorter). Before the first
+good read nothing is known, and nothing is hidden: the reply's own check reads
+the list first.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from conversations.llm import UpstreamError, completion_create, model_ids_list, 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_FAILURE = 30.0
+# Seconds a reply's end waits for llama-cpp-python's server to count its tokens. The server serves one
+# request at a time: behind another reply being generated, the count would hold this one's end back.
+COUNT_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
@@ -98,16 +102,17 @@ async def usage_counted_by_server(*, model_id: str, messages: list[dict], comple
     streamed, for one token (it applies the model's chat template, and its
     cache of the prompt just read makes this cost a token or two); the reply
     by its tokenizer, less the tokens it puts in any text (a BOS). None from
-    any other upstream, or when the server cannot say.
+    any other upstream, or when the server cannot say within COUNT_TIMEOUT.
     """
     offer = await upstream_offer()
     if offer is None or offer.empty_text_tokens is None:
         return None
     try:
-        probe = await completion_create({"model": model_id, "messages": messages, "max_tokens": 1})
-        prompt_tokens = int(probe["usage"]["prompt_tokens"])
-        completion_tokens = await tokens_count(completion_text) - offer.empty_text_tokens if completion_text else 0
-    except (UpstreamError, KeyError, TypeError, ValueError) as error:
-        logger.info("the local model server could not count a reply's tokens: %r", error)
+        async with asyncio.timeout(COUNT_TIMEOUT):
+            probe = await completion_create({"model": model_id, "messages": messages, "max_tokens": 1})
+            prompt_tokens = int(probe["usage"]["prompt_tokens"])
+            completion_tokens = await tokens_count(completion_text) - offer.empty_text_tokens if completion_text else 0
+    except (UpstreamError, TimeoutError, KeyError, TypeError, ValueError) as error:
+        logger.info("the local model server did not count a reply's tokens (it is estimated): %r", error)
         return None
     return Usage(prompt_tokens=prompt_tokens, completion_tokens=max(completion_tokens, 0))

@@ -82,11 +82,13 @@ if [ -z "${OPENAI_BASE_URL:-}" ]; then
     # llama_cpp.server takes every setting from an environment variable of the
     # same name as well (PORT, HOST, MODEL, API_KEY, CACHE...), and PORT and
     # HOST even win over its command line: give it a clean environment.
+    # It serves one request at a time; by default a new one cuts the reply being
+    # streamed short (another user's, or the site reading its model list): queue them instead.
     env -i PATH="$PATH" HOME="${HOME:-/}" LANG="${LANG:-C.UTF-8}" \
         "$VENV/bin/python" -m llama_cpp.server \
         --model "$("$VENV/bin/python" scripts/local_model_path.py)" \
         --model_alias smollm2-135m \
-        --host 127.0.0.1 --port "$model_port" --n_ctx 4096 \
+        --host 127.0.0.1 --port "$model_port" --n_ctx 4096 --interrupt_requests False \
         >"$model_log" 2>&1 &
     model_pid=$!
     deadline=$((SECONDS + 120))

@@ -106,6 +106,8 @@ def local_model_server() -> Iterator[str]:
         str(port),
         "--n_ctx",
         "2048",
+        "--interrupt_requests",  # as scripts/run.sh starts it: requests wait their turn, none cuts another short
+        "False",
     ]
     # The server takes every setting from an environment variable of the same name
     # as well (PORT, HOST, MODEL, API_KEY...), and PORT and HOST win over its

@@ -106,5 +106,10 @@ def test_healthz_and_the_chat_page_say_when_the_local_model_process_dies(embedde
     assert (healthy.status_code, healthy.json()["local_model"]) == (200, "ok")
     assert banner not in page.text
     assert sick.status_code == 503
-    assert sick.json() == {"status": "error", "database": "ok", "redis": "ok", "local_model": "error: UpstreamError"}
+    assert sick.json() == {
+        "status": "error",
+        "database": "ok",
+        "redis": "ok",
+        "local_model": "error: ConnectionRefusedError",
+    }
     assert banner in page_after.text
