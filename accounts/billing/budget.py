@@ -151,7 +151,8 @@ def budget_reserve(
             if room < min(MIN_REPLY_TOKENS, max_tokens):
                 left = limits.tokens_per_day - tokens_used  # what the user's meter shows left
                 why = (
-                    f"{left:,} tokens left today{_held(f'{tokens_held:,}' if tokens_held else '')}; "
+                    f"{left:,} of your {limits.tokens_per_day:,} tokens for today are left"
+                    f"{_held(f'{tokens_held:,}' if tokens_held else '')}; "
                     f"the chat so far may need up to {prompt_tokens:,} of them and a reply up to {max_tokens:,}."
                     if left > tokens_held
                     else f"You have used your {limits.tokens_per_day:,} tokens for today."
@@ -166,7 +167,8 @@ def budget_reserve(
                 left = limits.usd_per_month - cost_used  # what the user's meter shows left
                 worst = prices.cost(prompt_tokens=prompt_tokens, completion_tokens=max_tokens)
                 why = (
-                    f"${left:,.4f} left this month{_held(f'${cost_held:,.4f}' if cost_held else '')}; "
+                    f"${left:,.4f} of your ${limits.usd_per_month:,.2f} for this month is left"
+                    f"{_held(f'${cost_held:,.4f}' if cost_held else '')}; "
                     f"this message and its reply may cost up to ${worst:,.4f}."
                     if left > cost_held
                     else f"You have used your ${limits.usd_per_month:,.2f} for this month."

@@ -131,7 +131,10 @@ def test_a_dollar_limit_shows_its_meter_even_with_costs_hidden(alice, alice_clie
 
 # -- refusals in the meter's figures ------------------------------------------------------------------------------
 
-LEFT = re.compile(r"^([\d,]+) tokens left today(?:, ([\d,]+) of them held for replies still being written)?; ")
+LEFT = re.compile(
+    r"^([\d,]+) of your ([\d,]+) tokens for today are left"
+    r"(?:, ([\d,]+) of them held for replies still being written)?; "
+)
 
 
 def number(text: str) -> int:
@@ -173,8 +176,8 @@ def test_a_token_refusal_says_what_the_meter_shows_left_and_what_the_message_nee
     meter = usage_summary(user=alice)
     meter_left = meter.tokens_per_day - meter.tokens_today
     if match := LEFT.match(message):
-        assert number(match.group(1)) == meter_left
-        assert number(match.group(2) or "0") == held
+        assert (number(match.group(1)), number(match.group(2))) == (meter_left, meter.tokens_per_day)
+        assert number(match.group(3) or "0") == held
         assert f"the chat so far may need up to {prompt_tokens:,} of them and a reply up to {max_tokens:,}." in message
         # And the numbers do explain the refusal: the free tokens cannot hold the prompt and the smallest reply.
         assert meter_left - held < prompt_tokens + min(64, max_tokens)

@@ -21,7 +21,10 @@ VIEWPORTS = {
     "1366px": {"viewport": {"width": 1366, "height": 768}},
     "390px": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
 }
-REFUSAL = r"(\d+) tokens left today; the chat so far may need up to (\d+) of them and a reply up to ([\d,]+)\."
+REFUSAL = (
+    r"(\d+) of your (\d+) tokens for today are left; "
+    r"the chat so far may need up to (\d+) of them and a reply up to ([\d,]+)\."
+)
 # The site reads the upstream's model list this often (seconds), so a test sees it change.
 LIST_INTERVAL = 0.2
 
@@ -103,13 +106,13 @@ def test_a_refusal_says_the_numbers_the_meter_shows(meters_page, alice, mini):
     send(page, "One more, please")
 
     alert = last_reply(page).get_by_role("alert")
-    expect(alert).to_contain_text("tokens left today")
+    expect(alert).to_contain_text("tokens for today are left")
     meter = re.search(r"Tokens today:\s*(\d+) of (\d+)", page.locator("#usage-link").text_content())
     used, limit = int(meter.group(1)), int(meter.group(2))
     said = re.match(REFUSAL, alert.text_content())
     assert said, alert.text_content()
-    left, prompt_bound = int(said.group(1)), int(said.group(2))
-    assert (used, limit, left) == (636, 700, limit - used)
+    left, said_limit, prompt_bound = int(said.group(1)), int(said.group(2)), int(said.group(3))
+    assert (used, limit, left, said_limit) == (636, 700, limit - used, limit)
     assert prompt_bound + 64 > left  # the smallest reply the site lets go does not fit: the numbers explain it
     assert Message.objects.get(role=Message.Role.ASSISTANT).error_code == "tokens_per_day"
 
