@@ -11,6 +11,7 @@ from django_ratelimit.decorators import ratelimit
 from accounts.billing.budget import usage_summary
 from accounts.forms import SignupForm
 from accounts.ratelimits import rate, too_many
+from accounts.usage_history import usage_history
 
 
 @require_http_methods(["GET", "POST"])
@@ -42,8 +43,9 @@ def signup(request):
 @login_required
 @require_GET
 def usage(request):
-    """The user's own usage against their limits, and when each resets."""
-    return TemplateResponse(request, "accounts/usage.html", {"usage": usage_summary(user=request.user)})
+    """The user's own usage against their limits, when each resets, and their last 30 days per day and model."""
+    context = {"usage": usage_summary(user=request.user), "history": usage_history(user=request.user)}
+    return TemplateResponse(request, "accounts/usage.html", context)
 
 
 # --- API keys: the user's own, made and revoked on one page ----------------------------------------------------

@@ -112,6 +112,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.signup",
+                "accounts.context_processors.costs",
             ],
         },
     },
@@ -229,6 +230,10 @@ UPSTREAM_READ_TIMEOUT = env_float("UPSTREAM_READ_TIMEOUT", 60.0)
 UPSTREAM_RETRIES = env_int("UPSTREAM_RETRIES", 3)
 UPSTREAM_RETRY_BASE_DELAY = env_float("UPSTREAM_RETRY_BASE_DELAY", 0.5)
 UPSTREAM_RETRY_MAX_WAIT = env_float("UPSTREAM_RETRY_MAX_WAIT", 20.0)
+# Seconds between two reads of the upstream's model list (GET /models): the picker offers only what it serves.
+UPSTREAM_MODELS_INTERVAL = env_float("UPSTREAM_MODELS_INTERVAL", 300.0)
+# Whether users see what their replies and their month cost; staff always see it in the admin.
+SHOW_COSTS = env_bool("SHOW_COSTS", False)
 
 
 def env_optional_int(name: str) -> int | None:

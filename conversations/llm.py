@@ -79,6 +79,8 @@ class ReplyStream:
     model_id: str
     usage: Usage | None = None
     finish_reason: str = ""
+    # The model the upstream says answered (each chunk's `model`), which may not be the one asked for.
+    reported_model: str = ""
 
     async def raw_events(self) -> AsyncIterator[bytes]:
         """Each SSE event's bytes exactly as the upstream sent them (b"data: {...}\\n\\n"), until [DONE].
@@ -170,6 +172,8 @@ class ReplyStream:
                 )
             if usage := chunk.get("usage"):
                 self.usage = usage_from(usage)
+            if isinstance(model := chunk.get("model"), str):
+                self.reported_model = model[:100]
             choices = chunk["choices"]
             if choices and choices[0].get("finish_reason"):
                 self.finish_reason = choices[0]["finish_reason"]
@@ -324,6 +328,37 @@ async def completion_create(body: dict, *, retry: bool = True) -> dict:
     except (ValueError, TypeError, KeyError, IndexError):
         raise UpstreamError("malformed_chunk", "The model provider sent a reply we could not read.") from None
     return completion
+
+
+async def model_ids_list() -> frozenset[str]:
+    """The ids of the models the upstream lists at GET /models."""
+    client = _client()
+    try:
+        response = await client.get("models", cast_to=httpx2.Response)
+    except openai.APIConnectionError as error:
+        raise _transport_error(error) from None
+    except openai.APIStatusError as error:
+        raise _status_error(error, "", client) from None
+    try:
+        return frozenset(str(model["id"]) for model in response.json()["data"])
+    except (ValueError, TypeError, KeyError):
+        raise UpstreamError("malformed_answer", "The model provider sent a model list we could not read.") from None
+
+
+async def tokens_count(text: str) -> int:
+    """How many tokens llama-cpp-python's server makes of `text` (its POST /extras/tokenize/count).
+
+    Other providers have no such endpoint: UpstreamError (a 404) from them.
+    """
+    root = settings.OPENAI_BASE_URL.removesuffix("/v1")
+    response = await _post(f"{root}/extras/tokenize/count", {"input": text}, model_id="")
+    try:
+        count = response.json()["count"]
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise TypeError
+    except (ValueError, TypeError, KeyError):
+        raise UpstreamError("malformed_answer", "The model provider sent a token count we could not read.") from None
+    return count
 
 
 async def client_secret_create(body: dict) -> dict:

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.billing.prices import Prices
+from conversations.upstream import served_model_ids
 
 
 class ChatModelQuerySet(models.QuerySet):
@@ -17,9 +18,14 @@ class ChatModelQuerySet(models.QuerySet):
     def for_chat(self):
         return self.enabled().filter(realtime=False)
 
+    def served(self):
+        """The models the upstream lists (see conversations/upstream.py): no other model answers under their names."""
+        model_ids = served_model_ids()
+        return self if model_ids is None else self.filter(model_id__in=model_ids)
+
     def usable_by(self, user):
-        """Enabled chat models the user may pick."""
-        return self.for_chat().allowed_to(user)
+        """Enabled chat models the upstream serves that the user may pick."""
+        return self.for_chat().served().allowed_to(user)
 
     def allowed_to(self, user):
         """All of these models, or only those an admin allowed the user."""
@@ -159,6 +165,9 @@ class Message(models.Model):
     cost = models.DecimalField(max_digits=16, decimal_places=8, default=Decimal(0), help_text="USD.")
     usage_estimated = models.BooleanField(
         default=False, help_text="The upstream sent no usage, so tokens were counted from the text."
+    )
+    reported_model = models.CharField(
+        max_length=100, blank=True, help_text="The model the upstream said answered (its replies' `model` field)."
     )
     time_to_first_token = models.DurationField(null=True, blank=True)
     duration = models.DurationField(null=True, blank=True)

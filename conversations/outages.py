@@ -5,6 +5,8 @@ Nothing here retries or waits: the pool replaces broken database connections
 the next command, so the site recovers by itself once they answer again.
 """
 
+import socket
+
 import redis.exceptions
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -30,6 +32,8 @@ DATABASE_ERRORS = (OperationalError, InterfaceError)
 # as the builtin ConnectionError.
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError)
 RETRY_AFTER_SECONDS = 5
+# Seconds the embedded local model (llama.cpp's server on loopback) has to answer a health check.
+LOCAL_MODEL_TIMEOUT = 2.0
 WHAT_FAILED = {"database": "its database", "redis": "its cache (Redis)"}
 
 
@@ -101,6 +105,27 @@ async def _redis_ping() -> None:
     await get_channel_layer().group_send("healthz", {"type": "healthz.ping"})
 
 
+def _local_model_connect() -> None:
+    """Connect to the embedded local model's port (OSError when nothing listens there: its process died).
+
+    A connection, not a request: llama-cpp-python's server serves one request
+    at a time, so a request would wait behind the reply being generated. On
+    loopback a dead port refuses at once: cheap enough for every chat page.
+    """
+    socket.create_connection(("127.0.0.1", settings.LOCAL_MODEL_PORT), timeout=LOCAL_MODEL_TIMEOUT).close()
+
+
+def local_model_down() -> bool:
+    """Whether the embedded local model (used when no upstream is configured) has stopped listening."""
+    if not settings.UPSTREAM_IS_LOCAL:
+        return False
+    try:
+        _local_model_connect()
+    except OSError:
+        return True
+    return False
+
+
 async def _check(step) -> str:
     try:
         await step
@@ -114,10 +139,14 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     """200 when this process can do what replies need; a load balancer takes it out of rotation otherwise.
 
     The database is checked through db_step, on the thread and pool that save
-    replies; Redis (cache and channels layer) when it is configured.
+    replies; Redis (cache and channels layer) when it is configured; the
+    embedded local model, which writes every reply when no upstream is
+    configured, by a connection to its port.
     """
     checks = {"database": await _check(db_step(_database_connect))}
     if settings.REDIS_URL:
         checks["redis"] = await _check(_redis_ping())
+    if settings.UPSTREAM_IS_LOCAL:
+        checks["local_model"] = await _check(sync_to_async(_local_model_connect, thread_sensitive=False)())
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if healthy else "error", **checks}, status=200 if healthy else 503)

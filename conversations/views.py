@@ -16,6 +16,7 @@ from accounts.ratelimits import rate, too_many
 from conversations.db import connections_release, db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
+from conversations.outages import local_model_down
 from conversations.replies import watcher
 from conversations.replies.fanout import reply_stop_request
 from conversations.replies.runner import reply_runner
@@ -38,6 +39,7 @@ def _chat_context(request, conversation: Conversation | None, **extra) -> dict:
         "rename_form": RenameForm(instance=conversation) if conversation else None,
         "max_chars": settings.MESSAGE_MAX_CHARS,
         "usage": usage_summary(user=request.user),
+        "local_model_down": local_model_down(),
         **extra,
     }
 
@@ -104,9 +106,13 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
         conversation.model if conversation else ChatModel.objects.usable_by(request.user).default()
     )
     if model is None or not ChatModel.objects.usable_by(request.user).filter(pk=model.pk).exists():
-        return MessagePrepared(
-            conversation, errors=["This chat's model is no longer available to you. Pick another."], status=400
+        unserved = model is not None and not ChatModel.objects.served().filter(pk=model.pk).exists()
+        error = (
+            f"The model provider does not serve {model.display_name} at the moment. Pick another model."
+            if unserved
+            else "This chat's model is no longer available to you. Pick another."
         )
+        return MessagePrepared(conversation, errors=[error], status=400)
     if conversation and conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
         return MessagePrepared(
             conversation, errors=["Wait for the reply to finish, or press Stop, before sending another."], status=409

@@ -60,7 +60,10 @@ def rate_limit_check(request, *, user: User | None) -> None:
 
 def api_models(*, user: User, key: ApiKey | None, realtime: bool = False):
     """The enabled chat (or realtime) models this caller may use: the user's, narrowed to the key's list if any."""
-    models = ChatModel.objects.enabled().filter(realtime=realtime).allowed_to(user)
+    models = ChatModel.objects.enabled().filter(realtime=realtime)
+    if not realtime:  # the upstream's list names chat models; realtime sessions are minted, not listed
+        models = models.served()
+    models = models.allowed_to(user)
     if key is not None and key.allowed_models.exists():
         models = models.filter(pk__in=key.allowed_models.values("pk"))
     return models

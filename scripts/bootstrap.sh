@@ -18,6 +18,26 @@ pip_install() {
     return "${PIPESTATUS[0]}"
 }
 
+# Runs a command that may be silent for minutes (a build), saying every PROGRESS_INTERVAL
+# seconds (30) that it is still at work and for how long; returns the command's status.
+with_progress() {
+    local what=$1 ticker status=0
+    shift
+    (
+        # Stops with the shell that started it, however that ends (Ctrl-C included).
+        started=$SECONDS
+        while sleep "${PROGRESS_INTERVAL:-30}" && kill -0 $$ 2>/dev/null; do
+            elapsed=$((SECONDS - started))
+            echo "    ... still $what: $((elapsed / 60)) min $((elapsed % 60)) s so far"
+        done
+    ) &
+    ticker=$!
+    "$@" || status=$?
+    kill "$ticker" 2>/dev/null || true
+    wait "$ticker" 2>/dev/null || true
+    return "$status"
+}
+
 venv_create() {
     if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "" 2>/dev/null; then
         return
@@ -51,7 +71,7 @@ requirements_install() {
         return
     fi
     echo "Installing $requirements into $VENV/ ..."
-    pip_install -r "$requirements"
+    with_progress "installing $requirements" pip_install -r "$requirements"
     echo "$digest" >"$stamp"
 }
 
@@ -70,15 +90,20 @@ llama_portable_install() {
     fi
     wheel=$(ls "$LLAMA_WHEELS"/llama_cpp_python-"$version"-*.whl 2>/dev/null | head -n 1 || true)
     if [ -z "$wheel" ]; then
-        echo "Building llama-cpp-python $version for any x86-64 CPU: about 8 minutes on 2 cores, once per" \
-            "machine, with no output meanwhile (kept in $LLAMA_WHEELS)..."
+        echo "Building llama-cpp-python $version for any x86-64 CPU, once per machine (kept in $LLAMA_WHEELS):" \
+            "about 8 minutes on 2 idle cores, up to half an hour on a busy machine."
         mkdir -p "$LLAMA_WHEELS"
-        CMAKE_ARGS="-DGGML_NATIVE=OFF" "$VENV/bin/pip" wheel --quiet --disable-pip-version-check --no-deps \
-            --no-cache-dir -w "$LLAMA_WHEELS" "llama-cpp-python==$version" 2>&1 | { grep -v "is ignored" || true; }
+        with_progress "building llama-cpp-python" llama_wheel_build "$version"
         wheel=$(ls "$LLAMA_WHEELS"/llama_cpp_python-"$version"-*.whl | head -n 1)
     fi
     pip_install --force-reinstall --no-deps "$wheel"
     touch "$stamp"
+}
+
+llama_wheel_build() {
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" "$VENV/bin/pip" wheel --quiet --disable-pip-version-check --no-deps \
+        --no-cache-dir -w "$LLAMA_WHEELS" "llama-cpp-python==$1" 2>&1 | { grep -v "is ignored" || true; }
+    return "${PIPESTATUS[0]}"
 }
 
 local_model_install() {

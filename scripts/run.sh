@@ -82,11 +82,13 @@ if [ -z "${OPENAI_BASE_URL:-}" ]; then
     # llama_cpp.server takes every setting from an environment variable of the
     # same name as well (PORT, HOST, MODEL, API_KEY, CACHE...), and PORT and
     # HOST even win over its command line: give it a clean environment.
+    # It serves one request at a time; by default a new one cuts the reply being
+    # streamed short (another user's, or the site reading its model list): queue them instead.
     env -i PATH="$PATH" HOME="${HOME:-/}" LANG="${LANG:-C.UTF-8}" \
         "$VENV/bin/python" -m llama_cpp.server \
         --model "$("$VENV/bin/python" scripts/local_model_path.py)" \
         --model_alias smollm2-135m \
-        --host 127.0.0.1 --port "$model_port" --n_ctx 4096 \
+        --host 127.0.0.1 --port "$model_port" --n_ctx 4096 --interrupt_requests False \
         >"$model_log" 2>&1 &
     model_pid=$!
     deadline=$((SECONDS + 120))
@@ -124,5 +126,19 @@ for _ in $(seq 100); do
         break
     fi
     sleep 0.2
+done
+# Until the site stops: say so at once if the local model dies (the chat page says so too).
+while kill -0 "$site_pid" 2>/dev/null; do
+    if [ -n "$model_pid" ] && ! kill -0 "$model_pid" 2>/dev/null; then
+        model_status=0
+        wait "$model_pid" || model_status=$?
+        model_pid=""
+        echo >&2
+        echo "The local model server stopped (exit status $model_status): the site can write no reply." \
+            "Last lines of $model_log:" >&2
+        tail -n 20 "$model_log" >&2
+        echo "Stop this with Ctrl-C and start make run again." >&2
+    fi
+    sleep 1
 done
 wait "$site_pid"

@@ -77,6 +77,8 @@ class Reply:
     malformed_after: int | None = None
     hang_after: int | None = None
     error_after: int | None = None
+    # The model the answer names; None: the one asked for (OpenAI names a dated snapshot, "gpt-4o-mini-2024-07-18").
+    model: str | None = None
 
     def pieces(self, body: dict | None = None) -> list[str]:
         if self.chunks is not None:
@@ -427,6 +429,8 @@ class FakeUpstream:
 
     def __init__(self, port: int = 0, *, api_key: str | None = None, record_requests: bool = True) -> None:
         self.default: Behaviour = Reply()
+        # What GET /v1/models lists; a test may narrow it, or set None for a 503 (reset() restores it).
+        self.models: tuple[str, ...] | None = MODEL_IDS
         self.port = port
         self._api_key = api_key
         self._record_requests = record_requests  # benchmarks turn it off to keep memory flat
@@ -516,6 +520,7 @@ class FakeUpstream:
             self._disconnects = 0
             self._epoch += 1
             self.default = Reply()
+            self.models = MODEL_IDS
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[ReceivedRequest]:
         with self._cond:
@@ -546,7 +551,9 @@ class FakeUpstream:
     async def _models(self, request: web.Request) -> web.Response:
         if error := _validation_error(request, None, self._api_key):
             return error
-        models = [{"id": m, "object": "model", "created": 1721172741, "owned_by": "system"} for m in MODEL_IDS]
+        if self.models is None:
+            return _status_response(Status.server_error(503))
+        models = [{"id": m, "object": "model", "created": 1721172741, "owned_by": "system"} for m in self.models]
         return web.json_response({"object": "list", "data": models}, dumps=_dumps)
 
     async def _receive(self, request: web.Request) -> tuple[Any, ReceivedRequest]:
@@ -634,7 +641,7 @@ class FakeUpstream:
             "id": _completion_id(),
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": body["model"],
+            "model": reply.model or body["model"],
             "choices": [
                 {
                     "index": 0,
@@ -675,7 +682,7 @@ class FakeUpstream:
             "id": _completion_id(),
             "object": "chat.completion.chunk",
             "created": int(time.time()),
-            "model": body["model"],
+            "model": reply.model or body["model"],
             "service_tier": "default",
             "system_fingerprint": SYSTEM_FINGERPRINT,
         }

@@ -106,14 +106,31 @@ def local_model_server() -> Iterator[str]:
         str(port),
         "--n_ctx",
         "2048",
+        "--interrupt_requests",  # as scripts/run.sh starts it: requests wait their turn, none cuts another short
+        "False",
     ]
     # The server takes every setting from an environment variable of the same name
     # as well (PORT, HOST, MODEL, API_KEY...), and PORT and HOST win over its
     # command line: give it a clean environment.
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     base_url = f"http://127.0.0.1:{port}/v1"
-    with _server(command, ready_url=f"{base_url}/models", timeout=120, env=env):
-        yield base_url
+    with _server(command, ready_url=f"{base_url}/models", timeout=120, env=env) as process:
+        _local_model_processes[base_url] = process
+        try:
+            yield base_url
+        finally:
+            del _local_model_processes[base_url]
+
+
+# The process of each local model server running, by base URL.
+_local_model_processes: dict[str, subprocess.Popen] = {}
+
+
+def local_model_kill(base_url: str) -> None:
+    """Kill the local model server at base_url at once, as the kernel's OOM killer would, and reap it."""
+    process = _local_model_processes[base_url]
+    process.kill()
+    process.wait(timeout=10)
 
 
 # The process of each site server running, by base URL.

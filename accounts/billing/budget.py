@@ -102,6 +102,11 @@ def resets_in(moment: datetime) -> str:
     return f"It resets at {local:%H:%M} on {local:%-d %B} ({settings.TIME_ZONE}), in {wait}."
 
 
+def _held(amount: str) -> str:
+    """The part of a refusal that says why less is free than the meter shows (empty: nothing is held)."""
+    return f", {amount} of them held for replies still being written" if amount else ""
+
+
 @dataclass(frozen=True)
 class Grant:
     reservation_id: int
@@ -144,22 +149,31 @@ def budget_reserve(
         if limits.tokens_per_day is not None:
             room = limits.tokens_per_day - tokens_used - tokens_held - prompt_tokens
             if room < min(MIN_REPLY_TOKENS, max_tokens):
-                raise QuotaExceeded(
-                    "tokens_per_day",
-                    f"You have used your {limits.tokens_per_day:,} tokens for today. {resets_in(day_end(today))}",
-                    day_end(today),
+                left = limits.tokens_per_day - tokens_used  # what the user's meter shows left
+                why = (
+                    f"{left:,} of your {limits.tokens_per_day:,} tokens for today are left"
+                    f"{_held(f'{tokens_held:,}' if tokens_held else '')}; "
+                    f"the chat so far may need up to {prompt_tokens:,} of them and a reply up to {max_tokens:,}."
+                    if left > tokens_held
+                    else f"You have used your {limits.tokens_per_day:,} tokens for today."
                 )
+                raise QuotaExceeded("tokens_per_day", f"{why} {resets_in(day_end(today))}", day_end(today))
             max_tokens = min(max_tokens, room)
         if limits.usd_per_month is not None:
             room_usd = limits.usd_per_month - cost_used - cost_held - prices.cost(prompt_tokens=prompt_tokens)
             per_token = prices.output / 1_000_000
             room = int(room_usd / per_token) if per_token else max_tokens
             if room_usd < 0 or room < min(MIN_REPLY_TOKENS, max_tokens):
-                raise QuotaExceeded(
-                    "usd_per_month",
-                    f"You have used your ${limits.usd_per_month:,.2f} for this month. {resets_in(month_end(today))}",
-                    month_end(today),
+                left = limits.usd_per_month - cost_used  # what the user's meter shows left
+                worst = prices.cost(prompt_tokens=prompt_tokens, completion_tokens=max_tokens)
+                why = (
+                    f"${left:,.4f} of your ${limits.usd_per_month:,.2f} for this month is left"
+                    f"{_held(f'${cost_held:,.4f}' if cost_held else '')}; "
+                    f"this message and its reply may cost up to ${worst:,.4f}."
+                    if left > cost_held
+                    else f"You have used your ${limits.usd_per_month:,.2f} for this month."
                 )
+                raise QuotaExceeded("usd_per_month", f"{why} {resets_in(month_end(today))}", month_end(today))
             max_tokens = min(max_tokens, room)
         reservation = Reservation.objects.create(
             user=locked,

@@ -34,6 +34,7 @@ from conversations.services.replies import (
     replies_flush,
     reply_record,
 )
+from conversations.upstream import upstream_offer, upstream_watch, usage_counted_by_server
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class ReplyGeneration:
         self.outcome = ReplyOutcome(status=Message.Status.ERROR, error_code="internal", error_text=INTERNAL_ERROR_TEXT)
         self.saved_length = 0
         self.saved_at = time.monotonic()
+        self.sent_messages: list[dict] | None = None
+        self.reported_model = ""
 
     def stop(self, reason: str = "stop") -> None:
         """End the reply early; closing the upstream stream stops the tokens (and the bill) at once."""
@@ -87,6 +90,7 @@ class ReplyGeneration:
                 if self.stop_reason is None:
                     self.relay_task = asyncio.create_task(self._relay())
                     self.outcome = await self.relay_task
+                    await self._usage_from_server()
                 else:
                     self.outcome = self._ended()
         except Exception:
@@ -101,6 +105,7 @@ class ReplyGeneration:
         """Store the outcome with the call's charge (called inside the settling transaction)."""
         self.outcome.text = self.broadcast.text()
         self.outcome.finish_reason = self.call.finish_reason
+        self.outcome.reported_model = self.reported_model
         self.outcome.time_to_first_token = self.call.time_to_first_token
         self.outcome.duration = self.call.duration
         kept = reply_record(
@@ -117,6 +122,7 @@ class ReplyGeneration:
     async def _relay(self) -> ReplyOutcome:
         stream: ReplyStream | None = None
         try:
+            await self._check_served()
             if self.plan.to_summarise:
                 await self._summarise()
             # Sent once the provider has the whole request: a Stop before that costs nothing.
@@ -147,9 +153,31 @@ class ReplyGeneration:
                 await stream.close()
                 self.call.usage = stream.usage
                 self.call.finish_reason = stream.finish_reason or ""
+                self.reported_model = stream.reported_model
             self.call.completion_text = self.broadcast.text()
 
+    async def _check_served(self) -> None:
+        """Refuse a model the upstream does not list: another model would answer, labelled and priced as this one."""
+        offer = await upstream_offer()
+        model = self.plan.model
+        if offer is not None and model.model_id not in offer.model_ids:
+            raise UpstreamError(
+                "model_not_served",
+                f"The model provider does not serve {model.display_name} ({model.model_id}) at the moment, "
+                "so nothing was sent. Pick another model.",
+            )
+
+    async def _usage_from_server(self) -> None:
+        """Where the upstream streamed no usage, ask it to count the tokens (llama-cpp-python's server can)."""
+        if self.call.usage is None and self.call.reached_upstream and self.sent_messages is not None:
+            self.call.usage = await usage_counted_by_server(
+                model_id=self.plan.model.model_id,
+                messages=self.sent_messages,
+                completion_text=self.call.completion_text,
+            )
+
     async def _open(self, messages: list[dict]) -> ReplyStream:
+        self.sent_messages = messages
         return await reply_stream_open(
             model_id=self.plan.model.model_id, messages=messages, max_tokens=self.call.max_tokens
         )
@@ -188,6 +216,7 @@ class ReplyRunner:
     def __init__(self):
         self.generations: dict[int, ReplyGeneration] = {}
         self.timer: asyncio.Task | None = None
+        self.upstream_watch: asyncio.Task | None = None
         self.shutting_down = False
         # A server process sweeps on its timer even when idle; elsewhere (tests, commands)
         # the timer runs only while there is work.
@@ -218,9 +247,14 @@ class ReplyRunner:
             )
 
     def serve(self) -> None:
-        """This is a server process: keep the timer, and so the sweep, going for good (unless SWEEP_INTERVAL is 0)."""
+        """This is a server process: keep the timer, and so the sweep, going for good (unless SWEEP_INTERVAL is 0),
+        and its view of the upstream's model list fresh."""
         self.serving = settings.SWEEP_INTERVAL > 0
         self.timer_ensure()
+        if self.upstream_watch is None:
+            self.upstream_watch = asyncio.create_task(
+                upstream_watch(), name="upstream-watch", context=contextvars.Context()
+            )
 
     def busy(self) -> bool:
         """Whether this process has replies or calls in flight, or calls still to settle."""
@@ -284,8 +318,9 @@ class ReplyRunner:
                 generation.stop("shutdown")
             await asyncio.gather(*(generation.task for generation in running), return_exceptions=True)
             stopped += len(running)
-        if self.timer is not None:
-            self.timer.cancel()
+        for task in (self.timer, self.upstream_watch):
+            if task is not None:
+                task.cancel()
         try:
             await settle_unsettled()
             await db_step(process_leave)

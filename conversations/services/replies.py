@@ -50,6 +50,7 @@ class ReplyOutcome:
     finish_reason: str = ""
     error_code: str = ""
     error_text: str = ""
+    reported_model: str = ""
     time_to_first_token: timedelta | None = None
     duration: timedelta | None = None
 
@@ -69,6 +70,7 @@ def reply_record(*, reply_id: int, conversation_id: int, outcome: ReplyOutcome, 
         cached_tokens=charge.cached_tokens,
         cost=charge.cost,
         usage_estimated=charge.estimated,
+        reported_model=outcome.reported_model,
         finish_reason=outcome.finish_reason,
         error_code=outcome.error_code,
         error_text=outcome.error_text,

@@ -33,6 +33,12 @@ def settle_at(moment: datetime, user: User, model_id: str, prompt_tokens: int, c
         )
 
 
+@pytest.fixture(autouse=True)
+def _costs_shown(settings):
+    """These tests are about dollars too: the site shows them (see test_usage_history.py for when it does not)."""
+    settings.SHOW_COSTS = True
+
+
 @pytest.fixture
 def paris(settings):
     settings.TIME_ZONE = "Europe/Paris"

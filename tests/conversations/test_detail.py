@@ -155,7 +155,8 @@ def test_a_stopped_reply_says_stopped(alice_client, chat):
     assert not answer.find_all("button", text="Stop")
 
 
-def test_a_finished_reply_shows_its_model_tokens_and_cost(alice_client, chat):
+def test_a_finished_reply_shows_its_model_tokens_and_cost(alice_client, chat, settings):
+    settings.SHOW_COSTS = True
     reply = make_message(
         chat,
         "assistant",

@@ -4,6 +4,12 @@ import pytest
 from django.test import Client
 
 
+@pytest.fixture(autouse=True)
+def _an_upstream_is_configured(settings):
+    """Without one, /healthz checks the embedded local model too (see test_local_model_health.py)."""
+    settings.UPSTREAM_IS_LOCAL = False
+
+
 @pytest.fixture
 def closed_port() -> int:
     with socket.socket() as probe:

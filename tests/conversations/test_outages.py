@@ -63,6 +63,12 @@ def database_accepts_connections(allowed: bool) -> None:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [db["NAME"]])
 
 
+@pytest.fixture(autouse=True)
+def _an_upstream_is_configured(settings):
+    """Without one, /healthz checks the embedded local model too (see test_local_model_health.py)."""
+    settings.UPSTREAM_IS_LOCAL = False
+
+
 @pytest.fixture
 def database_down(db) -> Iterator[None]:
     """The test database refuses connections and its open ones are cut, until the test ends."""

@@ -134,7 +134,7 @@ def test_parallel_messages_through_both_processes_cannot_spend_past_the_budget(a
     refused = replies.filter(error_code="tokens_per_day")
     assert refused.count() == MESSAGE_LIMIT - 1
     assert all(
-        text.startswith(f"You have used your {budget} tokens for today.")
+        re.match(rf"\d+ of your {budget} tokens for today are left[,;] ", text)
         for text in refused.values_list("error_text", flat=True)
     )
     answered = replies.exclude(error_code="tokens_per_day").get()

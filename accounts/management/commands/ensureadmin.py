@@ -1,11 +1,18 @@
 import os
 import secrets
+import sys
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 USERNAME = "admin"
+
+
+def manage_command() -> str:
+    """How to run manage.py with the Python running this one (.venv/bin/python under make run), to print it."""
+    python = os.path.relpath(sys.executable)
+    return f"{python if not python.startswith('..') else sys.executable} manage.py"
 
 
 class Command(BaseCommand):
@@ -18,13 +25,13 @@ class Command(BaseCommand):
         if superusers:
             self.stdout.write(
                 f"Log in at {site}/accounts/login/ as {', '.join(superusers)}; "
-                f"forgot the password? python manage.py changepassword {superusers[0]}"
+                f"forgot the password? {manage_command()} changepassword {superusers[0]}"
             )
             return
         if User.objects.filter(username=USERNAME).exists():
             raise CommandError(
                 f"No superuser exists and the username {USERNAME!r} is taken by an ordinary user: "
-                "create one with python manage.py createsuperuser"
+                f"create one with {manage_command()} createsuperuser"
             )
 
         password = secrets.token_urlsafe(12)
@@ -42,5 +49,5 @@ class Command(BaseCommand):
             + f"\n\n    username  {USERNAME}\n    password  {password}\n\n"
             f"Log in at {site}/accounts/login/ (chat) or {site}/admin/ (admin).\n"
             f"The password is also saved in {password_file} (readable only by you); "
-            f"change it with: python manage.py changepassword {USERNAME}\n"
+            f"change it with: {manage_command()} changepassword {USERNAME}\n"
         )
