@@ -73,9 +73,11 @@ def chat_search(*, user: User, query: str, full_text: bool | None = None) -> lis
 
 
 def snippet(text: str, words: list[str]) -> list[tuple[str, bool]]:
-    """A short stretch of `text` around the first word found, as (piece, is a searched word) pairs."""
+    """A short stretch of `text` around the first word found, as (piece, is a word searched for) pairs."""
     text = " ".join(text.split())
-    pattern = re.compile("|".join(re.escape(word) for word in sorted(words, key=len, reverse=True)), re.IGNORECASE)
+    # A word found by its start is marked whole, as the database matched it.
+    starts = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
+    pattern = re.compile(rf"(?:{starts})\w*", re.IGNORECASE)
     first = pattern.search(text)
     start = 0 if first is None else max(0, first.start() - SNIPPET_BEFORE)
     end = min(len(text), start + SNIPPET_BEFORE + SNIPPET_AFTER)

@@ -80,7 +80,7 @@ def test_a_snippet_is_a_stretch_of_the_text_with_the_words_marked(text, word):
 
     shown = "".join(piece for piece, _ in pieces).removeprefix("…").removesuffix("…")
     assert shown in " ".join(text.split())
-    assert all(piece.lower() == word.lower() for piece, is_word in pieces if is_word)
+    assert all(piece.lower().startswith(word.lower()) for piece, is_word in pieces if is_word)
     if word.lower() in " ".join(text.split()).lower():
         assert any(is_word for _, is_word in pieces)
 
