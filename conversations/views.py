@@ -41,8 +41,12 @@ EXAMPLE_PROMPTS = [
 
 def _chat_context(request, conversation: Conversation | None, *, search_query: str = "", **extra) -> dict:
     default_model = conversation.model if conversation else ChatModel.objects.usable_by(request.user).default()
+    # htmx gets the chat alone (#chat), without the list.
+    sidebar = (
+        {} if request.htmx else _sidebar_context(request, conversation.pk if conversation else None, query=search_query)
+    )
     return {
-        **_sidebar_context(request, conversation.pk if conversation else None, query=search_query),
+        **sidebar,
         "conversation": conversation,
         "chat_messages": conversation.messages.select_related("model") if conversation else [],
         "models": ChatModel.objects.usable_by(request.user),
