@@ -32,7 +32,7 @@ CHAT_TEMPLATE = "conversations/chat.html"
 SIDEBAR_SIZE = 200
 # Offered in an empty chat: a click puts one in the message box.
 EXAMPLE_PROMPTS = [
-    "Explain how HTTPS keeps what I send private, in simple terms.",
+    "Explain how HTTPS keeps my passwords private, in simple terms.",
     "Write a Python function that tells whether a word is a palindrome.",
     "Plan three days in Lisbon on a small budget.",
     "Give me the main arguments for and against a four-day work week.",
