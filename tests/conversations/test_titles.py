@@ -99,8 +99,9 @@ async def test_titles_switched_off_leave_the_first_message_as_the_name(alice_asy
 
 
 async def test_a_name_the_user_gives_meanwhile_is_never_replaced(alice_async, upstream):
-    upstream.script(Reply("Give it light."), Reply("Basil in winter", first_delay=0.5))
+    upstream.script(Reply("Give it light."), Reply("Basil in winter", first_delay=1.5))
     reply = await send(alice_async, FIRST)
+    await sync_to_async(upstream.wait_for_requests)(2)  # the title call is on its way
 
     renamed = await alice_async.post(f"/c/{reply.conversation_id}/rename/", {"title": "My basil"})
     await generation_done(reply)
@@ -113,7 +114,7 @@ async def test_a_name_the_user_gives_meanwhile_is_never_replaced(alice_async, up
 
 
 async def test_a_chat_renamed_before_its_first_reply_ends_gets_no_title_call(alice_async, upstream):
-    upstream.script(Reply(chunks=["Give ", "it ", "light."], first_delay=0.3), Reply("Never asked for"))
+    upstream.script(Reply(chunks=["Give ", "it ", "light."], first_delay=1.5), Reply("Never asked for"))
     response = await alice_async.post("/c/new/messages/", {"text": FIRST})
     chat = await Conversation.objects.aget()
     await alice_async.post(f"/c/{chat.pk}/rename/", {"title": "My basil"})
@@ -167,7 +168,7 @@ async def next_events(stream) -> list[tuple[str, str, str | None]]:
 
 
 async def test_an_open_page_of_the_chat_hears_its_new_name(alice_async, upstream):
-    upstream.script(Reply("Light."), Reply("Basil in winter", first_delay=0.5))
+    upstream.script(Reply("Light."), Reply("Basil in winter", first_delay=1.5))
     reply = await send(alice_async, FIRST)
     stream = await page_events(alice_async, await chat_of(reply))
     try:
