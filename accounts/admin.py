@@ -23,8 +23,9 @@ class NearLimitFilter(admin.SimpleListFilter):
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
+    # Limits right under the name: what operators come to this page for.
     fieldsets = [
-        *BaseUserAdmin.fieldsets,
+        BaseUserAdmin.fieldsets[0],
         (
             "Limits",
             {
@@ -32,6 +33,7 @@ class UserAdmin(BaseUserAdmin):
                 "description": "Empty fields take the site's defaults (QUOTA_* settings). Every change is audited.",
             },
         ),
+        *BaseUserAdmin.fieldsets[1:],
     ]
     filter_horizontal = ["groups", "user_permissions", "allowed_models"]
     list_display = ["username", "email", "is_staff", "tokens_today_of_limit", "usd_this_month_of_limit", "last_login"]

@@ -136,6 +136,7 @@ class UsageRecord(models.Model):
     class Kind(models.TextChoices):
         REPLY = "reply"
         SUMMARY = "summary"
+        TITLE = "title"
         API = "api"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage_records")

@@ -295,6 +295,9 @@ RATELIMIT_IP_META_KEY = "accounts.ratelimits.client_ip"
 # Turns of a chat that no longer fit the model's context window are summarised
 # by this model (a catalog id); empty means the chat's own model.
 SUMMARY_MODEL = os.environ.get("SUMMARY_MODEL", "").strip()
+# A new chat is named by a short call (SUMMARY_MODEL's, billed to the user) after its first reply;
+# off: it keeps its first message, cut short, as its name.
+CHAT_TITLES = env_bool("CHAT_TITLES", True)
 
 MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32_000, minimum=1)
 SYSTEM_PROMPT_MAX_CHARS = env_int("SYSTEM_PROMPT_MAX_CHARS", 8_000, minimum=1)

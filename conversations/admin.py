@@ -1,4 +1,7 @@
 from django.contrib import admin
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.text import Truncator
 
 from accounts.admin import ReadOnlyAdmin
 from conversations.models import ChatModel, Conversation, Message
@@ -55,9 +58,10 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdmin):
+    # Narrow enough for 1366 px beside the filters, tokens and cost included (see changelist_view, Media).
     list_display = [
-        "id", "created_at", "user", "conversation", "role", "status", "model",
-        "prompt_tokens", "completion_tokens", "cached_tokens", "cost", "usage_estimated",
+        "id", "created", "user", "chat", "role", "status", "model",
+        "prompt_tokens", "completion_tokens", "cached_tokens", "cost", "estimated",
     ]  # fmt: skip
     list_select_related = ["user", "conversation", "model"]
     list_filter = ["status", "role", "model", "usage_estimated", "created_at", "user"]
@@ -65,3 +69,23 @@ class MessageAdmin(ReadOnlyAdmin):
     # Newest first by primary key: an index PostgreSQL already has, so a page of a million rows
     # needs no sort (created_at ordering, or a date hierarchy, costs a second there).
     ordering = ["-id"]
+
+    class Media:
+        css = {"all": ["admin_lists.css"]}
+
+    def changelist_view(self, request, extra_context=None):
+        # The columns need the width the admin's app list would take beside them.
+        return super().changelist_view(request, {**(extra_context or {}), "is_nav_sidebar_enabled": False})
+
+    # Ordered by id, which follows time and has an index (see ordering above).
+    @admin.display(description="created", ordering="id")
+    def created(self, message):
+        return date_format(timezone.localtime(message.created_at), "j M Y H:i")
+
+    @admin.display(description="chat", ordering="conversation")
+    def chat(self, message):
+        return Truncator(str(message.conversation)).chars(28)
+
+    @admin.display(description="est.", boolean=True, ordering="usage_estimated")
+    def estimated(self, message):
+        return message.usage_estimated

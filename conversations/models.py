@@ -2,6 +2,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -130,6 +132,10 @@ def title_from_text(text: str) -> str:
     return first_line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
+# Text search configuration: "simple" stems no language, so every language is found alike.
+SEARCH_CONFIG = "simple"
+
+
 class MessageQuerySet(models.QuerySet):
     def stale_streaming(self):
         """Replies whose generator stopped touching them: its process died."""
@@ -186,6 +192,8 @@ class Message(models.Model):
             models.Index(fields=["conversation", "created_at"], name="message_conversation_order"),
             models.Index(fields=["user", "created_at"], name="message_user_created"),
             models.Index(fields=["updated_at"], name="message_live", condition=Q(status__in=["pending", "streaming"])),
+            # Chat search on PostgreSQL (services/search.py); the migration skips it on SQLite.
+            GinIndex(SearchVector("content", config=SEARCH_CONFIG), name="message_search"),
         ]
 
     def __str__(self):

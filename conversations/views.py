@@ -1,3 +1,4 @@
+import json
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -7,11 +8,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.urls import Resolver404, resolve
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 from django_ratelimit.core import is_ratelimited
 
 from accounts.billing.budget import usage_summary
+from accounts.models import local_today
 from accounts.ratelimits import rate, too_many
 from conversations.db import connections_release, db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
@@ -20,21 +23,37 @@ from conversations.outages import local_model_down
 from conversations.replies import watcher
 from conversations.replies.fanout import reply_stop_request
 from conversations.replies.runner import reply_runner
+from conversations.services.chat_list import chat_groups
 from conversations.services.chats import conversation_reset, message_send
 from conversations.services.context import ReplyPlan
+from conversations.services.export import chat_export_json, chat_export_markdown, export_filename
+from conversations.services.search import chat_search
 
 CHAT_TEMPLATE = "conversations/chat.html"
 SIDEBAR_SIZE = 200
+# Offered in an empty chat: a click puts one in the message box.
+EXAMPLE_PROMPTS = [
+    "Explain how HTTPS keeps my passwords private, in simple terms.",
+    "Write a Python function that tells whether a word is a palindrome.",
+    "Plan three days in Lisbon on a small budget.",
+    "Give me the main arguments for and against a four-day work week.",
+]
 
 
-def _chat_context(request, conversation: Conversation | None, **extra) -> dict:
+def _chat_context(request, conversation: Conversation | None, *, search_query: str = "", **extra) -> dict:
     default_model = conversation.model if conversation else ChatModel.objects.usable_by(request.user).default()
+    # htmx gets the chat alone (#chat), without the list.
+    sidebar = (
+        {} if request.htmx else _sidebar_context(request, conversation.pk if conversation else None, query=search_query)
+    )
     return {
+        **sidebar,
         "conversation": conversation,
-        "conversations": _sidebar_conversations(request),
         "chat_messages": conversation.messages.select_related("model") if conversation else [],
         "models": ChatModel.objects.usable_by(request.user),
         "selected_model_id": default_model.model_id if default_model else "",
+        "chat_model": default_model,
+        "example_prompts": EXAMPLE_PROMPTS,
         "system_prompt_form": SystemPromptForm(instance=conversation) if conversation else None,
         "rename_form": RenameForm(instance=conversation) if conversation else None,
         "max_chars": settings.MESSAGE_MAX_CHARS,
@@ -44,8 +63,34 @@ def _chat_context(request, conversation: Conversation | None, **extra) -> dict:
     }
 
 
-def _sidebar_conversations(request):
-    return Conversation.objects.for_user(request.user).only("pk", "title", "updated_at")[:SIDEBAR_SIZE]
+def _sidebar_context(request, open_chat_id: int | None, *, query: str = "") -> dict:
+    """The chat list: the chats by day of last activity, or those a search found."""
+    if query:
+        return {
+            "open_chat_id": open_chat_id,
+            "search_query": query,
+            "search_hits": chat_search(user=request.user, query=query),
+        }
+    chats = Conversation.objects.for_user(request.user).only("pk", "title", "updated_at")[:SIDEBAR_SIZE]
+    return {"open_chat_id": open_chat_id, "chat_groups": chat_groups(chats, today=local_today())}
+
+
+def _open_chat_id(request) -> int | None:
+    """The chat open in the page an htmx request comes from, if any (its HX-Current-URL)."""
+    path = request.htmx.current_url_abs_path if request.htmx else None
+    if not path:
+        return None
+    try:
+        match = resolve(path.split("?")[0])
+    except Resolver404:
+        return None
+    return match.kwargs.get("pk") if match.view_name == "conversations:detail" else None
+
+
+def _sidebar(request, *, query: str = "", status: int = 200, **extra) -> TemplateResponse:
+    """The chat list alone, for htmx requests made from it (search, rename, delete)."""
+    context = _sidebar_context(request, _open_chat_id(request), query=query) | extra
+    return TemplateResponse(request, f"{CHAT_TEMPLATE}#sidebar", context, status=status)
 
 
 def _chat_page(request, conversation: Conversation | None, *, status: int = 200, **extra) -> TemplateResponse:
@@ -67,6 +112,16 @@ def home(request):
 @require_GET
 def detail(request, pk: int):
     return _chat_page(request, _own_conversation(request, pk))
+
+
+@login_required
+@require_GET
+def search(request):
+    """The user's chats whose name or messages have the words searched: the list alone for htmx, else the page."""
+    query = " ".join(request.GET.get("q", "").split())[:200]
+    if request.htmx:
+        return _sidebar(request, query=query)
+    return _chat_page(request, None, search_query=query)
 
 
 def _composer_refused(request, conversation: Conversation | None, errors: list[str], status: int):
@@ -181,11 +236,8 @@ async def _reply_start_after_cancel(result: tuple[HttpResponse, ReplyPlan | None
 def _with_sidebar(request, response: TemplateResponse) -> HttpResponse:
     """Add the chat list, swapped out of band, so a new or renamed chat shows in it at once."""
     response.render()
-    context = {
-        "conversation": response.context_data["conversation"],
-        "conversations": _sidebar_conversations(request),
-        "sidebar_oob": True,
-    }
+    conversation = response.context_data["conversation"]
+    context = {**_sidebar_context(request, conversation.pk), "sidebar_oob": True}
     response.content += TemplateResponse(request, f"{CHAT_TEMPLATE}#sidebar", context).render().content
     return response
 
@@ -286,6 +338,9 @@ def rename(request, pk: int):
         form.save()
     else:
         conversation.refresh_from_db(fields=["title"])
+    if request.htmx and request.htmx.target == "conversation-list":  # renamed in the chat list
+        errors = {} if saved else {"rename_errors": form.errors["title"], "renaming_id": conversation.pk}
+        return _sidebar(request, status=200 if saved else 400, **errors)
     if not request.htmx:
         if saved:
             return redirect("conversations:detail", pk=pk)
@@ -300,6 +355,8 @@ def rename(request, pk: int):
 def delete(request, pk: int):
     conversation = _own_conversation(request, pk)
     conversation.delete()  # a reply still streaming notices at its next flush and stops
+    if request.htmx and request.htmx.current_url and _open_chat_id(request) != pk:
+        return _sidebar(request)  # deleted from the chat list while another page is open: it stays
     if request.htmx:
         return HttpResponseClientRedirect("/")
     return redirect("conversations:home")
@@ -324,4 +381,27 @@ async def chat_events(request, pk: int):
     """SSE for an open chat page; see watcher.chat_events."""
     await _user_loaded(request)
     conversation = await db_step(_own_conversation, request, pk)
-    return _sse_response(watcher.chat_events(conversation_id=conversation.pk))
+    return _sse_response(watcher.chat_events(conversation_id=conversation.pk, shown_name=request.GET.get("title")))
+
+
+def _download(content: str, content_type: str, filename: str) -> HttpResponse:
+    response = HttpResponse(content, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@login_required
+@require_GET
+def export_markdown(request, pk: int):
+    conversation = _own_conversation(request, pk)
+    return _download(
+        chat_export_markdown(conversation), "text/markdown; charset=utf-8", export_filename(conversation, "md")
+    )
+
+
+@login_required
+@require_GET
+def export_json(request, pk: int):
+    conversation = _own_conversation(request, pk)
+    content = json.dumps(chat_export_json(conversation), indent=2, ensure_ascii=False)
+    return _download(content, "application/json", export_filename(conversation, "json"))

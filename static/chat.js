@@ -44,6 +44,10 @@ function watchChat() {
   chatEvents?.close();
   chatEvents = url ? new EventSource(url) : null;
   chatEvents?.addEventListener("reset", () => window.location.reload());
+  // A new name for the chat: chat_list.js shows it.
+  chatEvents?.addEventListener("title", (event) => {
+    document.dispatchEvent(new CustomEvent("chat-title", { detail: JSON.parse(event.data) }));
+  });
 }
 
 function addCopyButtons(root) {

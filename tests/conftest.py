@@ -39,6 +39,9 @@ django_settings.PASSWORD_HASHERS = ["tests.conftest.FastPBKDF2PasswordHasher"]
 # Tests that go through chatsite.asgi would make this process a "server" that sweeps on an idle
 # timer, racing the flush of the test database; the tests of the sweep run it themselves.
 django_settings.SWEEP_INTERVAL = 0
+# A title call after each chat's first reply would take a turn of every test's scripted upstream;
+# the tests of titles turn them on (tests/conversations/test_titles.py).
+django_settings.CHAT_TITLES = False
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -41,6 +41,7 @@ REPLY_UNWATCH = "reply.unwatch"  # to the control group: `reply_to` no longer wa
 REPLY_FRAME = "reply.frame"  # to a watching process: `text` at character offset `start`
 REPLY_END = "reply.end"  # to a watching process: the reply ended, `length` characters long
 CHAT_RESET = "chat.reset"  # to the chat's group: staff emptied the chat
+CHAT_TITLE = "chat.title"  # to the chat's group: the chat was named `title`
 
 
 def control_group(reply_id: int) -> str:
@@ -259,7 +260,7 @@ class Switchboard:
         self.channel = ""
         self.broadcasts: dict[int, ReplyBroadcast] = {}
         self.remote_replies: dict[int, RemoteReply] = {}
-        self.pages: dict[int, set[asyncio.Event]] = {}
+        self.pages: dict[int, set[ChatPage]] = {}
         self.ready: asyncio.Task | None = None
         self._receiving: asyncio.Task | None = None
 
@@ -288,9 +289,9 @@ class Switchboard:
 
     def _dispatch(self, message: dict) -> None:
         kind = message["type"]
-        if kind == CHAT_RESET:
+        if kind in (CHAT_RESET, CHAT_TITLE):
             for page in self.pages.get(message["conversation_id"], ()):
-                page.set()
+                page.hear(message)
         elif kind in (REPLY_FRAME, REPLY_END):
             remote = self.remote_replies.get(message["reply_id"])
             if remote is None:
@@ -362,21 +363,37 @@ async def reply_watch(reply_id: int) -> AsyncIterator[LiveText]:
             await remote.leave()
 
 
+class ChatPage:
+    """One open page of a chat, as its event stream waits for news: a reset by staff, or a new name."""
+
+    def __init__(self) -> None:
+        self.news = asyncio.Event()
+        self.reset = False
+        self.title: str | None = None
+
+    def hear(self, message: dict) -> None:
+        if message["type"] == CHAT_RESET:
+            self.reset = True
+        else:
+            self.title = message["title"]
+        self.news.set()
+
+
 @asynccontextmanager
-async def chat_resets(conversation_id: int) -> AsyncIterator[asyncio.Event]:
-    """For an open page of a chat: an event set when staff reset the chat. Left when the block ends."""
+async def chat_watch(conversation_id: int) -> AsyncIterator[ChatPage]:
+    """For an open page of a chat: the news of the chat as it comes. Left when the block ends."""
     board = await switchboard()
-    reset = asyncio.Event()
+    page = ChatPage()
     pages = board.pages.get(conversation_id)
     try:
         if pages is None:
-            pages = board.pages[conversation_id] = {reset}
+            pages = board.pages[conversation_id] = {page}
             await board.layer.group_add(chat_group(conversation_id), board.channel)
         else:
-            pages.add(reset)
-        yield reset
+            pages.add(page)
+        yield page
     finally:
-        pages.discard(reset)
+        pages.discard(page)
         if not pages and board.pages.get(conversation_id) is pages:
             del board.pages[conversation_id]
             await board.layer.group_discard(chat_group(conversation_id), board.channel)
@@ -394,4 +411,10 @@ async def reply_stop_request(reply_id: int) -> None:
 async def chat_reset_announce(conversation_id: int) -> None:
     """Tell every open page of the chat, in any process, that staff reset it."""
     message = {"type": CHAT_RESET, "conversation_id": conversation_id}
+    await get_channel_layer().group_send(chat_group(conversation_id), message)
+
+
+async def chat_title_announce(conversation_id: int, title: str) -> None:
+    """Tell every open page of the chat, in any process, its new name."""
+    message = {"type": CHAT_TITLE, "conversation_id": conversation_id, "title": title}
     await get_channel_layer().group_send(chat_group(conversation_id), message)

@@ -34,6 +34,7 @@ from conversations.services.replies import (
     replies_flush,
     reply_record,
 )
+from conversations.services.titles import title_generate, title_wanted
 from conversations.upstream import upstream_offer, upstream_watch, usage_counted_by_server
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class ReplyGeneration:
         self.ready = asyncio.Event()
         self.relay_task: asyncio.Task | None = None
         self.stop_reason: str | None = None  # "stop" (Stop, or the chat went) or "shutdown"
+        self.title_task: asyncio.Task | None = None  # naming the chat, after its first reply
         # Until the relay says otherwise, whatever ends the reply is our own failure.
         self.outcome = ReplyOutcome(status=Message.Status.ERROR, error_code="internal", error_text=INTERNAL_ERROR_TEXT)
         self.saved_length = 0
@@ -71,6 +73,8 @@ class ReplyGeneration:
         self.stop_reason = self.stop_reason or reason
         if self.relay_task is not None:
             self.relay_task.cancel()
+        if reason == "shutdown" and self.title_task is not None:
+            self.title_task.cancel()  # settled as it ends; the chat keeps its first name
 
     async def run(self) -> None:
         """Generate the reply; whatever happens, its call is settled and its outcome stored with it."""
@@ -100,6 +104,10 @@ class ReplyGeneration:
                 await self.broadcast.close()
             except Exception as error:  # watchers fall back to the stored reply
                 logger.warning("reply %s: its end could not be broadcast: %r", self.plan.reply_id, error)
+        if self.outcome.status == Message.Status.COMPLETE and title_wanted(self.plan):
+            # After the reply's end is out: nobody waits on the name.
+            self.title_task = asyncio.create_task(title_generate(plan=self.plan, reply_text=self.broadcast.text()))
+            await asyncio.gather(self.title_task, return_exceptions=True)
 
     def _record(self, charge) -> None:
         """Store the outcome with the call's charge (called inside the settling transaction)."""

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 
 from conversations.db import db_step
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from conversations.replies import fanout
 
 # Sent first, once the watcher listens: how long the browser waits before re-attaching after a drop.
@@ -69,16 +69,37 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
         yield sse_done(status or Message.Status.ERROR)
 
 
-async def chat_events(*, conversation_id: int) -> AsyncIterator[bytes]:
-    """SSE for an open chat page: `reset` when staff reset the chat, so the page shows it at once."""
-    async with fanout.chat_resets(conversation_id) as reset:
+def sse_title(title: str) -> bytes:
+    return f"event: title\ndata: {json.dumps({'title': title})}\n\n".encode()
+
+
+def _chat_name(conversation_id: int) -> str | None:
+    """The chat's name as the page shows it; None if it was deleted."""
+    conversation = Conversation.objects.filter(pk=conversation_id).only("pk", "title").first()
+    return None if conversation is None else str(conversation)
+
+
+async def chat_events(*, conversation_id: int, shown_name: str | None = None) -> AsyncIterator[bytes]:
+    """SSE for an open chat page: `title` when the chat is named by its title call, `reset` when staff reset it,
+    so the page shows either at once. `shown_name`: the name the page was rendered with; if the chat has
+    another by the time the page listens, it is sent first."""
+    async with fanout.chat_watch(conversation_id) as page:
         yield RETRY_PREAMBLE
+        if shown_name is not None:  # read once listening: a name given while the page loaded is not missed
+            name = await db_step(_chat_name, conversation_id)
+            if name is not None and name != shown_name:
+                yield sse_title(name)
         while True:
             try:
                 async with asyncio.timeout(settings.STREAM_KEEPALIVE):
-                    await reset.wait()
+                    await page.news.wait()
             except TimeoutError:
                 yield KEEPALIVE
                 continue
-            reset.clear()
-            yield RESET
+            page.news.clear()
+            if page.title is not None:
+                title, page.title = page.title, None
+                yield sse_title(title)
+            if page.reset:
+                page.reset = False
+                yield RESET

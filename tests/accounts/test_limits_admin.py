@@ -63,6 +63,14 @@ def test_the_user_page_has_a_limits_fieldset(admin_client, alice):
     assert "Every change is audited." in fieldset.text
 
 
+def test_the_limits_come_right_after_the_name_and_password(admin_client, alice):
+    page = parse_html(admin_client.get(f"{USERS}{alice.pk}/change/").content)
+
+    form = page.find("form", id="user_form")
+    headings = [h2.text for fieldset in form.find_all("fieldset") for h2 in fieldset.find_all("h2")]
+    assert headings[:3] == ["Limits", "Personal info", "Permissions"]  # the first fieldset has no heading
+
+
 def test_a_superuser_sets_limits_and_each_change_is_audited(admin_client, root, alice, mini):
     url, data = change_form(admin_client, alice)
     before = timezone.now()

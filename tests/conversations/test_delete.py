@@ -110,3 +110,23 @@ def test_without_javascript_the_delete_form_works(alice_csrf_client, chat):
 
     assert response.status_code == 302
     assert not exists(chat)
+
+
+def test_deleted_from_the_list_while_another_chat_is_open_htmx_gets_the_list(alice_client, alice, chat):
+    open_chat = make_conversation(alice, title="Packing list")
+
+    response = alice_client.post(url(chat), headers=HTMX | {"HX-Current-URL": f"http://testserver/c/{open_chat.pk}/"})
+
+    assert response.status_code == 200
+    assert "HX-Redirect" not in response
+    chat_list = parse_html(response.content).find("nav", aria_label="Chats")
+    assert [link.text for link in chat_list.find_all("a")] == ["Packing list"]
+    assert chat_list.find("a").attrs["aria-current"] == "page"
+    assert not exists(chat)
+
+
+def test_deleting_the_open_chat_sends_htmx_home(alice_client, chat):
+    response = alice_client.post(url(chat), headers=HTMX | {"HX-Current-URL": f"http://testserver/c/{chat.pk}/"})
+
+    assert response["HX-Redirect"] == "/"
+    assert not exists(chat)

@@ -131,3 +131,28 @@ def test_without_javascript_the_rename_form_works(alice_csrf_client, chat):
 
     assert response.status_code == 302
     assert title_of(chat) == "Lisbon"
+
+
+LIST = {"HX-Target": "conversation-list"}
+
+
+def test_renamed_in_the_chat_list_htmx_gets_the_list_back(alice_client, chat):
+    response = alice_client.post(url(chat), {"title": "Lisbon in May"}, headers=HTMX | LIST)
+
+    assert response.status_code == 200
+    fragment = parse_html(response.content)
+    chat_list = fragment.find("nav", aria_label="Chats")
+    assert "hx-swap-oob" not in chat_list.attrs  # it is the target itself
+    assert [link.text for link in chat_list.find_all("a")] == ["Lisbon in May"]
+    assert not fragment.find_all(id="chat-title")
+    assert title_of(chat) == "Lisbon in May"
+
+
+def test_a_bad_name_given_in_the_chat_list_is_refused_there(alice_client, chat):
+    response = alice_client.post(url(chat), {"title": "  "}, headers=HTMX | LIST)
+
+    assert response.status_code == 400
+    item = parse_html(response.content).find("li", id=f"chat-item-{chat.pk}")
+    assert item.find("a").text == "Trip plans"
+    assert item.find(role="alert").text == "A chat needs a name."
+    assert title_of(chat) == "Trip plans"

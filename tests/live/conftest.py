@@ -49,6 +49,8 @@ def site_env(var_dir, **overrides: str) -> dict[str, str]:
         # No sweep on an idle server's timer: it would race the test database's flush between tests.
         # The tests of the sweep turn it on (or run the command).
         "SWEEP_INTERVAL": "0",
+        # No title call after a chat's first reply: it would take a turn of the tests' scripted upstream.
+        "CHAT_TITLES": "false",
         # Every test logs in through the form from 127.0.0.1, more often than the per-address limit
         # allows; counters in the shared Redis would also carry over between tests. Its own tests cover it.
         "RATELIMIT_LOGIN": "off",

@@ -292,6 +292,7 @@ def test_new_chat_rename_and_delete_update_the_chat_list(page, alice, catalog, u
 
     confirms = []
     page.once("dialog", lambda dialog: (confirms.append(dialog.message), dialog.accept()))
+    page.locator("header.chat-header").get_by_label("Options for Renamed chat").click()  # Delete is in the menu
     page.get_by_role("button", name="Delete chat").click()
 
     expect(page).to_have_url(f"{live_site}/")
