@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -31,15 +32,17 @@ def _shown_time(moment: datetime) -> str:
 
 def _totals(messages: list[Message]) -> dict:
     replies = [message for message in messages if message.role == Message.Role.ASSISTANT]
-    return {
+    totals = {
         "prompt_tokens": sum(reply.prompt_tokens for reply in replies),
         "completion_tokens": sum(reply.completion_tokens for reply in replies),
-        "cost_usd": str(sum((reply.cost for reply in replies), Decimal(0))),
     }
+    if settings.SHOW_COSTS:  # the export shows what the chat shows: costs only where the admin turned them on
+        totals["cost_usd"] = str(sum((reply.cost for reply in replies), Decimal(0)))
+    return totals
 
 
 def chat_export_json(conversation: Conversation) -> dict:
-    """Everything the owner can see of a chat, with each reply's model, tokens and cost (USD, as a string)."""
+    """Everything the owner can see of a chat, with each reply's model, tokens and, with SHOW_COSTS, cost (USD)."""
     messages = _messages(conversation)
     return {
         "format": EXPORT_FORMAT_VERSION,
@@ -64,10 +67,11 @@ def _message_json(message: Message) -> dict:
             "completion_tokens": message.completion_tokens,
             "cached_tokens": message.cached_tokens,
             "usage_estimated": message.usage_estimated,
-            "cost_usd": str(message.cost),
             "finish_reason": message.finish_reason,
             "error": message.error_text,
         }
+        if settings.SHOW_COSTS:
+            entry["cost_usd"] = str(message.cost)
     return entry
 
 
@@ -79,7 +83,8 @@ def chat_export_markdown(conversation: Conversation) -> str:
         "",
         f"- Model: {conversation.model.display_name} (`{conversation.model.model_id}`)",
         f"- Started: {_shown_time(conversation.created_at)}; last activity: {_shown_time(conversation.updated_at)}",
-        f"- Tokens: {totals['prompt_tokens']:,} in / {totals['completion_tokens']:,} out; cost ${totals['cost_usd']}",
+        f"- Tokens: {totals['prompt_tokens']:,} in / {totals['completion_tokens']:,} out"
+        + (f"; cost ${totals['cost_usd']}" if "cost_usd" in totals else ""),
         "",
     ]
     if conversation.system_prompt:
@@ -93,8 +98,6 @@ def chat_export_markdown(conversation: Conversation) -> str:
         if message.error_text:
             lines += [f"> {message.error_text}", ""]
         estimated = " (estimated)" if message.usage_estimated else ""
-        lines += [
-            f"*{message.prompt_tokens:,} in / {message.completion_tokens:,} out · ${message.cost}{estimated}*",
-            "",
-        ]
+        cost = f" · ${message.cost}" if settings.SHOW_COSTS else ""
+        lines += [f"*{message.prompt_tokens:,} in / {message.completion_tokens:,} out{cost}{estimated}*", ""]
     return "\n".join(lines)

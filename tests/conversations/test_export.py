@@ -42,7 +42,12 @@ def url(chat, fmt: str) -> str:
     return f"/c/{chat.pk}/export/{fmt}/"
 
 
-def test_markdown_has_the_name_model_times_messages_tokens_and_cost(alice_client, chat):
+@pytest.fixture
+def costs_shown(settings):
+    settings.SHOW_COSTS = True
+
+
+def test_markdown_has_the_name_model_times_messages_tokens_and_cost(alice_client, chat, costs_shown):
     response = alice_client.get(url(chat, "markdown"))
 
     assert response.status_code == 200
@@ -60,7 +65,7 @@ def test_markdown_has_the_name_model_times_messages_tokens_and_cost(alice_client
     assert "> The model provider is down." in text
 
 
-def test_json_has_every_message_with_its_figures(alice_client, chat):
+def test_json_has_every_message_with_its_figures(alice_client, chat, costs_shown):
     response = alice_client.get(url(chat, "json"))
 
     assert response.status_code == 200
@@ -89,6 +94,15 @@ def test_json_has_every_message_with_its_figures(alice_client, chat):
     )
     assert (reply["cost_usd"], reply["status"], reply["usage_estimated"]) == ("0.00045000", "complete", False)
     assert (failed["status"], failed["error"]) == ("error", "The model provider is down.")
+
+
+@FORMATS
+def test_costs_stay_out_of_the_export_unless_the_site_shows_them(alice_client, chat, fmt):
+    text = alice_client.get(url(chat, fmt)).content.decode()
+
+    assert "cost" not in text
+    assert "0.00045" not in text
+    assert "1,000 in / 500 out" in text or '"prompt_tokens": 1000' in text
 
 
 def test_a_chat_without_a_name_or_messages_still_exports(alice_client, alice, catalog):
