@@ -15,11 +15,11 @@ class ChatModelQuerySet(models.QuerySet):
         return self.filter(enabled=True)
 
     def for_chat(self):
-        return self.enabled().filter(realtime=False)
+        return self.enabled().filter(realtime=False, embedding=False)
 
-    def usable_by(self, user):
-        """Enabled models the user may pick: all of them, or only those an admin allowed them."""
-        models = self.for_chat()
+    def usable_by(self, user, *, embedding: bool = False):
+        """Enabled chat (or embedding) models the user may use: all of them, or only those an admin allowed them."""
+        models = self.enabled().filter(embedding=True) if embedding else self.for_chat()
         if user.allowed_models.exists():
             models = models.filter(pk__in=user.allowed_models.values("pk"))
         return models
@@ -54,6 +54,10 @@ class ChatModel(models.Model):
     is_default = models.BooleanField("default", default=False)
     realtime = models.BooleanField(
         default=False, help_text="A Realtime (voice) model: offered for client secrets, not in the chat."
+    )
+    embedding = models.BooleanField(
+        default=False,
+        help_text="An embedding model: offered at /v1/embeddings, billed for input tokens only, not in the chat.",
     )
 
     objects = ChatModelQuerySet.as_manager()

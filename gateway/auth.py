@@ -62,9 +62,9 @@ def rate_limited(request, key: ApiKey) -> JsonResponse | None:
     return None
 
 
-def api_models(key: ApiKey):
-    """The chat models this key may use: the user's, narrowed to the key's own list if it has one."""
-    models = ChatModel.objects.usable_by(key.user)
+def api_models(key: ApiKey, *, embedding: bool = False):
+    """The chat (or embedding) models this key may use: the user's, narrowed to the key's own list if it has one."""
+    models = ChatModel.objects.usable_by(key.user, embedding=embedding)
     if key.allowed_models.exists():
         models = models.filter(pk__in=key.allowed_models.values("pk"))
     return models

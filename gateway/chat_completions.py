@@ -6,17 +6,12 @@ are the same services the web chat uses; each call is recorded against the
 user and the key.
 """
 
-import asyncio
-import json
 import re
 from collections.abc import AsyncIterator
 
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import JsonResponse
 
-from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
-from accounts.models import UsageRecord
-from conversations.db import db_step_to_end
 from conversations.llm import (
     ReplyStream,
     UpstreamError,
@@ -26,63 +21,9 @@ from conversations.llm import (
     usage_from,
 )
 from conversations.replies.runner import reply_runner
-from gateway.auth import NO_KEY, api_models, bearer_secret, key_of, rate_limited
-from gateway.chat_request import ChatRequest, InvalidRequest, chat_request_parse
+from gateway.chat_request import chat_request_parse
 from gateway.errors import openai_error, stream_error_event, upstream_error
-
-
-def _prepare(
-    request, secret: str, chat: ChatRequest | None, invalid: JsonResponse | None
-) -> MeteredCall | JsonResponse:
-    """Check the key, the body, the rate limits and the model, and reserve the call's budget: one database step.
-
-    A bad key is answered before a bad body, as OpenAI does.
-    """
-    key = key_of(request, secret)
-    if isinstance(key, JsonResponse):
-        return key
-    if invalid is not None:
-        return invalid
-    if limited := rate_limited(request, key):
-        return limited
-    model = api_models(key).filter(model_id=chat.model).first()
-    if model is None:
-        return openai_error(
-            404,
-            f"The model `{chat.model}` does not exist or you do not have access to it.",
-            code="model_not_found",
-            param="model",
-        )
-    call = MeteredCall(
-        user=key.user,
-        model=model,
-        kind=UsageRecord.Kind.API,
-        prompt=chat.messages,
-        prompt_extra=chat.options,
-        max_tokens=min(chat.max_tokens or model.max_output_tokens, model.max_output_tokens),
-        api_key=key,
-    )
-    try:
-        call.reserve()
-    except QuotaExceeded as exceeded:
-        return openai_error(429, exceeded.user_message, type="insufficient_quota", code="insufficient_quota")
-    return call
-
-
-async def _release_if_reserved(prepared: MeteredCall | JsonResponse) -> None:
-    if isinstance(prepared, MeteredCall):
-        await prepared.asettle()
-
-
-def _body_of(request) -> tuple[ChatRequest | None, JsonResponse | None]:
-    try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return None, openai_error(400, "We could not parse the JSON body of your request.")
-    try:
-        return chat_request_parse(body), None
-    except InvalidRequest as invalid:
-        return None, openai_error(400, invalid.message, param=invalid.param, code=invalid.code)
+from gateway.metering import CallAsk, body_checked, event_stream_response, metered_call_open, relay_ends_with_request
 
 
 async def chat_completions(request):
@@ -94,11 +35,9 @@ async def chat_completions(request):
     """
     if request.method != "POST":
         return openai_error(405, "Use POST for /v1/chat/completions.")
-    secret = bearer_secret(request)
-    if not secret:
-        return openai_error(401, NO_KEY, code="invalid_api_key")
-    chat, invalid = _body_of(request)
-    prepared = await db_step_to_end(_prepare, request, secret, chat, invalid, on_cancel=_release_if_reserved)
+    chat, invalid = body_checked(request, chat_request_parse)
+    ask = chat and CallAsk(chat.model, chat.messages, chat.max_tokens, prompt_extra=chat.options)
+    prepared = await metered_call_open(request, ask, invalid)
     if isinstance(prepared, JsonResponse):
         return prepared
     call = prepared
@@ -118,11 +57,8 @@ async def chat_completions(request):
             await call.asettle()
             raise
         relay = _relay(stream, call, chat.include_usage)
-        _end_with_the_request(relay, stream, call)
-        response = StreamingHttpResponse(relay, content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        relay_ends_with_request(relay, stream, call)
+        return event_stream_response(relay)
     async with call:
         try:
             completion = await completion_create(upstream_body)
@@ -166,33 +102,3 @@ async def _relay(stream: ReplyStream, call: MeteredCall, include_usage: bool) ->
 
 # The last chunk when usage is asked for: no choices, only usage. We always ask, to bill every call.
 USAGE_ONLY = re.compile(rb'"choices"\s*:\s*\[\s*\]')
-
-
-# Relays being ended after their request ended without them (see _end_with_the_request).
-_relays_ending: set[asyncio.Task] = set()
-
-
-def _end_with_the_request(relay: AsyncIterator[bytes], stream: ReplyStream, call: MeteredCall) -> None:
-    """When the request's task ends, end its relay too, if the relay did not end itself.
-
-    A client that goes away after the view returned but before its body
-    started (in a middleware, or while the headers are sent) makes Django drop
-    the response with its relay never started, so the relay's own `finally`
-    would never run: the upstream stream would stay open and the reservation
-    held until it expires. One cut while the relay waits at a `yield` leaves it
-    to the garbage collector; this ends it at once.
-    """
-
-    def request_ended(_) -> None:
-        if not call.settled:
-            ending = asyncio.ensure_future(_relay_end(relay, stream, call))
-            _relays_ending.add(ending)
-            ending.add_done_callback(_relays_ending.discard)
-
-    asyncio.current_task().add_done_callback(request_ended)
-
-
-async def _relay_end(relay, stream: ReplyStream, call: MeteredCall) -> None:
-    await relay.aclose()  # a relay left at a yield runs its `finally`: the stream closes, the call settles
-    await stream.close()  # for a relay that never started
-    await call.asettle()

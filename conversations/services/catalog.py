@@ -41,6 +41,17 @@ CATALOG_SEED = [
         "local": False,
     },
     {
+        "model_id": "text-embedding-3-small",
+        "display_name": "Text embedding 3 small",
+        "input_price": Decimal("0.02"),
+        "output_price": Decimal(0),
+        "cached_input_price": None,
+        "context_window": 8_191,
+        "max_output_tokens": 0,
+        "embedding": True,
+        "local": False,
+    },
+    {
         "model_id": "smollm2-135m",
         "display_name": "SmolLM2 135M (local)",
         "input_price": Decimal(0),
@@ -56,7 +67,8 @@ CATALOG_SEED = [
 def catalog_seed() -> list[str]:
     """Add the catalog's seed models that are missing, leaving admins' edits alone. Returns the ids added.
 
-    gpt-realtime is the Realtime (voice) model: it is offered for client secrets, never in the chat.
+    gpt-realtime is the Realtime (voice) model: it is offered for client secrets, never in the chat;
+    text-embedding-3-small is offered at /v1/embeddings only.
 
     New rows are enabled when they fit the configured upstream (the local model
     without OPENAI_BASE_URL, the OpenAI models with it). An explicit
