@@ -319,6 +319,20 @@ async def completion_create(body: dict) -> dict:
     return completion
 
 
+async def embeddings_create(body: dict) -> dict:
+    """POST an embeddings request; returns the upstream's answer, checked to hold one embedding per item of data."""
+    response = await _post("embeddings", body, model_id=body["model"])
+    try:
+        answer = response.json()
+        if not isinstance(answer["data"], list) or not all(
+            isinstance(item, dict) and isinstance(item["embedding"], list | str) for item in answer["data"]
+        ):
+            raise TypeError
+    except (ValueError, TypeError, KeyError):
+        raise UpstreamError("malformed_answer", "The model provider sent embeddings we could not read.") from None
+    return answer
+
+
 async def client_secret_create(body: dict) -> dict:
     """POST a Realtime client secret request; returns the upstream's answer, checked to hold a secret and its expiry.
 

@@ -36,11 +36,17 @@ class CallAsk:
     embedding: bool = False  # an embedding model is asked for, not a chat model
 
 
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")  # Python's json reads NaN and Infinity; JSON has neither
+
+
 def body_checked(request, check: Callable[[object], Checked]) -> tuple[Checked | None, JsonResponse | None]:
     """The JSON body checked by `check`, or the 400 to answer (once the key is known to be good)."""
     try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(request.body, parse_constant=_not_json)
+        # A lone surrogate (\ud800) parses, but no provider can be sent it: UTF-8 cannot carry it.
+        json.dumps(body, ensure_ascii=False).encode()
+    except (ValueError, UnicodeError, RecursionError):
         return None, openai_error(400, "We could not parse the JSON body of your request.")
     try:
         return check(body), None
