@@ -267,7 +267,7 @@ TRANSLATED: dict[str, Callable[[str, object], dict]] = {
     "temperature": _forwarded("temperature", _number(0, 2)),
     "top_p": _forwarded("top_p", _number(0, 1)),
     "parallel_tool_calls": _forwarded("parallel_tool_calls", _bool),
-    "tools": lambda name, value: {"tools": _tools(name, value)} if value else {},
+    "tools": lambda name, value: {"tools": tools} if (tools := _tools(name, value)) else {},
     "tool_choice": lambda name, value: {"tool_choice": _tool_choice(name, value)},
     "text": _text,
     "reasoning": _reasoning,
