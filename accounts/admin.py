@@ -1,9 +1,7 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db import transaction
-from django.db.models import Q
 from django.template.response import TemplateResponse
-from django.utils import timezone
 
 from accounts.forms import ApiKeyAdminAddForm
 from accounts.models import ApiKey, AuditEntry, DailyUsage, UsageRecord, User
@@ -148,14 +146,7 @@ class ApiKeyStatusFilter(admin.SimpleListFilter):
         return [("active", "active"), ("expired", "expired"), ("revoked", "revoked")]
 
     def queryset(self, request, queryset):
-        now = timezone.now()
-        if self.value() == "active":
-            return queryset.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), revoked_at__isnull=True)
-        if self.value() == "expired":
-            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
-        return queryset
+        return queryset.filter(status=self.value()) if self.value() else queryset
 
 
 @admin.register(ApiKey)
@@ -182,11 +173,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def key_start(self, key):
         return f"{key.prefix}…"
 
-    @admin.display(description="status")
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_status()
+
+    @admin.display(description="status", ordering="status")
     def status(self, key):
-        if key.revoked_at:
-            return "revoked"
-        return "active" if key.is_usable else "expired"
+        return key.status
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request, queryset):

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import Case, F, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -302,10 +302,14 @@ def api_key_hash(key: str) -> str:
 
 
 class ApiKeyQuerySet(models.QuerySet):
-    def usable(self):
-        now = timezone.now()
-        return self.filter(revoked_at__isnull=True, user__is_active=True).filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    def with_status(self):
+        """Each key with its `status`: revoked, expired or active. Only an active key of an active user opens /v1."""
+        return self.annotate(
+            status=Case(
+                When(revoked_at__isnull=False, then=Value("revoked")),
+                When(expires_at__lte=timezone.now(), then=Value("expired")),
+                default=Value("active"),
+            )
         )
 
 
@@ -333,10 +337,6 @@ class ApiKey(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
-
-    @property
-    def is_usable(self) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
 
     @classmethod
     def new_secret(cls) -> str:

@@ -91,7 +91,12 @@ def api_key_authenticate(*, secret: str, ip: str) -> ApiKey | None:
     """The usable key with this secret, its use recorded (time and address); None for anything else."""
     if not secret.startswith(API_KEY_PREFIX):
         return None
-    key = ApiKey.objects.usable().select_related("user").filter(key_hash=api_key_hash(secret)).first()
+    key = (
+        ApiKey.objects.with_status()
+        .select_related("user")
+        .filter(key_hash=api_key_hash(secret), status="active", user__is_active=True)
+        .first()
+    )
     if key is None:
         return None
     now = timezone.now()

@@ -60,7 +60,12 @@ API_KEYS_TEMPLATE = "accounts/api_keys.html"
 
 
 def _api_keys_context(request, **extra) -> dict:
-    keys = ApiKey.objects.filter(user=request.user).prefetch_related("allowed_models").order_by("-created_at", "-id")
+    keys = (
+        ApiKey.objects.with_status()
+        .filter(user=request.user)
+        .prefetch_related("allowed_models")
+        .order_by("-created_at", "-id")
+    )
     return {"keys": keys, **extra}
 
 

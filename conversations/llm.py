@@ -291,12 +291,16 @@ async def reply_stream_open(*, model_id: str, messages: list[dict], max_tokens: 
     return await stream_open({"model": model_id, "messages": messages, "max_tokens": max_tokens})
 
 
-async def stream_open(body: dict) -> ReplyStream:
-    """Send any chat request streamed, always asking for usage so every call can be accounted."""
+async def stream_open(body: dict, *, retry: bool = True) -> ReplyStream:
+    """Send any chat request streamed, always asking for usage so every call can be accounted.
+
+    `retry=False` for an app's SDK, which retries by itself and hears the provider's Retry-After from us:
+    retried here too, one SDK call would make retries times retries upstream requests.
+    """
     stream_options = body.get("stream_options")
     stream_options = (stream_options if isinstance(stream_options, dict) else {}) | {"include_usage": True}
     body = body | {"stream": True, "stream_options": stream_options}
-    response = await _post("chat/completions", body, model_id=body["model"], stream=True)
+    response = await _post("chat/completions", body, model_id=body["model"], stream=True, retry=retry)
     return ReplyStream(response=response, model_id=body["model"])
 
 
@@ -307,9 +311,12 @@ async def complete(*, model_id: str, messages: list[dict], max_tokens: int) -> t
     return text, usage_from(body["usage"]) if body.get("usage") else None
 
 
-async def completion_create(body: dict) -> dict:
-    """POST a non-streamed request; returns the upstream's chat.completion object, checked to have a reply."""
-    response = await _post("chat/completions", body, model_id=body["model"])
+async def completion_create(body: dict, *, retry: bool = True) -> dict:
+    """POST a non-streamed request; returns the upstream's chat.completion object, checked to have a reply.
+
+    `retry` as for stream_open.
+    """
+    response = await _post("chat/completions", body, model_id=body["model"], retry=retry)
     try:
         completion = response.json()
         if not isinstance(completion["choices"][0]["message"], dict):  # the one part every caller reads
@@ -320,8 +327,11 @@ async def completion_create(body: dict) -> dict:
 
 
 async def embeddings_create(body: dict) -> dict:
-    """POST an embeddings request; returns the upstream's answer, checked to hold one embedding per item of data."""
-    response = await _post("embeddings", body, model_id=body["model"])
+    """POST an embeddings request; returns the upstream's answer, checked to hold one embedding per item of data.
+
+    Not retried here: only apps call it, and their SDKs retry by themselves (see stream_open).
+    """
+    response = await _post("embeddings", body, model_id=body["model"], retry=False)
     try:
         answer = response.json()
         if not isinstance(answer["data"], list) or not all(
@@ -350,11 +360,13 @@ async def client_secret_create(body: dict) -> dict:
     return answer
 
 
-async def _post(path: str, body: dict, *, model_id: str, stream: bool = False) -> httpx2.Response:
-    """POST `body` unchanged to the upstream's `path`, retried by the SDK; its 200 response, unread if `stream`."""
+async def _post(path: str, body: dict, *, model_id: str, stream: bool = False, retry: bool = True) -> httpx2.Response:
+    """POST `body` unchanged to the upstream's `path`, retried by the SDK unless not to `retry`; its 200 response,
+    unread if `stream`."""
     client = _client()
+    options = {} if retry else {"max_retries": 0}
     try:
-        return await client.post(path, body=body, cast_to=httpx2.Response, stream=stream)
+        return await client.post(path, body=body, cast_to=httpx2.Response, stream=stream, options=options)
     except openai.APIConnectionError as error:  # APITimeoutError included
         raise _transport_error(error) from None
     except openai.APIStatusError as error:

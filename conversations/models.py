@@ -17,12 +17,15 @@ class ChatModelQuerySet(models.QuerySet):
     def for_chat(self):
         return self.enabled().filter(realtime=False, embedding=False)
 
-    def usable_by(self, user, *, embedding: bool = False):
-        """Enabled chat (or embedding) models the user may use: all of them, or only those an admin allowed them."""
-        models = self.enabled().filter(embedding=True) if embedding else self.for_chat()
+    def usable_by(self, user):
+        """Enabled chat models the user may pick."""
+        return self.for_chat().allowed_to(user)
+
+    def allowed_to(self, user):
+        """All of these models, or only those an admin allowed the user."""
         if user.allowed_models.exists():
-            models = models.filter(pk__in=user.allowed_models.values("pk"))
-        return models
+            return self.filter(pk__in=user.allowed_models.values("pk"))
+        return self
 
     def default(self) -> "ChatModel | None":
         enabled = self.for_chat()

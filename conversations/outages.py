@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import reswap, retarget
 
 from conversations.db import db_step
-from gateway.errors import openai_error
+from gateway.errors import ApiError
 
 # Django raises OperationalError when PostgreSQL refuses or drops a connection, and
 # when no pooled connection came free in DB_POOL_TIMEOUT (the pool's PoolTimeout);
@@ -50,7 +50,7 @@ def outage_response(request: HttpRequest, part: str) -> HttpResponse:
     """
     text = f"The site cannot reach {WHAT_FAILED[part]} right now. Try again in a few seconds."
     if request.path.startswith("/v1/"):
-        response = openai_error(503, text, type="server_error", code="service_unavailable")
+        response = ApiError(503, text, type="server_error", code="service_unavailable").response()
     elif request.htmx:
         context = {"composer_errors": [text]}
         response = TemplateResponse(request, "conversations/chat.html#composer-errors", context, status=503)

@@ -1,70 +1,82 @@
 """Who is calling /v1: the site key, its user, its limits and the models it may use."""
 
 from django.conf import settings
-from django.http import JsonResponse
 from django_ratelimit.core import is_ratelimited
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, User
 from accounts.ratelimits import client_ip, rate, retry_after_seconds
 from accounts.services import api_key_authenticate
-from conversations.db import db_step
 from conversations.models import ChatModel
-from gateway.errors import openai_error
+from gateway.errors import ApiError
 
+NO_KEY = "You didn't provide an API key: send it as 'Authorization: Bearer KEY' (or 'api-key: KEY')."
 INVALID_KEY = (
     "Incorrect API key provided. Create a key for this site on your account's API keys page; "
     "the model provider's own keys do not work here."
 )
+KEY_HEADERS = ("Authorization", "api-key")
 
 
-def bearer_secret(request) -> str:
-    header = request.headers.get("Authorization", "")
-    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+def sends_a_key(request) -> bool:
+    """Whether the request carries key credentials: then they alone judge it, whatever session it has."""
+    return any(header in request.headers for header in KEY_HEADERS)
 
 
-NO_KEY = "You didn't provide an API key: send it as 'Authorization: Bearer KEY'."
+def key_secret(request) -> str:
+    """The site key sent as `Authorization: Bearer KEY`, or as `api-key: KEY` (Azure-style clients, Dart's recipe)."""
+    authorization = request.headers.get("Authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return request.headers.get("api-key", "").strip()
 
 
-def key_of(request, secret: str) -> ApiKey | JsonResponse:
-    """The usable key with this secret, or the 401 to answer (sync: part of a caller's database step)."""
-    key = api_key_authenticate(secret=secret, ip=client_ip(request))
-    return key if key is not None else openai_error(401, INVALID_KEY, code="invalid_api_key")
+def caller_authenticate(request) -> ApiKey:
+    """The usable key with the request's secret, attached to the request with its user; else the 401.
 
-
-async def key_from_request(request) -> tuple[ApiKey | None, JsonResponse | None]:
-    """The site key in the Authorization header, or the 401 to answer.
-
-    Looked up on the process's shared worker, so the request holds no database
-    connection while it streams.
+    Sync: part of a caller's database step (see gateway/decorators.py).
     """
-    secret = bearer_secret(request)
-    if not secret:
-        return None, openai_error(401, NO_KEY, code="invalid_api_key")
-    key = await db_step(key_of, request, secret)
-    return (None, key) if isinstance(key, JsonResponse) else (key, None)
+    key = api_key_authenticate(secret=request.api_secret, ip=client_ip(request))
+    if key is None:
+        raise ApiError(401, INVALID_KEY, code="invalid_api_key")
+    request.api_key, request.api_user = key, key.user
+    return key
 
 
-def rate_limited(request, key: ApiKey) -> JsonResponse | None:
-    """Per key's user and per address, counted in the shared cache like every other limit."""
-    checks = [
-        ("api", lambda group, request: f"user:{key.user_id}", "RATELIMIT_API"),
-        ("api-ip", "ip", "RATELIMIT_API_IP"),
-    ]
+def rate_limit_check(request, *, user: User | None) -> None:
+    """Per address, and per user when one is given, counted in the shared cache like every other limit."""
+    checks = [("api-ip", "ip", "RATELIMIT_API_IP")]
+    if user is not None:
+        checks.insert(0, ("api", lambda group, request: f"user:{user.pk}", "RATELIMIT_API"))
     for group, key_of, setting in checks:
         if is_ratelimited(request, group=group, key=key_of, rate=rate(setting), increment=True):
-            return openai_error(
+            raise ApiError(
                 429,
                 f"Rate limit reached for this site ({getattr(settings, setting)}). Try again shortly.",
                 type="requests",
                 code="rate_limit_exceeded",
                 retry_after=retry_after_seconds(setting),
             )
-    return None
 
 
-def api_models(key: ApiKey, *, embedding: bool = False):
-    """The chat (or embedding) models this key may use: the user's, narrowed to the key's own list if it has one."""
-    models = ChatModel.objects.usable_by(key.user, embedding=embedding)
-    if key.allowed_models.exists():
+def api_models(*, user: User, key: ApiKey | None, realtime: bool = False, embedding: bool = False):
+    """The enabled models of one kind (chat, realtime or embedding) this caller may use, narrowed to the key's list."""
+    models = ChatModel.objects.enabled().filter(realtime=realtime, embedding=embedding).allowed_to(user)
+    if key is not None and key.allowed_models.exists():
         models = models.filter(pk__in=key.allowed_models.values("pk"))
     return models
+
+
+def api_model(
+    request, model_id: str, *, param: str = "model", realtime: bool = False, embedding: bool = False
+) -> ChatModel:
+    """The model of this id if the request's caller may use it, else OpenAI's 404 model_not_found."""
+    models = api_models(user=request.api_user, key=request.api_key, realtime=realtime, embedding=embedding)
+    model = models.filter(model_id=model_id).first()
+    if model is None:
+        raise ApiError(
+            404,
+            f"The model `{model_id}` does not exist or you do not have access to it.",
+            code="model_not_found",
+            param=param,
+        )
+    return model

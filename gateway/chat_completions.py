@@ -21,26 +21,28 @@ from conversations.llm import (
     usage_from,
 )
 from conversations.replies.runner import reply_runner
-from gateway.chat_request import chat_request_parse
-from gateway.errors import openai_error, stream_error_event, upstream_error
+from gateway.chat_request import ChatRequest, chat_request_parse
+from gateway.decorators import api_view
+from gateway.errors import stream_error_event, upstream_passed_through
 from gateway.metering import CallAsk, body_checked, event_stream_response, metered_call_open, relay_ends_with_request
 
 
+def _call_ask(chat: ChatRequest) -> CallAsk:
+    return CallAsk(chat.model, chat.messages, chat.max_tokens, prompt_extra=chat.options)
+
+
+@api_view(methods=("POST",), authenticate=False)
 async def chat_completions(request):
     """One metered call: reserved before the upstream hears of it, settled on every exit.
 
     The request counts as sent from the moment it leaves for the provider: a
     client that goes away after that is billed the prompt's estimate (the
-    provider bills it too); a refusal by the provider bills nothing.
+    provider bills it too); a refusal by the provider bills nothing. The
+    provider's refusals reach the app as the provider said them, and are not
+    retried here: the app's SDK retries them itself.
     """
-    if request.method != "POST":
-        return openai_error(405, "Use POST for /v1/chat/completions.")
-    chat, invalid = body_checked(request, chat_request_parse)
-    ask = chat and CallAsk(chat.model, chat.messages, chat.max_tokens, prompt_extra=chat.options)
-    prepared = await metered_call_open(request, ask, invalid)
-    if isinstance(prepared, JsonResponse):
-        return prepared
-    call = prepared
+    chat = body_checked(request, chat_request_parse)
+    call = await metered_call_open(request, chat, _call_ask)
     reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
     # Sent once the provider has the whole request, not before: a client gone sooner costs nothing.
     on_request_sent.set(call.sent)
@@ -48,11 +50,11 @@ async def chat_completions(request):
     upstream_body |= chat.options
     if chat.stream:
         try:
-            stream = await stream_open(upstream_body)
+            stream = await stream_open(upstream_body, retry=False)
         except UpstreamError as failure:
             call.refused()
             await call.asettle()
-            return upstream_error(failure)
+            raise upstream_passed_through(failure) from None
         except BaseException:  # cancelled (the app went away), or our own failure
             await call.asettle()
             raise
@@ -61,10 +63,10 @@ async def chat_completions(request):
         return event_stream_response(relay)
     async with call:
         try:
-            completion = await completion_create(upstream_body)
+            completion = await completion_create(upstream_body, retry=False)
         except UpstreamError as failure:
             call.refused()
-            return upstream_error(failure)
+            raise upstream_passed_through(failure) from None
         call.usage = usage_from(completion["usage"]) if completion.get("usage") else None
         choice = completion["choices"][0]
         call.completion_text = choice["message"].get("content") or ""

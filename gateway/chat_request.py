@@ -7,13 +7,14 @@ OpenAI's own wording, so nothing unknown is ever passed on blindly.
 
 from dataclasses import dataclass, field
 
+from gateway.errors import ApiError
 
-class InvalidRequest(Exception):
+
+class InvalidRequest(ApiError):
+    """A request refused for its body: OpenAI's 400 naming the field at fault."""
+
     def __init__(self, message: str, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
+        super().__init__(400, message, param=param, code=code)
 
 
 def _number(low: float, high: float):

@@ -13,7 +13,8 @@ from django.http import JsonResponse
 from conversations.llm import UpstreamError, embeddings_create, on_request_sent, usage_from
 from conversations.replies.runner import reply_runner
 from gateway.chat_request import InvalidRequest, _positive_int
-from gateway.errors import openai_error, upstream_error
+from gateway.decorators import api_view
+from gateway.errors import upstream_passed_through
 from gateway.metering import CallAsk, body_checked, metered_call_open
 
 # OpenAI's own limits: inputs per request, and token ids (a vocabulary of at most 2^31 - 1 entries).
@@ -73,16 +74,15 @@ def embeddings_request_parse(body) -> EmbeddingsRequest:
     return EmbeddingsRequest(model=model, inputs=_inputs(body["input"]), options=options)
 
 
-async def embeddings(request):
-    if request.method != "POST":
-        return openai_error(405, "Use POST for /v1/embeddings.")
-    asked, invalid = body_checked(request, embeddings_request_parse)
+def _call_ask(asked: EmbeddingsRequest) -> CallAsk:
     # Every input counts at its worst (see prompt_bound): a token array's JSON has a byte per token at least.
-    ask = asked and CallAsk(asked.model, [{"content": item} for item in asked.inputs], 0, embedding=True)
-    prepared = await metered_call_open(request, ask, invalid)
-    if isinstance(prepared, JsonResponse):
-        return prepared
-    call = prepared
+    return CallAsk(asked.model, [{"content": item} for item in asked.inputs], 0, embedding=True)
+
+
+@api_view(methods=("POST",), authenticate=False)
+async def embeddings(request):
+    asked = body_checked(request, embeddings_request_parse)
+    call = await metered_call_open(request, asked, _call_ask)
     reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
     on_request_sent.set(call.sent)
     async with call:
@@ -90,6 +90,6 @@ async def embeddings(request):
             answer = await embeddings_create({"model": call.model.model_id, "input": asked.inputs} | asked.options)
         except UpstreamError as failure:
             call.refused()
-            return upstream_error(failure)
+            raise upstream_passed_through(failure) from None
         call.usage = usage_from(answer["usage"]) if isinstance(answer.get("usage"), dict) else None
     return JsonResponse(answer)

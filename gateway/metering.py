@@ -1,26 +1,25 @@
 """What every metered /v1 endpoint does around its upstream call, written once.
 
-The key, the body, the rate limits, the model and the budget's reservation are
-one database step, in OpenAI's order (a bad key is answered before a bad body);
-a streamed answer's relay ends with its request, however the request ends.
+The key, the rate limits, the model and the budget's reservation are one
+database step, in OpenAI's order (a bad key is answered before a bad body); a
+streamed answer's relay ends with its request, however the request ends.
 """
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import UsageRecord
 from conversations.db import db_step_to_end
 from conversations.llm import ReplyStream
-from gateway.auth import NO_KEY, api_models, bearer_secret, key_of, rate_limited
-from gateway.chat_request import InvalidRequest
-from gateway.errors import openai_error
+from gateway.auth import api_model, caller_authenticate, rate_limit_check
+from gateway.decorators import json_body
+from gateway.errors import ApiError, quota_error
 
 Checked = TypeVar("Checked")
 
@@ -36,40 +35,21 @@ class CallAsk:
     embedding: bool = False  # an embedding model is asked for, not a chat model
 
 
-def _not_json(constant: str):
-    raise ValueError(f"{constant} is not JSON")  # Python's json reads NaN and Infinity; JSON has neither
-
-
-def body_checked(request, check: Callable[[object], Checked]) -> tuple[Checked | None, JsonResponse | None]:
-    """The JSON body checked by `check`, or the 400 to answer (once the key is known to be good)."""
+def body_checked(request, check: Callable[[object], Checked]) -> Checked | ApiError:
+    """The JSON body checked by `check`, or what is wrong with it: told only once the key is known to be good."""
     try:
-        body = json.loads(request.body, parse_constant=_not_json)
-        # A lone surrogate (\ud800) parses, but no provider can be sent it: UTF-8 cannot carry it.
-        json.dumps(body, ensure_ascii=False).encode()
-    except (ValueError, UnicodeError, RecursionError):
-        return None, openai_error(400, "We could not parse the JSON body of your request.")
-    try:
-        return check(body), None
-    except InvalidRequest as invalid:
-        return None, openai_error(400, invalid.message, param=invalid.param, code=invalid.code)
-
-
-def _prepare(request, secret: str, ask: CallAsk | None, invalid: JsonResponse | None) -> MeteredCall | JsonResponse:
-    key = key_of(request, secret)
-    if isinstance(key, JsonResponse):
-        return key
-    if invalid is not None:
+        return check(json_body(request))
+    except ApiError as invalid:
         return invalid
-    if limited := rate_limited(request, key):
-        return limited
-    model = api_models(key, embedding=ask.embedding).filter(model_id=ask.model_id).first()
-    if model is None:
-        return openai_error(
-            404,
-            f"The model `{ask.model_id}` does not exist or you do not have access to it.",
-            code="model_not_found",
-            param="model",
-        )
+
+
+def _prepare(request, asked: Checked | ApiError, ask_of: Callable[[Checked], CallAsk]) -> MeteredCall:
+    key = caller_authenticate(request)
+    if isinstance(asked, ApiError):
+        raise asked
+    ask = ask_of(asked)
+    rate_limit_check(request, user=key.user)
+    model = api_model(request, ask.model_id, embedding=ask.embedding)
     call = MeteredCall(
         user=key.user,
         model=model,
@@ -82,25 +62,22 @@ def _prepare(request, secret: str, ask: CallAsk | None, invalid: JsonResponse | 
     try:
         call.reserve()
     except QuotaExceeded as exceeded:
-        return openai_error(429, exceeded.user_message, type="insufficient_quota", code="insufficient_quota")
+        raise quota_error(exceeded) from None
     return call
 
 
-async def _release_if_reserved(prepared: MeteredCall | JsonResponse) -> None:
-    if isinstance(prepared, MeteredCall):
-        await prepared.asettle()
+async def _release(call: MeteredCall) -> None:
+    await call.asettle()
 
 
-async def metered_call_open(request, ask: CallAsk | None, invalid: JsonResponse | None) -> MeteredCall | JsonResponse:
-    """Check the key, the body (`invalid` is its 400), the rate limits and the model, and reserve the call.
+async def metered_call_open(request, asked: Checked | ApiError, ask_of: Callable[[Checked], CallAsk]) -> MeteredCall:
+    """Check the key, the body (`asked`: checked, or what is wrong with it), the rate limits and the model asked
+    (`ask_of` the checked body), and reserve the call.
 
-    One database step; a client gone meanwhile leaves nothing reserved. The
-    answer is the reserved call, or the error to give.
+    One database step; a client gone meanwhile leaves nothing reserved. Any
+    refusal is raised as an ApiError.
     """
-    secret = bearer_secret(request)
-    if not secret:
-        return openai_error(401, NO_KEY, code="invalid_api_key")
-    return await db_step_to_end(_prepare, request, secret, ask, invalid, on_cancel=_release_if_reserved)
+    return await db_step_to_end(_prepare, request, asked, ask_of, on_cancel=_release)
 
 
 # Relays being ended after their request ended without them (see relay_ends_with_request).

@@ -1,14 +1,28 @@
-"""CORS and CSRF for /v1, before Django's own CSRF check."""
+"""CORS and CSRF for /v1, and OpenAI's error JSON for whatever a /v1 view did not answer itself."""
 
 import asyncio
+from http import HTTPStatus
 
 from django.conf import settings
 from django.http import HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.decorators import sync_and_async_middleware
 
-# Endpoints a logged-in browser may call with its session (and so a CSRF token);
-# every other /v1 call carries a Bearer key, which no other site can make a browser send.
-SESSION_PATHS = {"/v1/realtime/client_secrets"}
+from gateway.errors import ApiError
+
+
+class _CsrfRefusal(CsrfViewMiddleware):
+    def _reject(self, request, reason):
+        raise ApiError(403, f"CSRF verification failed: {reason}", code="csrf_failed")
+
+
+def csrf_check(request) -> None:
+    """Django's CSRF check, for a caller who comes with a session instead of a key; its refusal is OpenAI's 403.
+
+    /v1 views are exempt from CsrfViewMiddleware, whose refusal is an HTML
+    page, and call this where a session may stand in for a key.
+    """
+    _CsrfRefusal(lambda request: None).process_view(request, None, (), {})
 
 
 def _cors_headers(response: HttpResponse, origin: str) -> HttpResponse:
@@ -29,12 +43,22 @@ def _preflight(request) -> HttpResponse:
     return _cors_headers(response, request.headers.get("Origin", ""))
 
 
+def _as_openai_error(response: HttpResponse) -> HttpResponse:
+    status = response.status_code
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    type = "server_error" if status >= 500 else "invalid_request_error"
+    error = ApiError(status, f"{phrase} (HTTP {status}).", type=type).response()
+    for header in ("Retry-After", "Allow"):
+        if header in response:
+            error[header] = response[header]
+    return error
+
+
 @sync_and_async_middleware
 def api_middleware(get_response):
-    """For /v1: CORS for the configured origins (a Flutter web build calls from its own origin), and no CSRF
-    check on calls that carry a Bearer key.
-
-    Sits before CsrfViewMiddleware.
+    """For /v1: CORS for the configured origins (a Flutter web build calls from its own origin), and every
+    refusal in OpenAI's error JSON, even one made before any view ran (a body too large, say) or an HTML page
+    of Django's (a crash).
     """
 
     def before(request) -> HttpResponse | None:
@@ -42,12 +66,12 @@ def api_middleware(get_response):
             return None
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return _preflight(request)
-        if "Authorization" in request.headers or request.path not in SESSION_PATHS:
-            request._dont_enforce_csrf_checks = True
         return None
 
     def after(request, response):
         if request.path.startswith("/v1/"):
+            if response.status_code >= 400 and response.get("Content-Type") != "application/json":
+                response = _as_openai_error(response)
             _cors_headers(response, request.headers.get("Origin", ""))
         return response
 

@@ -1,18 +1,26 @@
-"""GET /v1/models: the chat models the caller's key may use."""
+"""GET /v1/models and /v1/models/{id}: the chat models the caller's key may use."""
 
-from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 
-from gateway.auth import api_models, key_from_request
-from gateway.errors import openai_error
+from conversations.db import db_step
+from conversations.models import ChatModel
+from gateway.auth import api_model, api_models
+from gateway.decorators import api_view
 
 
+def _model_object(model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "chatsite"}
+
+
+@api_view(methods=("GET",))
 async def models_list(request):
-    if request.method != "GET":
-        return openai_error(405, "Use GET for /v1/models.")
-    key, error = await key_from_request(request)
-    if error:
-        return error
-    models = await sync_to_async(lambda: list(api_models(key).values_list("model_id", "pk")))()
-    data = [{"id": model_id, "object": "model", "created": 0, "owned_by": "chatsite"} for model_id, _ in models]
-    return JsonResponse({"object": "list", "data": data})
+    def model_ids() -> list[str]:
+        return list(api_models(user=request.api_user, key=request.api_key).values_list("model_id", flat=True))
+
+    return JsonResponse({"object": "list", "data": [_model_object(model_id) for model_id in await db_step(model_ids)]})
+
+
+@api_view(methods=("GET",))
+async def model_retrieve(request, model_id: str):
+    model: ChatModel = await db_step(api_model, request, model_id)
+    return JsonResponse(_model_object(model.model_id))

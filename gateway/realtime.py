@@ -9,18 +9,15 @@ secret nor the provider key is ever logged.
 """
 
 import asyncio
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.http import JsonResponse
 from django.utils import timezone
-from django_ratelimit.core import is_ratelimited
 
 from accounts.billing.budget import QuotaExceeded
-from accounts.models import ApiKey, RealtimeSecret, User
-from accounts.ratelimits import rate, retry_after_seconds
+from accounts.models import RealtimeSecret
 from accounts.services import (
     realtime_secret_minted,
     realtime_secret_record,
@@ -28,10 +25,10 @@ from accounts.services import (
 )
 from conversations.db import db_step, db_step_to_end
 from conversations.llm import UpstreamError, client_secret_create
-from conversations.models import ChatModel
-from gateway.auth import key_from_request
+from gateway.auth import api_model, rate_limit_check
 from gateway.chat_request import InvalidRequest
-from gateway.errors import UPSTREAM_ERRORS, openai_error
+from gateway.decorators import api_view, json_body
+from gateway.errors import ApiError, quota_error, upstream_in_our_words
 
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_SECONDS = 120
@@ -112,103 +109,46 @@ def mint_request_parse(body) -> MintRequest:
     return MintRequest(seconds=seconds, model=model, instructions=instructions, voice=voice)
 
 
-def realtime_models(user: User, key: ApiKey | None):
-    """The enabled realtime models this caller may use: the user's, narrowed to the key's own list if it has one."""
-    models = ChatModel.objects.enabled().filter(realtime=True)
-    if user.allowed_models.exists():
-        models = models.filter(pk__in=user.allowed_models.values("pk"))
-    if key is not None and key.allowed_models.exists():
-        models = models.filter(pk__in=key.allowed_models.values("pk"))
-    return models
-
-
-async def _caller(request) -> tuple[User | None, ApiKey | None, JsonResponse | None]:
-    """Who asks: the owner of the Bearer site key, else the logged-in user.
-
-    A request with an Authorization header is judged by it alone: the API
-    middleware skips the CSRF check for such requests, so the session must
-    not count for them.
-    """
-    if "Authorization" not in request.headers:
-        user = await request.auser()
-        if user.is_authenticated:
-            return user, None, None
-    key, error = await key_from_request(request)
-    if error:
-        return None, None, error
-    return key.user, key, None
-
-
-def _refusal(exceeded: QuotaExceeded) -> JsonResponse:
+def _refusal(exceeded: QuotaExceeded) -> ApiError:
     if exceeded.code == "realtime_interval":
         wait = (exceeded.resets_at - timezone.now()).total_seconds()
-        return openai_error(429, exceeded.user_message, type="requests", code="rate_limit_exceeded", retry_after=wait)
-    return openai_error(429, exceeded.user_message, type="insufficient_quota", code="insufficient_quota")
+        return ApiError(429, exceeded.user_message, type="requests", code="rate_limit_exceeded", retry_after=wait)
+    return quota_error(exceeded)
 
 
-def _mint_reserve(request, user: User, key: ApiKey | None, mint: MintRequest) -> RealtimeSecret | JsonResponse:
+def _mint_reserve(request, mint: MintRequest) -> RealtimeSecret:
     """The rate limit, the model and the user's minutes, then the secret's lifetime held: one database step."""
-    if is_ratelimited(request, group="api-ip", key="ip", rate=rate("RATELIMIT_API_IP"), increment=True):
-        return openai_error(
-            429,
-            f"Rate limit reached for this site ({settings.RATELIMIT_API_IP}). Try again shortly.",
-            type="requests",
-            code="rate_limit_exceeded",
-            retry_after=retry_after_seconds("RATELIMIT_API_IP"),
-        )
-    model = realtime_models(user, key).filter(model_id=mint.model).first()
-    if model is None:
-        return openai_error(
-            404,
-            f"The model `{mint.model}` does not exist, is not a realtime model, or you do not have access to it.",
-            code="model_not_found",
-            param="session.model",
-        )
+    rate_limit_check(request, user=None)  # the user's own limit is one secret per few seconds, checked below
+    model = api_model(request, mint.model, param="session.model", realtime=True)
     try:
         return realtime_secret_record(
-            user=user, api_key=key, model=model, seconds=mint.seconds,
+            user=request.api_user, api_key=request.api_key, model=model, seconds=mint.seconds,
             expires_at=timezone.now() + timedelta(seconds=mint.seconds),
         )  # fmt: skip
     except QuotaExceeded as exceeded:
-        return _refusal(exceeded)
+        raise _refusal(exceeded) from None
 
 
-async def _release_if_held(held: RealtimeSecret | JsonResponse) -> None:
-    if isinstance(held, RealtimeSecret):
-        await db_step(realtime_secret_release, secret=held)
+async def _release_if_held(held: RealtimeSecret) -> None:
+    await db_step(realtime_secret_release, secret=held)
 
 
-def _upstream_error(error: UpstreamError) -> JsonResponse:
-    status, type, code = UPSTREAM_ERRORS.get(error.code, (502, "server_error", "upstream_error"))
-    retry_after = error.retry_after if status in (429, 503) else None
-    return openai_error(status, error.user_message, type=type, code=code, retry_after=retry_after)
-
-
+@api_view(methods=("POST",), session=True)
 async def client_secrets(request):
-    if request.method != "POST":
-        return openai_error(405, "Use POST for /v1/realtime/client_secrets.")
-    user, key, error = await _caller(request)
-    if error:
-        return error
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return openai_error(400, "We could not parse the JSON body of your request.")
-    try:
-        mint = mint_request_parse(body)
-    except InvalidRequest as invalid:
-        return openai_error(400, invalid.message, param=invalid.param, code=invalid.code)
+    """An app with a site key, or the logged-in browser with its session and CSRF token, asks for a secret.
+
+    The site asks the provider itself, so the provider's refusals are told in the site's words.
+    """
+    mint = mint_request_parse(json_body(request, empty={}))
     # Reserve, mint, settle: the lifetime is held before the upstream is asked, and let go
     # if no secret reaches the caller, whatever stops it (a refusal, a client that went away).
-    held = await db_step_to_end(_mint_reserve, request, user, key, mint, on_cancel=_release_if_held)
-    if isinstance(held, JsonResponse):
-        return held
+    held = await db_step_to_end(_mint_reserve, request, mint, on_cancel=_release_if_held)
     try:
         answer = await client_secret_create(mint.upstream_body())
         await db_step(realtime_secret_minted, secret=held, expires_at=datetime.fromtimestamp(answer["expires_at"], UTC))
     except UpstreamError as failure:
         await _release_if_held(held)
-        return _upstream_error(failure)
+        raise upstream_in_our_words(failure) from None
     except BaseException:
         await asyncio.shield(_release_if_held(held))
         raise

@@ -14,21 +14,21 @@ from django.http import JsonResponse
 from accounts.billing.metered import MeteredCall
 from conversations.llm import ReplyStream, UpstreamError, completion_create, on_request_sent, stream_open, usage_from
 from conversations.replies.runner import reply_runner
-from gateway.errors import openai_error, upstream_error
+from gateway.decorators import api_view
+from gateway.errors import upstream_passed_through
 from gateway.metering import CallAsk, body_checked, event_stream_response, metered_call_open, relay_ends_with_request
 from gateway.responses_output import ResponseEvents, response_from_completion, response_object
-from gateway.responses_request import responses_request_parse
+from gateway.responses_request import ResponsesRequest, responses_request_parse
 
 
+def _call_ask(asked: ResponsesRequest) -> CallAsk:
+    return CallAsk(asked.model, asked.messages, asked.max_tokens, prompt_extra=asked.chat_options)
+
+
+@api_view(methods=("POST",), authenticate=False)
 async def responses(request):
-    if request.method != "POST":
-        return openai_error(405, "Use POST for /v1/responses.")
-    asked, invalid = body_checked(request, responses_request_parse)
-    ask = asked and CallAsk(asked.model, asked.messages, asked.max_tokens, prompt_extra=asked.chat_options)
-    prepared = await metered_call_open(request, ask, invalid)
-    if isinstance(prepared, JsonResponse):
-        return prepared
-    call = prepared
+    asked = body_checked(request, responses_request_parse)
+    call = await metered_call_open(request, asked, _call_ask)
     reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
     on_request_sent.set(call.sent)
     upstream_body = {"model": call.model.model_id, "messages": asked.messages, "max_tokens": call.max_tokens}
@@ -36,11 +36,11 @@ async def responses(request):
     response = response_object(call.model.model_id, asked.echoed)
     if asked.stream:
         try:
-            stream = await stream_open(upstream_body)
+            stream = await stream_open(upstream_body, retry=False)
         except UpstreamError as failure:
             call.refused()
             await call.asettle()
-            return upstream_error(failure)
+            raise upstream_passed_through(failure) from None
         except BaseException:  # cancelled (the app went away), or our own failure
             await call.asettle()
             raise
@@ -49,10 +49,10 @@ async def responses(request):
         return event_stream_response(relay)
     async with call:
         try:
-            completion = await completion_create(upstream_body)
+            completion = await completion_create(upstream_body, retry=False)
         except UpstreamError as failure:
             call.refused()
-            return upstream_error(failure)
+            raise upstream_passed_through(failure) from None
         call.usage = usage_from(completion["usage"]) if completion.get("usage") else None
         choice = completion["choices"][0]
         call.completion_text = (choice["message"].get("content") or "") + str(choice["message"].get("tool_calls") or "")
