@@ -7,10 +7,10 @@ user and the key.
 """
 
 import asyncio
-import json
 import re
 from collections.abc import AsyncIterator
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 
 from accounts.billing.budget import QuotaExceeded
@@ -29,6 +29,7 @@ from conversations.replies.runner import reply_runner
 from gateway.auth import NO_KEY, api_models, bearer_secret, key_of, rate_limited
 from gateway.chat_request import ChatRequest, InvalidRequest, chat_request_parse
 from gateway.errors import openai_error, stream_error_event, upstream_error
+from gateway.schema import json_body_parse
 
 
 def _prepare(
@@ -53,6 +54,13 @@ def _prepare(
             code="model_not_found",
             param="model",
         )
+    if chat.image_params and not model.accepts_images:
+        return openai_error(
+            400,
+            f"The model `{chat.model}` does not accept images: send text only, or pick a model that takes images.",
+            code="images_not_supported",
+            param=chat.image_params[0],
+        )
     call = MeteredCall(
         user=key.user,
         model=model,
@@ -76,11 +84,9 @@ async def _release_if_reserved(prepared: MeteredCall | JsonResponse) -> None:
 
 def _body_of(request) -> tuple[ChatRequest | None, JsonResponse | None]:
     try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return None, openai_error(400, "We could not parse the JSON body of your request.")
-    try:
-        return chat_request_parse(body), None
+        return chat_request_parse(json_body_parse(request.body)), None
+    except RequestDataTooBig:
+        return None, openai_error(413, "The request body is larger than this site accepts.", code="request_too_large")
     except InvalidRequest as invalid:
         return None, openai_error(400, invalid.message, param=invalid.param, code=invalid.code)
 
@@ -105,7 +111,7 @@ async def chat_completions(request):
     reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
     # Sent once the provider has the whole request, not before: a client gone sooner costs nothing.
     on_request_sent.set(call.sent)
-    upstream_body = {"model": call.model.model_id, "messages": chat.messages, "max_tokens": call.max_tokens}
+    upstream_body = {"model": call.model.model_id, "messages": chat.messages} | call.model.token_limit(call.max_tokens)
     upstream_body |= chat.options
     if chat.stream:
         try:
