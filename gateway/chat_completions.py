@@ -28,7 +28,9 @@ from gateway.metering import CallAsk, body_checked, event_stream_response, meter
 
 
 def _call_ask(chat: ChatRequest) -> CallAsk:
-    return CallAsk(chat.model, chat.messages, chat.max_tokens, prompt_extra=chat.options)
+    return CallAsk(
+        chat.model, chat.messages, chat.max_tokens, prompt_extra=chat.options, image_params=chat.image_params
+    )
 
 
 @api_view(methods=("POST",), authenticate=False)
@@ -46,7 +48,7 @@ async def chat_completions(request):
     reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
     # Sent once the provider has the whole request, not before: a client gone sooner costs nothing.
     on_request_sent.set(call.sent)
-    upstream_body = {"model": call.model.model_id, "messages": chat.messages, "max_tokens": call.max_tokens}
+    upstream_body = {"model": call.model.model_id, "messages": chat.messages} | call.model.token_limit(call.max_tokens)
     upstream_body |= chat.options
     if chat.stream:
         try:

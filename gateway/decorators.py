@@ -1,9 +1,9 @@
 """The one decorator of every /v1 endpoint: the method, the caller, and OpenAI's error JSON for any refusal."""
 
-import json
 from collections.abc import Awaitable, Callable
 from functools import wraps
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -11,6 +11,7 @@ from conversations.db import db_step
 from gateway.auth import NO_KEY, caller_authenticate, key_secret, sends_a_key
 from gateway.errors import ApiError
 from gateway.middleware import csrf_check
+from gateway.schema import json_body_parse
 
 View = Callable[..., Awaitable[HttpResponse]]
 
@@ -66,10 +67,12 @@ async def _identify(request, *, authenticate: bool, session: bool) -> None:
 
 
 def json_body(request, *, empty=None):
-    """The request's JSON body (`empty` for no body at all), or OpenAI's 400 for one that is not JSON."""
-    if not request.body and empty is not None:
-        return empty
+    """The request's JSON body (`empty` for no body at all), or OpenAI's 400 for one that is not strict JSON
+    (gateway/schema.py), or a 413 for one larger than the site takes."""
     try:
-        return json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "We could not parse the JSON body of your request.") from None
+        raw = request.body
+    except RequestDataTooBig:
+        raise ApiError(413, "The request body is larger than this site accepts.", code="request_too_large") from None
+    if not raw and empty is not None:
+        return empty
+    return json_body_parse(raw)

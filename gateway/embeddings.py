@@ -12,15 +12,38 @@ from django.http import JsonResponse
 
 from conversations.llm import UpstreamError, embeddings_create, on_request_sent, usage_from
 from conversations.replies.runner import reply_runner
-from gateway.chat_request import InvalidRequest, _positive_int
+from gateway.chat_request import CHAT_BODY, DROPPED
 from gateway.decorators import api_view
 from gateway.errors import upstream_passed_through
 from gateway.metering import CallAsk, body_checked, metered_call_open
+from gateway.schema import Array, Integer, InvalidRequest, Object, OneOf, String, schema_check
 
 # OpenAI's own limits: inputs per request, and token ids (a vocabulary of at most 2^31 - 1 entries).
 MAX_INPUTS = 2048
-MAX_TOKEN_ID = 2**31 - 1
-DROPPED = {"user"}  # OpenAI's bookkeeping
+TOKENS = Array(Integer(0, 2**31 - 1), min_items=1)
+
+
+def _one_kind_of_input(body: dict, path: str) -> None:
+    inputs = body.get("input")
+    if isinstance(inputs, list) and len({type(item) for item in inputs}) > 1:
+        raise InvalidRequest("'input' must hold strings only, token ids only, or token arrays only.", "input")
+
+
+EMBEDDINGS_BODY = Object(
+    {
+        "model": CHAT_BODY.fields["model"],
+        # OpenAI refuses empty inputs: they have no embedding.
+        "input": OneOf(
+            String(min_length=1),
+            Array(OneOf(String(min_length=1), Integer(0, 2**31 - 1), TOKENS), min_items=1, max_items=MAX_INPUTS),
+        ),
+        "encoding_format": String(choices=["float", "base64"]),
+        "dimensions": Integer(1),
+    },
+    required=["model", "input"],
+    dropped=DROPPED,
+    rule=_one_kind_of_input,
+)
 
 
 @dataclass
@@ -30,48 +53,13 @@ class EmbeddingsRequest:
     options: dict  # encoding_format, dimensions
 
 
-def _tokens(where: str, value) -> list[int]:
-    if not value or not all(
-        not isinstance(token, bool) and isinstance(token, int) and 0 <= token <= MAX_TOKEN_ID for token in value
-    ):
-        raise InvalidRequest(f"'{where}' must be a non-empty list of token ids (whole numbers from 0).", where)
-    return value
-
-
-def _inputs(value) -> list[str] | list[list[int]]:
-    """`input` as a list: of strings, or of token arrays; empty ones are refused, as OpenAI does."""
-    if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], int)):
-        value = [value]
-    if not isinstance(value, list) or not value or len(value) > MAX_INPUTS:
-        raise InvalidRequest(
-            f"'input' must be a string, a list of 1 to {MAX_INPUTS} strings, or token arrays.", "input"
-        )
-    if all(isinstance(item, str) and item for item in value):
-        return value
-    if all(isinstance(item, list) for item in value):
-        return [_tokens(f"input[{n}]", item) for n, item in enumerate(value)]
-    raise InvalidRequest("'input' must hold non-empty strings only, or token arrays only.", "input")
-
-
 def embeddings_request_parse(body) -> EmbeddingsRequest:
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    for name in body:
-        if name not in {"model", "input", "encoding_format", "dimensions"} | DROPPED:
-            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", name)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("You must provide a model parameter.", "model")
-    if "input" not in body:
-        raise InvalidRequest("Missing required parameter: 'input'.", "input")
-    options = {}
-    if body.get("encoding_format") is not None:
-        if body["encoding_format"] not in ("float", "base64"):
-            raise InvalidRequest("'encoding_format' must be float or base64.", "encoding_format")
-        options["encoding_format"] = body["encoding_format"]
-    if body.get("dimensions") is not None:
-        options["dimensions"] = _positive_int("dimensions", body["dimensions"])
-    return EmbeddingsRequest(model=model, inputs=_inputs(body["input"]), options=options)
+    """The request as checked against EMBEDDINGS_BODY, its input as a list; InvalidRequest names what does not fit."""
+    checked = schema_check(EMBEDDINGS_BODY, body)
+    inputs = checked.pop("input")
+    if isinstance(inputs, str) or isinstance(inputs[0], int):  # one text, or one token array
+        inputs = [inputs]
+    return EmbeddingsRequest(model=checked.pop("model"), inputs=inputs, options=checked)
 
 
 def _call_ask(asked: EmbeddingsRequest) -> CallAsk:

@@ -7,7 +7,7 @@ streamed answer's relay ends with its request, however the request ends.
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from django.http import StreamingHttpResponse
@@ -33,6 +33,7 @@ class CallAsk:
     max_tokens: int | None  # None: the model's own most (0 for an embedding model)
     prompt_extra: object = None  # sent besides the prompt: tools, a response format...
     embedding: bool = False  # an embedding model is asked for, not a chat model
+    image_params: list[str] = field(default_factory=list)  # where the prompt's images are ("messages[0].content[1]")
 
 
 def body_checked(request, check: Callable[[object], Checked]) -> Checked | ApiError:
@@ -50,6 +51,13 @@ def _prepare(request, asked: Checked | ApiError, ask_of: Callable[[Checked], Cal
     ask = ask_of(asked)
     rate_limit_check(request, user=key.user)
     model = api_model(request, ask.model_id, embedding=ask.embedding)
+    if ask.image_params and not model.accepts_images:
+        raise ApiError(
+            400,
+            f"The model `{ask.model_id}` does not accept images: send text only, or pick a model that takes images.",
+            code="images_not_supported",
+            param=ask.image_params[0],
+        )
     call = MeteredCall(
         user=key.user,
         model=model,

@@ -17,6 +17,10 @@ CATALOG_SEED = [
         "cached_input_price": Decimal("0.075"),
         "context_window": 128_000,
         "max_output_tokens": 4_096,
+        # gpt-4o-mini counts images in many more tokens than gpt-4o, at a lower price per token.
+        "accepts_images": True,
+        "image_base_tokens": 2_833,
+        "image_tile_tokens": 5_667,
         "local": False,
     },
     {
@@ -27,6 +31,7 @@ CATALOG_SEED = [
         "cached_input_price": Decimal("1.25"),
         "context_window": 128_000,
         "max_output_tokens": 4_096,
+        "accepts_images": True,
         "local": False,
     },
     {

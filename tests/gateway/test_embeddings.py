@@ -110,7 +110,7 @@ async def test_a_provider_gone_silent_is_a_server_error_and_holds_nothing(secret
         ({"model": MODEL, "input": ""}, "input"),
         ({"model": MODEL, "input": []}, "input"),
         ({"model": MODEL, "input": ["a", 1]}, "input"),
-        ({"model": MODEL, "input": [[1, -2]]}, "input[0]"),
+        ({"model": MODEL, "input": [[1, -2]]}, "input[0][1]"),
         ({"model": MODEL, "input": "a", "encoding_format": "int8"}, "encoding_format"),
         ({"model": MODEL, "input": "a", "dimensions": 0}, "dimensions"),
         ({"model": MODEL}, "input"),

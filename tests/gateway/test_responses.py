@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from accounts.models import Reservation, UsageRecord
 from accounts.services import api_key_create
+from conversations.models import ChatModel
 from gateway.chat_request import InvalidRequest
 from gateway.responses_request import responses_request_parse
 from tests.fake_upstream import Reply, Status
@@ -51,7 +52,13 @@ async def test_the_request_reaches_the_provider_as_chat_completions(secret, upst
             "model": "gpt-4o-mini",
             "instructions": "Be brief.",
             "input": [
-                {"role": "user", "content": [{"type": "input_text", "text": "Weather in Oslo?"}]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "Weather in Oslo?"},
+                        {"type": "input_image", "image_url": "https://example.com/sky.png", "detail": "low"},
+                    ],
+                },
                 {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": '{"city":"Oslo"}'},
                 {"type": "function_call_output", "call_id": "call_1", "output": "Rain, 4 °C"},
             ],
@@ -70,7 +77,13 @@ async def test_the_request_reaches_the_provider_as_chat_completions(secret, upst
     sent = upstream.requests[0].json
     assert sent["messages"] == [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Weather in Oslo?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/sky.png", "detail": "low"}},
+            ],
+        },
         {
             "role": "assistant",
             "content": None,
@@ -98,14 +111,16 @@ async def test_the_request_reaches_the_provider_as_chat_completions(secret, upst
         ({"previous_response_id": "resp_123"}, "previous_response_id"),
         ({"background": True}, "background"),
         ({"store": True}, "store"),
-        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0]"),
         ({"tools": [{**WEATHER, "cache": True}]}, "tools[0].cache"),
-        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}]},
-         "input[0].content[0]"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]},
+         "input[0].content[0].file_id"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}]},
+         "input[0].content[0].image_url"),
         ({"input": [{"role": "wizard", "content": "Hi"}]}, "input[0].role"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
         ({"text": {"format": {"type": "json_schema", "name": "w", "schema": {}, "extra": 1}}}, "text.format.extra"),
-        ({"tool_choice": {"type": "file_search"}}, "tool_choice"),
+        ({"tool_choice": {"type": "file_search"}}, "tool_choice.type"),
         ({"temperature": float("nan")}, None),
         ({"max_output_tokens": 0}, "max_output_tokens"),
         ({"frobnicate": 1}, "frobnicate"),
@@ -255,3 +270,18 @@ def test_any_body_is_either_translated_or_refused_with_a_named_reason(body):
              "verbosity", "reasoning_effort"}  # fmt: skip
     assert set(asked.chat_options) <= known
     assert all(message["role"] in {"system", "developer", "user", "assistant", "tool"} for message in asked.messages)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_image_for_a_model_that_takes_none_is_refused_by_name(secret, upstream):
+    await ChatModel.objects.filter(model_id="gpt-4o").aupdate(accepts_images=False)
+    image = {"type": "input_image", "image_url": "https://example.com/sky.png"}
+
+    response = await post(secret, {"model": "gpt-4o", "input": [{"role": "user", "content": [image]}]})
+
+    assert response.status_code == 400
+    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == (
+        "images_not_supported",
+        "input[0].content[0]",
+    )
+    assert upstream.requests == []

@@ -142,7 +142,7 @@ def test_a_used_up_quota_is_a_rate_limit_error(sdk, alice, upstream):
     [
         ({"previous_response_id": "resp_1"}, "does not store responses"),
         ({"tools": [{"type": "web_search"}]}, "only function tools"),
-        ({"background": True}, "Background responses are not supported"),
+        ({"background": True}, "background responses are not supported"),
     ],
 )
 def test_what_cannot_be_honoured_is_a_bad_request_error(sdk, upstream, extra, words):

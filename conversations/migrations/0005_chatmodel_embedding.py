@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0003_chatmodel_realtime'),
+        ('conversations', '0004_chatmodel_token_limit_param_and_images'),
     ]
 
     operations = [
