@@ -3,7 +3,6 @@
 from collections.abc import Awaitable, Callable
 from functools import wraps
 
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -68,11 +67,7 @@ async def _identify(request, *, authenticate: bool, session: bool) -> None:
 
 def json_body(request, *, empty=None):
     """The request's JSON body (`empty` for no body at all), or OpenAI's 400 for one that is not strict JSON
-    (gateway/schema.py), or a 413 for one larger than the site takes."""
-    try:
-        raw = request.body
-    except RequestDataTooBig:
-        raise ApiError(413, "The request body is larger than this site accepts.", code="request_too_large") from None
-    if not raw and empty is not None:
+    (gateway/schema.py)."""
+    if not request.body and empty is not None:
         return empty
-    return json_body_parse(raw)
+    return json_body_parse(request.body)

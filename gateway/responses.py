@@ -22,7 +22,9 @@ from gateway.responses_request import ResponsesRequest, responses_request_parse
 
 
 def _call_ask(asked: ResponsesRequest) -> CallAsk:
-    return CallAsk(asked.model, asked.messages, asked.max_tokens, prompt_extra=asked.chat_options)
+    return CallAsk(
+        asked.model, asked.messages, asked.max_tokens, prompt_extra=asked.chat_options, image_params=asked.image_params
+    )
 
 
 @api_view(methods=("POST",), authenticate=False)
@@ -31,7 +33,7 @@ async def responses(request):
     call = await metered_call_open(request, asked, _call_ask)
     reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
     on_request_sent.set(call.sent)
-    upstream_body = {"model": call.model.model_id, "messages": asked.messages, "max_tokens": call.max_tokens}
+    upstream_body = {"model": call.model.model_id, "messages": asked.messages} | call.model.token_limit(call.max_tokens)
     upstream_body |= asked.chat_options
     response = response_object(call.model.model_id, asked.echoed)
     if asked.stream:

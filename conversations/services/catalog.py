@@ -46,6 +46,16 @@ CATALOG_SEED = [
         "local": False,
     },
     {
+        "model_id": "smollm2-135m",
+        "display_name": "SmolLM2 135M (local)",
+        "input_price": Decimal(0),
+        "output_price": Decimal(0),
+        "cached_input_price": None,
+        "context_window": 4_096,
+        "max_output_tokens": 512,
+        "local": True,
+    },
+    {
         "model_id": "text-embedding-3-small",
         "display_name": "Text embedding 3 small",
         "input_price": Decimal("0.02"),
@@ -55,16 +65,6 @@ CATALOG_SEED = [
         "max_output_tokens": 0,
         "embedding": True,
         "local": False,
-    },
-    {
-        "model_id": "smollm2-135m",
-        "display_name": "SmolLM2 135M (local)",
-        "input_price": Decimal(0),
-        "output_price": Decimal(0),
-        "cached_input_price": None,
-        "context_window": 4_096,
-        "max_output_tokens": 512,
-        "local": True,
     },
 ]
 
