@@ -54,7 +54,7 @@ INPUT_IMAGE = Object(
     required=["type", "image_url"],
     unsupported={"file_id": "uploaded files are not available here: send the image as image_url."},
 )
-NOT_METERED_INPUTS = {f"input_{kind}": reason for kind, reason in NOT_METERED.items()}
+NOT_METERED_INPUTS = {"input_audio": NOT_METERED["input_audio"], "input_file": NOT_METERED["file"]}
 
 
 def _content(*parts: Object) -> OneOf:
