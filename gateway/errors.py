@@ -81,10 +81,8 @@ _SITES_OWN = {"upstream_auth", "insufficient_quota"}
 
 def upstream_in_our_words(error: UpstreamError) -> ApiError:
     status, type, code = UPSTREAM_ERRORS.get(error.code, UNKNOWN_FAILURE)
-    return ApiError(
-        status, error.user_message, type=type, code=code, param="messages" if status == 400 else None,
-        retry_after=error.retry_after if status in (429, 503) else None,
-    )  # fmt: skip
+    retry_after = error.retry_after if status in (429, 503) else None
+    return ApiError(status, error.user_message, type=type, code=code, retry_after=retry_after)
 
 
 def upstream_passed_through(error: UpstreamError) -> ApiError:
@@ -104,6 +102,7 @@ def upstream_passed_through(error: UpstreamError) -> ApiError:
         error.status,
         str(said.get("message") or ours.message),
         type=str(said.get("type") or ours.type),
+        # Only plain values: an object in these fields would break the SDKs that read them as strings.
         code=said.get("code") if isinstance(said.get("code"), str | int | None) else None,
         param=said.get("param") if isinstance(said.get("param"), str | None) else None,
         retry_after=error.retry_after,

@@ -38,14 +38,18 @@ def _preflight(request) -> HttpResponse:
     response = HttpResponse(status=204)
     response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
     requested = request.headers.get("Access-Control-Request-Headers", "")
-    response["Access-Control-Allow-Headers"] = requested or "authorization, content-type"
+    response["Access-Control-Allow-Headers"] = requested or "authorization, api-key, content-type"
     response["Access-Control-Max-Age"] = "600"
     return _cors_headers(response, request.headers.get("Origin", ""))
 
 
 def _as_openai_error(response: HttpResponse) -> HttpResponse:
+    """A refusal made outside any /v1 view's decorator, as that decorator would have written it."""
     status = response.status_code
-    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
     type = "server_error" if status >= 500 else "invalid_request_error"
     error = ApiError(status, f"{phrase} (HTTP {status}).", type=type).response()
     for header in ("Retry-After", "Allow"):

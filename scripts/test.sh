@@ -25,6 +25,9 @@ missing=()
 for package in postgresql redis-server chromium; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# Node and npm for the openai Node SDK's tests; a Node that bundles its own npm counts.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ! -d "$VENV" ] && command -v python3.11 >/dev/null && ! python3.11 -c "import ensurepip" 2>/dev/null; then
     missing+=(python3.11-venv)
 fi
@@ -57,6 +60,13 @@ fi
 venv_create
 requirements_install requirements-dev.txt
 local_model_install
+
+# --- The openai Node SDK, a second real client of /v1 (tests/node) ------------
+# Installed from the committed lock file, again only when the lock file changed.
+if ! cmp -s tests/node/package-lock.json tests/node/node_modules/.installed-lock.json; then
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+    cp tests/node/package-lock.json tests/node/node_modules/.installed-lock.json
+fi
 
 # --- Throwaway PostgreSQL and Redis ----------------------------------------
 # Debian keeps the server binaries out of PATH, one directory per major version.

@@ -2,11 +2,15 @@
 from either header, and the provider's own errors passed on (the SDKs' view of it is in tests/live)."""
 
 import json
+import string
 from datetime import timedelta
 
+import hypothesis
 import pytest
-from django.test import AsyncClient
+from django.test import AsyncClient, Client
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 
 from accounts.models import Reservation
 from accounts.services import api_key_create
@@ -48,6 +52,18 @@ async def test_unknown_paths_are_openais_404_whatever_the_method_and_credentials
     for answer in (response, with_key):
         assert answer.status_code == 404
         assert error_of(answer)["message"] == f"Invalid URL ({method} {path})"
+
+
+@hypothesis.settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+    path=st.text(alphabet=string.ascii_letters + string.digits + "-._~/%:@!$&'()*+,;=", max_size=40),
+)
+def test_whatever_is_asked_under_v1_without_a_key_the_answer_is_openais_error_json(method, path):
+    response = Client(enforce_csrf_checks=True).generic(method, "/v1/" + path, b"{}", content_type="application/json")
+
+    assert response.status_code in (401, 404, 405)
+    assert error_of(response)["message"]
 
 
 @pytest.mark.parametrize(
