@@ -285,3 +285,32 @@ async def test_an_image_for_a_model_that_takes_none_is_refused_by_name(secret, u
         "input[0].content[0]",
     )
     assert upstream.requests == []
+
+
+RAW_BODIES = [
+    b"{not json",
+    b'{"model": "gpt-4o-mini", "input": "Hi", "temperature": NaN}',
+    b'{"model": "gpt-4o-mini\\u0000", "input": "Hi"}',
+    b'{"model": "gpt-4o-mini", "input": "\\ud800"}',
+    b'{"model": "gpt-4o-mini", "input": [{"role": ["user"], "content": "Hi"}]}',
+    b'{"model": "gpt-4o-mini", "input": "Hi", "tools": [{"type": "function", "name": "f", "parameters": '
+    + b'{"a": ' * 900
+    + b"1"
+    + b"}" * 901
+    + b"]}",
+    b"[" * 50_000,
+]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("url", [URL, "/v1/embeddings"])
+@pytest.mark.parametrize("raw", RAW_BODIES, ids=range(len(RAW_BODIES)))
+async def test_bodies_that_broke_chat_completions_are_a_clear_400_here_too(secret, upstream, url, raw):
+    response = await AsyncClient().post(
+        url, raw, content_type="application/json", headers={"Authorization": f"Bearer {secret}"}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"]
+    assert upstream.requests == []
+    assert not await Reservation.objects.aexists()
