@@ -12,7 +12,7 @@ from conversations.services.chats import conversation_reset
 class ChatModelAdmin(admin.ModelAdmin):
     list_display = [
         "display_name", "model_id", "input_price", "output_price", "cached_input_price",
-        "context_window", "max_output_tokens", "enabled", "is_default",
+        "context_window", "max_output_tokens", "accepts_images", "enabled", "is_default",
     ]  # fmt: skip
     list_editable = ["enabled"]
     search_fields = ["model_id", "display_name"]

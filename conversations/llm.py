@@ -361,6 +361,23 @@ async def tokens_count(text: str) -> int:
     return count
 
 
+async def embeddings_create(body: dict) -> dict:
+    """POST an embeddings request; returns the upstream's answer, checked to hold one embedding per item of data.
+
+    Not retried here: only apps call it, and their SDKs retry by themselves (see stream_open).
+    """
+    response = await _post("embeddings", body, model_id=body["model"], retry=False)
+    try:
+        answer = response.json()
+        if not isinstance(answer["data"], list) or not all(
+            isinstance(item, dict) and isinstance(item["embedding"], list | str) for item in answer["data"]
+        ):
+            raise TypeError
+    except (ValueError, TypeError, KeyError):
+        raise UpstreamError("malformed_answer", "The model provider sent embeddings we could not read.") from None
+    return answer
+
+
 async def client_secret_create(body: dict) -> dict:
     """POST a Realtime client secret request; returns the upstream's answer, checked to hold a secret and its expiry.
 

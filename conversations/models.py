@@ -9,6 +9,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.billing.image_tokens import ImageTokenRule
 from accounts.billing.prices import Prices
 from conversations.upstream import served_model_ids
 
@@ -18,7 +19,7 @@ class ChatModelQuerySet(models.QuerySet):
         return self.filter(enabled=True)
 
     def for_chat(self):
-        return self.enabled().filter(realtime=False)
+        return self.enabled().filter(realtime=False, embedding=False)
 
     def served(self):
         """The models the upstream lists (see conversations/upstream.py): no other model answers under their names."""
@@ -43,6 +44,10 @@ class ChatModelQuerySet(models.QuerySet):
 class ChatModel(models.Model):
     """One entry of the model catalog: what is sent upstream and what it costs."""
 
+    class TokenLimitParam(models.TextChoices):
+        MAX_TOKENS = "max_tokens"
+        MAX_COMPLETION_TOKENS = "max_completion_tokens"
+
     model_id = models.CharField("model id", max_length=100, unique=True, help_text="The name sent upstream.")
     display_name = models.CharField(max_length=100)
     input_price = models.DecimalField(
@@ -60,11 +65,31 @@ class ChatModel(models.Model):
         help_text="USD per 1M cached prompt tokens; empty means the input price.",
     )
     context_window = models.PositiveIntegerField(help_text="Tokens the model reads at most, prompt and reply.")
-    max_output_tokens = models.PositiveIntegerField(help_text="Sent as max_tokens on every call.")
+    max_output_tokens = models.PositiveIntegerField(help_text="Sent as the token limit on every call.")
+    token_limit_param = models.CharField(
+        "token limit parameter",
+        max_length=30,
+        choices=TokenLimitParam.choices,
+        default=TokenLimitParam.MAX_TOKENS,
+        help_text="The name the upstream takes the token limit under: reasoning models want max_completion_tokens.",
+    )
+    accepts_images = models.BooleanField(
+        "accepts images", default=False, help_text="Image parts in prompts are sent to it; otherwise refused."
+    )
+    image_base_tokens = models.PositiveIntegerField(
+        default=85, help_text="Prompt tokens of an image at low detail, and the base of a high-detail one."
+    )
+    image_tile_tokens = models.PositiveIntegerField(
+        default=170, help_text="Prompt tokens per 512-pixel tile of a high-detail image."
+    )
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField("default", default=False)
     realtime = models.BooleanField(
         default=False, help_text="A Realtime (voice) model: offered for client secrets, not in the chat."
+    )
+    embedding = models.BooleanField(
+        default=False,
+        help_text="An embedding model: offered at /v1/embeddings, billed for input tokens only, not in the chat.",
     )
 
     objects = ChatModelQuerySet.as_manager()
@@ -86,6 +111,13 @@ class ChatModel(models.Model):
             output=self.output_price,
             cached_input=self.input_price if self.cached_input_price is None else self.cached_input_price,
         )
+
+    def token_limit(self, max_tokens: int) -> dict:
+        """The token limit as this model's upstream takes it: {"max_tokens": n} or {"max_completion_tokens": n}."""
+        return {self.token_limit_param: max_tokens}
+
+    def image_token_rule(self) -> ImageTokenRule:
+        return ImageTokenRule(base_tokens=self.image_base_tokens, tile_tokens=self.image_tile_tokens)
 
     def cost(self, *, prompt_tokens: int, completion_tokens: int = 0, cached_tokens: int = 0) -> Decimal:
         return self.prices().cost(

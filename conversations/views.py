@@ -1,4 +1,5 @@
 import json
+import re
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -286,6 +287,10 @@ def _sse_response(events) -> StreamingHttpResponse:
     return response
 
 
+# ASCII digits only, and few of them: str.isdigit() and int() also take "²" and 5,000-digit numbers.
+OFFSET = re.compile(r"[0-9]{1,12}")
+
+
 @login_required
 @require_GET
 async def reply_stream(request, pk: int, message_pk: int):
@@ -295,7 +300,7 @@ async def reply_stream(request, pk: int, message_pk: int):
     if reply.role != Message.Role.ASSISTANT:
         raise Http404("Only replies stream.")
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
-    if not raw_offset.isdigit():
+    if not OFFSET.fullmatch(raw_offset):
         return HttpResponseBadRequest("offset must be a whole number of characters")
     return _sse_response(watcher.reply_events(reply_id=reply.pk, offset=int(raw_offset)))
 

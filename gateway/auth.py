@@ -58,10 +58,10 @@ def rate_limit_check(request, *, user: User | None) -> None:
             )
 
 
-def api_models(*, user: User, key: ApiKey | None, realtime: bool = False):
-    """The enabled chat (or realtime) models this caller may use: the user's, narrowed to the key's list if any."""
-    models = ChatModel.objects.enabled().filter(realtime=realtime)
-    if not realtime:  # the upstream's list names chat models; realtime sessions are minted, not listed
+def api_models(*, user: User, key: ApiKey | None, realtime: bool = False, embedding: bool = False):
+    """The enabled models of one kind (chat, realtime or embedding) this caller may use, narrowed to the key's list."""
+    models = ChatModel.objects.enabled().filter(realtime=realtime, embedding=embedding)
+    if not realtime and not embedding:  # the upstream's list is checked for chat models, as in the picker
         models = models.served()
     models = models.allowed_to(user)
     if key is not None and key.allowed_models.exists():
@@ -69,9 +69,12 @@ def api_models(*, user: User, key: ApiKey | None, realtime: bool = False):
     return models
 
 
-def api_model(request, model_id: str, *, param: str = "model", realtime: bool = False) -> ChatModel:
+def api_model(
+    request, model_id: str, *, param: str = "model", realtime: bool = False, embedding: bool = False
+) -> ChatModel:
     """The model of this id if the request's caller may use it, else OpenAI's 404 model_not_found."""
-    model = api_models(user=request.api_user, key=request.api_key, realtime=realtime).filter(model_id=model_id).first()
+    models = api_models(user=request.api_user, key=request.api_key, realtime=realtime, embedding=embedding)
+    model = models.filter(model_id=model_id).first()
     if model is None:
         raise ApiError(
             404,

@@ -6,16 +6,12 @@ are the same services the web chat uses; each call is recorded against the
 user and the key.
 """
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import JsonResponse
 
-from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
-from accounts.models import UsageRecord
-from conversations.db import db_step_to_end
 from conversations.llm import (
     ReplyStream,
     UpstreamError,
@@ -25,48 +21,16 @@ from conversations.llm import (
     usage_from,
 )
 from conversations.replies.runner import reply_runner
-from gateway.auth import api_model, caller_authenticate, rate_limit_check
 from gateway.chat_request import ChatRequest, chat_request_parse
-from gateway.decorators import api_view, json_body
-from gateway.errors import ApiError, quota_error, stream_error_event, upstream_passed_through
+from gateway.decorators import api_view
+from gateway.errors import stream_error_event, upstream_passed_through
+from gateway.metering import CallAsk, body_checked, event_stream_response, metered_call_open, relay_ends_with_request
 
 
-def _prepare(request, chat: ChatRequest | ApiError) -> MeteredCall:
-    """Check the key, the body, the rate limits and the model, and reserve the call's budget: one database step.
-
-    A bad key is answered before a bad body, as OpenAI does.
-    """
-    key = caller_authenticate(request)
-    if isinstance(chat, ApiError):
-        raise chat
-    rate_limit_check(request, user=key.user)
-    model = api_model(request, chat.model)
-    call = MeteredCall(
-        user=key.user,
-        model=model,
-        kind=UsageRecord.Kind.API,
-        prompt=chat.messages,
-        prompt_extra=chat.options,
-        max_tokens=min(chat.max_tokens or model.max_output_tokens, model.max_output_tokens),
-        api_key=key,
+def _call_ask(chat: ChatRequest) -> CallAsk:
+    return CallAsk(
+        chat.model, chat.messages, chat.max_tokens, prompt_extra=chat.options, image_params=chat.image_params
     )
-    try:
-        call.reserve()
-    except QuotaExceeded as exceeded:
-        raise quota_error(exceeded) from None
-    return call
-
-
-async def _release_if_reserved(call: MeteredCall) -> None:
-    await call.asettle()
-
-
-def _chat_request(request) -> ChatRequest | ApiError:
-    """The body checked, or what is wrong with it: told only once the key is known to be good."""
-    try:
-        return chat_request_parse(json_body(request))
-    except ApiError as invalid:
-        return invalid
 
 
 @api_view(methods=("POST",), authenticate=False)
@@ -79,12 +43,12 @@ async def chat_completions(request):
     provider's refusals reach the app as the provider said them, and are not
     retried here: the app's SDK retries them itself.
     """
-    chat = _chat_request(request)
-    call = await db_step_to_end(_prepare, request, chat, on_cancel=_release_if_reserved)
+    chat = body_checked(request, chat_request_parse)
+    call = await metered_call_open(request, chat, _call_ask)
     reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
     # Sent once the provider has the whole request, not before: a client gone sooner costs nothing.
     on_request_sent.set(call.sent)
-    upstream_body = {"model": call.model.model_id, "messages": chat.messages, "max_tokens": call.max_tokens}
+    upstream_body = {"model": call.model.model_id, "messages": chat.messages} | call.model.token_limit(call.max_tokens)
     upstream_body |= chat.options
     if chat.stream:
         try:
@@ -97,11 +61,8 @@ async def chat_completions(request):
             await call.asettle()
             raise
         relay = _relay(stream, call, chat.include_usage)
-        _end_with_the_request(relay, stream, call)
-        response = StreamingHttpResponse(relay, content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        relay_ends_with_request(relay, stream, call)
+        return event_stream_response(relay)
     async with call:
         try:
             completion = await completion_create(upstream_body, retry=False)
@@ -145,33 +106,3 @@ async def _relay(stream: ReplyStream, call: MeteredCall, include_usage: bool) ->
 
 # The last chunk when usage is asked for: no choices, only usage. We always ask, to bill every call.
 USAGE_ONLY = re.compile(rb'"choices"\s*:\s*\[\s*\]')
-
-
-# Relays being ended after their request ended without them (see _end_with_the_request).
-_relays_ending: set[asyncio.Task] = set()
-
-
-def _end_with_the_request(relay: AsyncIterator[bytes], stream: ReplyStream, call: MeteredCall) -> None:
-    """When the request's task ends, end its relay too, if the relay did not end itself.
-
-    A client that goes away after the view returned but before its body
-    started (in a middleware, or while the headers are sent) makes Django drop
-    the response with its relay never started, so the relay's own `finally`
-    would never run: the upstream stream would stay open and the reservation
-    held until it expires. One cut while the relay waits at a `yield` leaves it
-    to the garbage collector; this ends it at once.
-    """
-
-    def request_ended(_) -> None:
-        if not call.settled:
-            ending = asyncio.ensure_future(_relay_end(relay, stream, call))
-            _relays_ending.add(ending)
-            ending.add_done_callback(_relays_ending.discard)
-
-    asyncio.current_task().add_done_callback(request_ended)
-
-
-async def _relay_end(relay, stream: ReplyStream, call: MeteredCall) -> None:
-    await relay.aclose()  # a relay left at a yield runs its `finally`: the stream closes, the call settles
-    await stream.close()  # for a relay that never started
-    await call.asettle()

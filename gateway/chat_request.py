@@ -1,103 +1,236 @@
 """Checking a Chat Completions request from an app before anything of it goes upstream.
 
-The rule for fields: those below are checked and forwarded; a few that only
-concern OpenAI's own bookkeeping are dropped; anything else is refused with
-OpenAI's own wording, so nothing unknown is ever passed on blindly.
+CHAT_BODY declares every field a request may carry, to every level of nesting
+(gateway/schema.py checks it). The rule for fields of OpenAI's reference:
+
+- forwarded as they are, checked: the sampling fields (temperature, top_p,
+  penalties, seed, stop, n=1), tools and tool_choice, response_format,
+  parallel_tool_calls, reasoning_effort, verbosity, logprobs and top_logprobs,
+  modalities (text only). None of them can make a call cost more than the
+  prompt and max tokens reserved for it: reasoning tokens are completion
+  tokens, bounded by the token limit.
+- the token limit: `max_completion_tokens` or `max_tokens`, whichever the app
+  sent, capped by the model and the user's limits, and sent upstream under the
+  name the catalog says the model takes (ChatModel.token_limit_param).
+- dropped: OpenAI's own bookkeeping of the call (user, metadata, store, service
+  tier, prompt caching options), meaningless to another upstream.
+- refused with a reason (UNSUPPORTED): what a proxy that meters tokens cannot
+  pass safely: audio, predicted outputs and web search cost money the usage
+  figures do not bound or show; logit_bias names token ids of one tokenizer;
+  the deprecated functions API.
+- anything else, at any depth: "Unrecognized request argument supplied".
+
+Image parts are taken in user messages; whether the model accepts them is
+the catalog's to say, checked once the model is known (gateway/chat_completions.py).
 """
 
 from dataclasses import dataclass, field
 
-from gateway.errors import ApiError
+from gateway.schema import (
+    Array,
+    Boolean,
+    FreeJson,
+    ImageUrl,
+    Integer,
+    InvalidRequest,
+    Number,
+    Object,
+    OneOf,
+    String,
+    Tagged,
+    schema_check,
+)
+
+__all__ = ["CHAT_BODY", "ChatRequest", "InvalidRequest", "chat_request_parse"]
+
+# OpenAI's rule for function and schema names.
+NAME = String(pattern=r"[a-zA-Z0-9_-]{1,64}", shape="1 to 64 letters, digits, underscores or dashes")
 
 
-class InvalidRequest(ApiError):
-    """A request refused for its body: OpenAI's 400 naming the field at fault."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = None):
-        super().__init__(400, message, param=param, code=code)
+def _kind(name: str) -> String:
+    return String(choices=[name])
 
 
-def _number(low: float, high: float):
-    def check(name, value):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            raise InvalidRequest(f"'{name}' must be a number from {low:g} to {high:g}.", name)
-        return value
-
-    return check
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequest(f"'{name}' must be a whole number of at least 1.", name)
-    return value
-
-
-def _int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"'{name}' must be a whole number.", name)
-    return value
-
-
-def _bool(name, value):
-    if not isinstance(value, bool):
-        raise InvalidRequest(f"'{name}' must be true or false.", name)
-    return value
-
-
-def _stop(name, value):
-    if isinstance(value, str) or (
-        isinstance(value, list) and len(value) <= 4 and all(isinstance(s, str) for s in value)
-    ):
-        return value
-    raise InvalidRequest("'stop' must be a string or a list of at most 4 strings.", name)
-
-
-def _tools(name, value):
-    if not isinstance(value, list) or not all(
-        isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict)
-        for tool in value
-    ):
-        raise InvalidRequest('\'tools\' must be a list of {"type": "function", "function": {...}} objects.', name)
-    return value
-
-
-def _tool_choice(name, value):
-    if value in ("none", "auto", "required") or (isinstance(value, dict) and value.get("type") == "function"):
-        return value
-    raise InvalidRequest("'tool_choice' must be none, auto, required or a function choice.", name)
-
-
-def _response_format(name, value):
-    if isinstance(value, dict) and value.get("type") in ("text", "json_object", "json_schema"):
-        return value
-    raise InvalidRequest("'response_format' must have type text, json_object or json_schema.", name)
-
-
-def _n(name, value):
-    if value != 1:
-        raise InvalidRequest("Only n=1 is supported.", name)
-    return value
-
-
-FORWARDED = {
-    "temperature": _number(0, 2),
-    "top_p": _number(0, 1),
-    "presence_penalty": _number(-2, 2),
-    "frequency_penalty": _number(-2, 2),
-    "stop": _stop,
-    "seed": _int,
-    "tools": _tools,
-    "tool_choice": _tool_choice,
-    "parallel_tool_calls": _bool,
-    "response_format": _response_format,
-    "n": _n,
+TEXT_PART = Object({"type": _kind("text"), "text": String()}, required=["type", "text"])
+IMAGE_DETAILS = ("auto", "low", "high")
+IMAGE_PART = Object(
+    {
+        "type": _kind("image_url"),
+        "image_url": Object({"url": ImageUrl(), "detail": String(choices=IMAGE_DETAILS)}, required=["url"]),
+    },
+    required=["type", "image_url"],
+)
+REFUSAL_PART = Object({"type": _kind("refusal"), "refusal": String()}, required=["type", "refusal"])
+NOT_METERED = {
+    "input_audio": "audio input is not metered here.",
+    "file": "file inputs are not metered here.",
 }
-# About OpenAI's own records of the call, meaningless to another upstream.
-DROPPED = {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
-HANDLED = {"model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options"}
 
-ROLES = {"system", "developer", "user", "assistant", "tool"}
-MESSAGE_KEYS = {"role", "content", "name", "tool_calls", "tool_call_id", "refusal"}
+
+def _content(*parts: Object) -> OneOf:
+    variants = {part.fields["type"].choices[0]: part for part in parts}
+    return OneOf(String(), Array(Tagged("type", variants, unsupported=NOT_METERED), min_items=1))
+
+
+def _assistant_says_something(message: dict, path: str) -> None:
+    if message.get("content") is None and not message.get("tool_calls"):
+        raise InvalidRequest(
+            f"Missing required parameter: '{path}.content' (an assistant message without tool calls needs it).",
+            path,
+            "missing_required_parameter",
+        )
+
+
+FUNCTION_CALL = Object({"name": String(), "arguments": String()}, required=["name", "arguments"])
+TOOL_CALL = Tagged(
+    "type",
+    {
+        "function": Object(
+            {"id": String(), "type": _kind("function"), "function": FUNCTION_CALL}, required=["id", "function"]
+        )
+    },
+    unsupported={"custom": "custom tools are not supported."},
+)
+MESSAGE_NAME = String(max_length=256)
+TEXT_CONTENT = _content(TEXT_PART)
+MESSAGE = Tagged(
+    "role",
+    {
+        "system": Object(
+            {"role": _kind("system"), "content": TEXT_CONTENT, "name": MESSAGE_NAME}, required=["content"]
+        ),
+        "developer": Object(
+            {"role": _kind("developer"), "content": TEXT_CONTENT, "name": MESSAGE_NAME}, required=["content"]
+        ),
+        "user": Object(
+            {"role": _kind("user"), "content": _content(TEXT_PART, IMAGE_PART), "name": MESSAGE_NAME},
+            required=["content"],
+        ),
+        "assistant": Object(
+            {
+                "role": _kind("assistant"),
+                "content": _content(TEXT_PART, REFUSAL_PART),
+                "name": MESSAGE_NAME,
+                "refusal": String(),
+                "tool_calls": Array(TOOL_CALL, min_items=1),
+            },
+            nullable=["content"],
+            rule=_assistant_says_something,
+        ),
+        "tool": Object(
+            {"role": _kind("tool"), "content": TEXT_CONTENT, "tool_call_id": String(min_length=1)},
+            required=["content", "tool_call_id"],
+        ),
+    },
+    unsupported={"function": "the functions API is deprecated: send tools, and 'tool' messages."},
+)
+
+FUNCTION = Object(
+    {"name": NAME, "description": String(), "parameters": FreeJson(), "strict": Boolean()}, required=["name"]
+)
+TOOL = Tagged(
+    "type",
+    {"function": Object({"type": _kind("function"), "function": FUNCTION}, required=["function"])},
+    unsupported={"custom": "custom tools are not supported."},
+)
+NAMED_FUNCTION = Object(
+    {"type": _kind("function"), "function": Object({"name": NAME}, required=["name"])}, required=["function"]
+)
+TOOL_CHOICE = OneOf(
+    String(choices=["none", "auto", "required"]),
+    Tagged(
+        "type",
+        {
+            "function": NAMED_FUNCTION,
+            "allowed_tools": Object(
+                {
+                    "type": _kind("allowed_tools"),
+                    "allowed_tools": Object(
+                        {
+                            "mode": String(choices=["auto", "required"]),
+                            "tools": Array(Tagged("type", {"function": NAMED_FUNCTION}), max_items=128),
+                        },
+                        required=["mode", "tools"],
+                    ),
+                },
+                required=["allowed_tools"],
+            ),
+        },
+        unsupported={"custom": "custom tools are not supported."},
+    ),
+)
+RESPONSE_FORMAT = Tagged(
+    "type",
+    {
+        "text": Object({"type": _kind("text")}),
+        "json_object": Object({"type": _kind("json_object")}),
+        "json_schema": Object(
+            {
+                "type": _kind("json_schema"),
+                "json_schema": Object(
+                    {"name": NAME, "description": String(), "schema": FreeJson(), "strict": Boolean()},
+                    required=["name"],
+                ),
+            },
+            required=["json_schema"],
+        ),
+    },
+)
+
+
+def _options_agree(body: dict, path: str) -> None:
+    if "stream_options" in body and body.get("stream") is not True:
+        raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.", "stream_options")
+    if "top_logprobs" in body and body.get("logprobs") is not True:
+        raise InvalidRequest("'top_logprobs' is only allowed when 'logprobs' is true.", "top_logprobs")
+
+
+# The fields whose value this site sets itself, from the app's.
+HANDLED = ("model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options")
+UNSUPPORTED = {
+    "audio": "audio output is priced apart from text, and this site meters text.",
+    "prediction": "rejected predicted tokens are billed beyond the token limit, so a call could not be bounded.",
+    "web_search_options": "web searches are billed per search, which this site cannot meter.",
+    "logit_bias": "token ids differ between the tokenizers of this site's models.",
+    "functions": "deprecated: send 'tools'.",
+    "function_call": "deprecated: send 'tool_choice'.",
+}
+DROPPED = (
+    "user", "metadata", "store", "service_tier", "safety_identifier",
+    "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
+)  # fmt: skip
+CHAT_BODY = Object(
+    {
+        "model": String(
+            min_length=1, max_length=256, pattern=r"[^\x00-\x1f\x7f]+", shape="a model id without control characters"
+        ),
+        "messages": Array(MESSAGE, min_items=1),
+        "max_tokens": Integer(1),
+        "max_completion_tokens": Integer(1),
+        "stream": Boolean(),
+        "stream_options": Object({"include_usage": Boolean(), "include_obfuscation": Boolean()}),
+        "temperature": Number(0, 2),
+        "top_p": Number(0, 1),
+        "presence_penalty": Number(-2, 2),
+        "frequency_penalty": Number(-2, 2),
+        "stop": OneOf(String(), Array(String(), max_items=4)),
+        "seed": Integer(-(2**63), 2**63 - 1),
+        "n": Integer(1, 1, message="Only n=1 is supported."),
+        "tools": Array(TOOL, max_items=128),
+        "tool_choice": TOOL_CHOICE,
+        "parallel_tool_calls": Boolean(),
+        "response_format": RESPONSE_FORMAT,
+        "reasoning_effort": String(choices=["none", "minimal", "low", "medium", "high", "xhigh", "max"]),
+        "verbosity": String(choices=["low", "medium", "high"]),
+        "logprobs": Boolean(),
+        "top_logprobs": Integer(0, 20),
+        "modalities": Array(String(choices=["text"]), min_items=1),
+    },
+    required=["model", "messages"],
+    dropped=DROPPED,
+    unsupported=UNSUPPORTED,
+    rule=_options_agree,
+)
 
 
 @dataclass
@@ -108,75 +241,30 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     options: dict = field(default_factory=dict)
-
-    def prompt_text(self) -> list[dict]:
-        """The messages as plain text, for estimating the prompt's tokens."""
-        return [{"content": _text_of(m.get("content")) + str(m.get("tool_calls") or "")} for m in self.messages]
+    # Where each image part is ("messages[0].content[1]"), for the error when the model takes none.
+    image_params: list[str] = field(default_factory=list)
 
 
-def _text_of(content) -> str:
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content)
-    return content or ""
-
-
-def _check_message(index: int, message) -> dict:
-    where = f"messages[{index}]"
-    if not isinstance(message, dict):
-        raise InvalidRequest(f"'{where}' must be an object.", where)
-    if message.get("role") not in ROLES:
-        raise InvalidRequest(f"'{where}.role' must be one of {', '.join(sorted(ROLES))}.", f"{where}.role")
-    for key in message:
-        if key not in MESSAGE_KEYS:
-            raise InvalidRequest(f"Unrecognized request argument supplied: {where}.{key}", f"{where}.{key}")
-    content = message.get("content")
-    if isinstance(content, list):
-        for n, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidRequest(
-                    f"'{where}.content[{n}]': only text content parts are supported.", f"{where}.content[{n}]"
-                )
-    elif content is None:
-        if not (message["role"] == "assistant" and message.get("tool_calls")):
-            raise InvalidRequest(f"'{where}.content' is required.", f"{where}.content")
-    elif not isinstance(content, str):
-        raise InvalidRequest(f"'{where}.content' must be a string or a list of content parts.", f"{where}.content")
-    return message
+def _image_params(messages: list[dict]) -> list[str]:
+    return [
+        f"messages[{m}].content[{p}]"
+        for m, message in enumerate(messages)
+        if isinstance(message.get("content"), list)
+        for p, part in enumerate(message["content"])
+        if part["type"] == "image_url"
+    ]
 
 
 def chat_request_parse(body) -> ChatRequest:
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    for name in body:
-        if name not in FORWARDED and name not in DROPPED and name not in HANDLED:
-            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", name)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("You must provide a model parameter.", "model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' must be a non-empty list.", "messages")
-    messages = [_check_message(index, message) for index, message in enumerate(messages)]
-    max_tokens = None
-    for name in ("max_completion_tokens", "max_tokens"):
-        if body.get(name) is not None:
-            max_tokens = _positive_int(name, body[name])
-            break
-    stream = _bool("stream", body["stream"]) if body.get("stream") is not None else False
-    include_usage = False
-    if body.get("stream_options") is not None:
-        options = body["stream_options"]
-        if not stream:
-            raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.", "stream_options")
-        if not isinstance(options, dict) or set(options) - {"include_usage"}:
-            raise InvalidRequest("'stream_options' may only contain include_usage.", "stream_options")
-        include_usage = _bool("stream_options.include_usage", options.get("include_usage", False))
-    forwarded = {name: check(name, body[name]) for name, check in FORWARDED.items() if body.get(name) is not None}
+    """The request as checked against CHAT_BODY; InvalidRequest names what does not fit."""
+    checked = schema_check(CHAT_BODY, body)
+    max_tokens = checked.get("max_completion_tokens", checked.get("max_tokens"))
     return ChatRequest(
-        model=model,
-        messages=messages,
+        model=checked["model"],
+        messages=checked["messages"],
         max_tokens=max_tokens,
-        stream=stream,
-        include_usage=include_usage,
-        options=forwarded,
+        stream=checked.get("stream", False),
+        include_usage=checked.get("stream_options", {}).get("include_usage", False),
+        options={name: value for name, value in checked.items() if name not in HANDLED},
+        image_params=_image_params(checked["messages"]),
     )

@@ -1,6 +1,5 @@
 """The one decorator of every /v1 endpoint: the method, the caller, and OpenAI's error JSON for any refusal."""
 
-import json
 from collections.abc import Awaitable, Callable
 from functools import wraps
 
@@ -11,6 +10,7 @@ from conversations.db import db_step
 from gateway.auth import NO_KEY, caller_authenticate, key_secret, sends_a_key
 from gateway.errors import ApiError
 from gateway.middleware import csrf_check
+from gateway.schema import json_body_parse
 
 View = Callable[..., Awaitable[HttpResponse]]
 
@@ -66,10 +66,8 @@ async def _identify(request, *, authenticate: bool, session: bool) -> None:
 
 
 def json_body(request, *, empty=None):
-    """The request's JSON body (`empty` for no body at all), or OpenAI's 400 for one that is not JSON."""
+    """The request's JSON body (`empty` for no body at all), or OpenAI's 400 for one that is not strict JSON
+    (gateway/schema.py)."""
     if not request.body and empty is not None:
         return empty
-    try:
-        return json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "We could not parse the JSON body of your request.") from None
+    return json_body_parse(request.body)

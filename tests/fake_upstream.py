@@ -3,9 +3,10 @@
 Tests and benchmarks point the site (or the openai SDK) at ``FakeUpstream().base_url``
 instead of a paid API. It speaks the Chat Completions wire format byte for byte like
 OpenAI does, so whatever parses it here parses the real thing. It also mints Realtime
-client secrets (POST /v1/realtime/client_secrets), answering ``ek_...`` like OpenAI;
-those requests take their behaviour from the same script (a Reply answers, after its
-``first_delay``).
+client secrets (POST /v1/realtime/client_secrets), answering ``ek_...`` like OpenAI,
+and embeds (POST /v1/embeddings) with vectors that depend on the input alone; those
+requests take their behaviour from the same script (a Reply answers, after its
+``first_delay``; its ``prompt_tokens`` is the usage reported).
 
     with FakeUpstream() as fake:
         fake.script(Reply("Hi there", delay=0.01), Status.server_error(503))
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
+import hashlib
 import json
 import random
 import re
@@ -79,6 +82,8 @@ class Reply:
     error_after: int | None = None
     # The model the answer names; None: the one asked for (OpenAI names a dated snapshot, "gpt-4o-mini-2024-07-18").
     model: str | None = None
+    # Function calls the reply makes after its text: ({"name": ..., "arguments": "{...}"}, ...).
+    tool_calls: Sequence[dict] = ()
 
     def pieces(self, body: dict | None = None) -> list[str]:
         if self.chunks is not None:
@@ -94,7 +99,14 @@ class Reply:
         """ "length" when usage="exact" cut the text to max_tokens."""
         if self.usage == "exact" and "".join(pieces) != "".join(self.pieces()):
             return "length"
-        return self.finish_reason
+        return "tool_calls" if self.tool_calls else self.finish_reason
+
+    def tool_calls_of(self) -> list[dict]:
+        """The function calls as Chat Completions writes them, each with its call id."""
+        return [
+            {"id": f"call_{n}_{call['name']}", "type": "function", "function": dict(call)}
+            for n, call in enumerate(self.tool_calls)
+        ]
 
 
 @dataclass(frozen=True)
@@ -383,6 +395,39 @@ def _client_secret_error(body: Any) -> web.Response | None:
     return None
 
 
+# text-embedding-3-small's length, when the request does not ask for fewer dimensions.
+EMBEDDING_DIMENSIONS = 1536
+
+
+def _is_tokens(item: Any) -> bool:
+    return isinstance(item, list) and bool(item) and all(isinstance(token, int) for token in item)
+
+
+def _embedding(item: str | list[int], dimensions: int) -> list[float]:
+    """A unit vector that depends on the input alone, so equal inputs embed equally."""
+    seed = hashlib.sha256(_dumps(item).encode()).digest()
+    draw = random.Random(seed)
+    values = [draw.uniform(-1, 1) for _ in range(dimensions)]
+    norm = sum(value * value for value in values) ** 0.5
+    return [value / norm for value in values]
+
+
+def _embeddings_error(body: Any) -> web.Response | None:
+    """OpenAI's checks of a POST /v1/embeddings body that a buggy client would trip."""
+    if not isinstance(body, dict):
+        return _error_response(400, _error_body(NOT_JSON, "invalid_request_error"))
+    if not body.get("model"):
+        return _error_response(400, _error_body("you must provide a model parameter", "invalid_request_error"))
+    items = body.get("input")
+    items = items if isinstance(items, list) and not _is_tokens(items) else [items]
+    if not items or not all((isinstance(item, str) and item) or _is_tokens(item) for item in items):
+        message = (
+            "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
+        )
+        return _error_response(400, _error_body(message, "invalid_request_error"))
+    return None
+
+
 def _peer(request: web.Request) -> Any:
     return request.transport.get_extra_info("peername") if request.transport else None
 
@@ -485,6 +530,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/realtime/client_secrets", self._client_secrets)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         # handler_cancellation: a client that goes away cancels its handler at once, which
         # is how a Stop in the site shows up here (and how a hang ends).
         # A short shutdown_timeout: stop() must not wait for hanging streams to finish.
@@ -622,6 +668,37 @@ class FakeUpstream:
             self._note_disconnect(received, epoch)
             raise
 
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """Embed each input: a unit vector drawn from its hash, floats or base64 float32 as asked."""
+        body, received = await self._receive(request)
+        if error := _auth_error(request, self._api_key) or _embeddings_error(body):
+            received.finished = True
+            return error
+        behaviour = self._next_behaviour()
+        if (fault := await _fault(behaviour, request, received)) is not None:
+            return fault
+        if behaviour.first_delay:
+            await asyncio.sleep(behaviour.first_delay)
+        inputs = body["input"] if isinstance(body["input"], list) and not _is_tokens(body["input"]) else [body["input"]]
+        dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        data = []
+        for index, item in enumerate(inputs):
+            vector = _embedding(item, dimensions)
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = behaviour.prompt_tokens
+        if tokens is None:
+            tokens = sum(len(item) if _is_tokens(item) else len(item.encode()) // 4 + 1 for item in inputs)
+        received.finished = True
+        answer = {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return web.json_response(answer, dumps=_dumps, headers={"x-request-id": _request_id()})
+
     async def _complete(
         self, request: web.Request, body: dict, reply: Reply, received: ReceivedRequest
     ) -> web.StreamResponse:
@@ -645,7 +722,14 @@ class FakeUpstream:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(pieces), "refusal": None, "annotations": []},
+                    "message": {
+                        "role": "assistant",
+                        # null beside tool calls only, as OpenAI writes it
+                        "content": None if reply.tool_calls and not pieces else "".join(pieces),
+                        "refusal": None,
+                        "annotations": [],
+                        **({"tool_calls": reply.tool_calls_of()} if reply.tool_calls else {}),
+                    },
                     "logprobs": None,
                     "finish_reason": finish_reason,
                 }
@@ -740,6 +824,13 @@ class FakeUpstream:
                 await resp.write(before + _dumps(pieces[i]).encode() + after)
                 received.chunks_sent += 1
 
+        for index, call in enumerate(reply.tool_calls_of()):
+            # As OpenAI streams a call: its id and name first, then the arguments in pieces.
+            arguments = call["function"]["arguments"]
+            opening = {**call, "index": index, "function": {"name": call["function"]["name"], "arguments": ""}}
+            await resp.write(event({"tool_calls": [opening]}))
+            for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+                await resp.write(event({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
         await resp.write(event({}, finish_reason))
         if include_usage and reply.usage:
             await resp.write(event(None, usage=_usage(body, reply, pieces)))

@@ -84,9 +84,10 @@ class MeteredCall:
         self.kind = kind
         # prompt_extra: what is sent besides the messages (tools, a response format...);
         # prompt_extra_tokens: text still to come that will join the prompt (a summary).
-        self.prompt_bound = prompt_tokens_bound(prompt, extra=prompt_extra) + prompt_extra_tokens
+        images = model.image_token_rule()
+        self.prompt_bound = prompt_tokens_bound(prompt, extra=prompt_extra, images=images) + prompt_extra_tokens
         self.prompt = prompt
-        self.prompt_estimate = prompt_tokens_estimate(prompt)
+        self.prompt_estimate = prompt_tokens_estimate(prompt, images=images)
         self.max_tokens = max_tokens
         self.api_key = api_key
         self.message = message

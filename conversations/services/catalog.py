@@ -17,6 +17,10 @@ CATALOG_SEED = [
         "cached_input_price": Decimal("0.075"),
         "context_window": 128_000,
         "max_output_tokens": 4_096,
+        # gpt-4o-mini counts images in many more tokens than gpt-4o, at a lower price per token.
+        "accepts_images": True,
+        "image_base_tokens": 2_833,
+        "image_tile_tokens": 5_667,
         "local": False,
     },
     {
@@ -27,6 +31,7 @@ CATALOG_SEED = [
         "cached_input_price": Decimal("1.25"),
         "context_window": 128_000,
         "max_output_tokens": 4_096,
+        "accepts_images": True,
         "local": False,
     },
     {
@@ -50,13 +55,25 @@ CATALOG_SEED = [
         "max_output_tokens": 512,
         "local": True,
     },
+    {
+        "model_id": "text-embedding-3-small",
+        "display_name": "Text embedding 3 small",
+        "input_price": Decimal("0.02"),
+        "output_price": Decimal(0),
+        "cached_input_price": None,
+        "context_window": 8_191,
+        "max_output_tokens": 0,
+        "embedding": True,
+        "local": False,
+    },
 ]
 
 
 def catalog_seed() -> list[str]:
     """Add the catalog's seed models that are missing, leaving admins' edits alone. Returns the ids added.
 
-    gpt-realtime is the Realtime (voice) model: it is offered for client secrets, never in the chat.
+    gpt-realtime is the Realtime (voice) model: it is offered for client secrets, never in the chat;
+    text-embedding-3-small is offered at /v1/embeddings only.
 
     New rows are enabled when they fit the configured upstream (the local model
     without OPENAI_BASE_URL, the OpenAI models with it). An explicit

@@ -124,3 +124,27 @@ def test_a_provider_server_error_is_an_internal_server_error(node_sdk, live_site
 
     assert result["error"]["classes"] == ["InternalServerError"]
     assert result["error"]["status"] == 502
+
+
+def test_a_response_and_a_streamed_one(node_sdk, live_site, secret, upstream):
+    upstream.script(Reply(text="Hello, Node.", prompt_tokens=9, completion_tokens=3), Reply(chunks=["a", "b"]))
+
+    whole = node_call(node_sdk, live_site, secret, "responses", {"model": "gpt-4o-mini", "input": "Hi"})
+    streamed = node_call(node_sdk, live_site, secret, "responsesStream", {"model": "gpt-4o-mini", "input": "Hi"})
+
+    assert (whole["ok"]["text"], whole["ok"]["status"]) == ("Hello, Node.", "completed")
+    assert (whole["ok"]["usage"]["input_tokens"], whole["ok"]["usage"]["output_tokens"]) == (9, 3)
+    assert streamed["ok"]["deltas"] == ["a", "b"]
+    assert streamed["ok"]["types"][0] == "response.created" and streamed["ok"]["types"][-1] == "response.completed"
+    assert UsageRecord.objects.count() == 2
+
+
+def test_embeddings(node_sdk, live_site, secret, upstream):
+    result = node_call(
+        node_sdk, live_site, secret, "embeddings", {"model": "text-embedding-3-small", "input": ["a", "b"]}
+    )
+
+    # The Node SDK, like the Python one, asks for base64 and decodes it to floats.
+    assert upstream.requests[0].json["encoding_format"] == "base64"
+    assert result["ok"]["lengths"] == [1536, 1536]
+    assert UsageRecord.objects.get().prompt_tokens == result["ok"]["usage"]["prompt_tokens"]

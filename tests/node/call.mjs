@@ -31,6 +31,24 @@ const calls = {
   async retrieve() {
     return await client.models.retrieve(args.id);
   },
+  async responses() {
+    const response = await client.responses.create(args);
+    return { text: response.output_text, status: response.status, usage: response.usage };
+  },
+  async responsesStream() {
+    const stream = await client.responses.create({ ...args, stream: true });
+    const types = [];
+    const deltas = [];
+    for await (const event of stream) {
+      types.push(event.type);
+      if (event.type === "response.output_text.delta") deltas.push(event.delta);
+    }
+    return { types, deltas };
+  },
+  async embeddings() {
+    const result = await client.embeddings.create(args);
+    return { lengths: result.data.map((item) => item.embedding.length), usage: result.usage };
+  },
 };
 
 const errorClasses = [

@@ -5,7 +5,7 @@ from conversations.services.catalog import catalog_seed
 
 
 class Command(BaseCommand):
-    help = "Add the seed models to the catalog (gpt-4o-mini, gpt-4o, smollm2-135m); existing rows are left alone."
+    help = "Add the seed models to the catalog (gpt-4o-mini, gpt-4o, smollm2-135m, ...); existing rows are left alone."
 
     def handle(self, *args, **options):
         added = catalog_seed()

@@ -1,0 +1,126 @@
+"""What every metered /v1 endpoint does around its upstream call, written once.
+
+The key, the rate limits, the model and the budget's reservation are one
+database step, in OpenAI's order (a bad key is answered before a bad body); a
+streamed answer's relay ends with its request, however the request ends.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from django.http import StreamingHttpResponse
+
+from accounts.billing.budget import QuotaExceeded
+from accounts.billing.metered import MeteredCall
+from accounts.models import UsageRecord
+from conversations.db import db_step_to_end
+from conversations.llm import ReplyStream
+from gateway.auth import api_model, caller_authenticate, rate_limit_check
+from gateway.decorators import json_body
+from gateway.errors import ApiError, quota_error
+
+Checked = TypeVar("Checked")
+
+
+@dataclass(frozen=True)
+class CallAsk:
+    """What a checked /v1 request asks of the upstream, as far as its reservation goes."""
+
+    model_id: str
+    prompt: list[dict]
+    max_tokens: int | None  # None: the model's own most (0 for an embedding model)
+    prompt_extra: object = None  # sent besides the prompt: tools, a response format...
+    embedding: bool = False  # an embedding model is asked for, not a chat model
+    image_params: list[str] = field(default_factory=list)  # where the prompt's images are ("messages[0].content[1]")
+
+
+def body_checked(request, check: Callable[[object], Checked]) -> Checked | ApiError:
+    """The JSON body checked by `check`, or what is wrong with it: told only once the key is known to be good."""
+    try:
+        return check(json_body(request))
+    except ApiError as invalid:
+        return invalid
+
+
+def _prepare(request, asked: Checked | ApiError, ask_of: Callable[[Checked], CallAsk]) -> MeteredCall:
+    key = caller_authenticate(request)
+    if isinstance(asked, ApiError):
+        raise asked
+    ask = ask_of(asked)
+    rate_limit_check(request, user=key.user)
+    model = api_model(request, ask.model_id, embedding=ask.embedding)
+    if ask.image_params and not model.accepts_images:
+        raise ApiError(
+            400,
+            f"The model `{ask.model_id}` does not accept images: send text only, or pick a model that takes images.",
+            code="images_not_supported",
+            param=ask.image_params[0],
+        )
+    call = MeteredCall(
+        user=key.user,
+        model=model,
+        kind=UsageRecord.Kind.API,
+        prompt=ask.prompt,
+        prompt_extra=ask.prompt_extra,
+        max_tokens=min(ask.max_tokens or model.max_output_tokens, model.max_output_tokens),
+        api_key=key,
+    )
+    try:
+        call.reserve()
+    except QuotaExceeded as exceeded:
+        raise quota_error(exceeded) from None
+    return call
+
+
+async def _release(call: MeteredCall) -> None:
+    await call.asettle()
+
+
+async def metered_call_open(request, asked: Checked | ApiError, ask_of: Callable[[Checked], CallAsk]) -> MeteredCall:
+    """Check the key, the body (`asked`: checked, or what is wrong with it), the rate limits and the model asked
+    (`ask_of` the checked body), and reserve the call.
+
+    One database step; a client gone meanwhile leaves nothing reserved. Any
+    refusal is raised as an ApiError.
+    """
+    return await db_step_to_end(_prepare, request, asked, ask_of, on_cancel=_release)
+
+
+# Relays being ended after their request ended without them (see relay_ends_with_request).
+_relays_ending: set[asyncio.Task] = set()
+
+
+def relay_ends_with_request(relay: AsyncIterator[bytes], stream: ReplyStream, call: MeteredCall) -> None:
+    """When the request's task ends, end its relay too, if the relay did not end itself.
+
+    A client that goes away after the view returned but before its body
+    started (in a middleware, or while the headers are sent) makes Django drop
+    the response with its relay never started, so the relay's own `finally`
+    would never run: the upstream stream would stay open and the reservation
+    held until it expires. One cut while the relay waits at a `yield` leaves it
+    to the garbage collector; this ends it at once.
+    """
+
+    def request_ended(_) -> None:
+        if not call.settled:
+            ending = asyncio.ensure_future(_relay_end(relay, stream, call))
+            _relays_ending.add(ending)
+            ending.add_done_callback(_relays_ending.discard)
+
+    asyncio.current_task().add_done_callback(request_ended)
+
+
+async def _relay_end(relay, stream: ReplyStream, call: MeteredCall) -> None:
+    await relay.aclose()  # a relay left at a yield runs its `finally`: the stream closes, the call settles
+    await stream.close()  # for a relay that never started
+    await call.asettle()
+
+
+def event_stream_response(relay: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """The relay as server-sent events, never buffered on the way (nginx included)."""
+    response = StreamingHttpResponse(relay, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
