@@ -10,6 +10,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 
@@ -86,7 +87,9 @@ def _body_of(request) -> tuple[ChatRequest | None, JsonResponse | None]:
     try:
         return chat_request_parse(json_body_parse(request.body)), None
     except RequestDataTooBig:
-        return None, openai_error(413, "The request body is larger than this site accepts.", code="request_too_large")
+        most = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 2**20
+        message = f"The request body is larger than this site accepts ({most:g} MB): send large images by https URL."
+        return None, openai_error(413, message, code="request_too_large")
     except InvalidRequest as invalid:
         return None, openai_error(400, invalid.message, param=invalid.param, code=invalid.code)
 

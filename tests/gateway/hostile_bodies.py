@@ -32,11 +32,19 @@ HOSTILE_VALUES = [
     {}, {"role": "user"}, {"type": "text"}, {"": None}, {"\ud800": 1}, _deep(40), _deep(200), ["x"] * 2000,
 ]  # fmt: skip
 UNKNOWN_KEYS = ["foo", "", "__proto__", "Type", "\ud800", "role ", "extra_body", "functions", "x" * 300]
-TOP_LEVEL_ONLY = [
+HAND_PICKED = [
     b"", b" ", b"null", b"true", b"1", b'"a string"', b"[]", b"[{}]", b"{", b'{"model": "gpt-4o-mini"',
     b"\xff\xfe\xfd", b'{"model": "\xc3\x28"}', b"NaN", b'{"model": NaN}', b'{"temperature": Infinity}',
     b'{"n": -Infinity}', b"[" * 100_000, b"{" * 50_000, b'{"a":' * 3000 + b"1" + b"}" * 3000,
     b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}\x00', "{}".encode("utf-16"),
+    # The kinds that answered 500 before the declared schema (issue 8).
+    b'{"model": "gpt-4o-mini", "messages": [{"role": ["user"], "content": "Hi"}]}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": {"user": 1}, "content": "Hi"}]}',
+    b'{"model": "gpt-4o-mini\\u0000", "messages": [{"role": "user", "content": "Hi"}]}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\\ud800"}]}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "temperature": NaN}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "tools": '
+    + b'[{"type": "function", "function": {"name": "f", "parameters": ' + b'{"a": ' * 900 + b"1" + b"}" * 902 + b"]}",
 ]  # fmt: skip
 
 
@@ -84,8 +92,8 @@ def _encoded(body: object) -> bytes:
 def hostile_bodies(valid: list[dict], count: int, *, seed: int) -> Iterator[bytes]:
     """`count` bodies: the raw oddities above, then valid bodies with one to three things broken."""
     rng = random.Random(seed)
-    yield from TOP_LEVEL_ONLY[:count]
-    for _ in range(count - len(TOP_LEVEL_ONLY)):
+    yield from HAND_PICKED[:count]
+    for _ in range(count - len(HAND_PICKED)):
         body = copy.deepcopy(rng.choice(valid))
         for _ in range(rng.choice((1, 1, 1, 2, 3))):
             _break_once(body, rng)

@@ -258,3 +258,15 @@ async def test_images_count_against_the_budget_by_the_models_image_rule(secret, 
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "insufficient_quota"
     assert len(upstream.requests) == 2
+
+
+async def test_a_body_over_the_sites_limit_is_a_413_in_openais_format(secret, upstream, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100_000
+
+    response = await post(secret, {**BODY, "messages": image(data_url("png", png(64, 64) + bytes(100_000)))})
+
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "request_too_large")
+    assert "https URL" in error["message"]
+    assert upstream.requests == []
