@@ -290,9 +290,14 @@ def _client() -> _OpenAIWithOurRetries:
     return client
 
 
-async def reply_stream_open(*, model_id: str, messages: list[dict], max_tokens: int) -> ReplyStream:
-    """Send a streamed request; returns once the upstream has accepted it (HTTP 200, SSE on the way)."""
-    return await stream_open({"model": model_id, "messages": messages, "max_tokens": max_tokens})
+async def reply_stream_open(
+    *, model_id: str, messages: list[dict], max_tokens: int, token_limit_param: str = "max_tokens"
+) -> ReplyStream:
+    """Send a streamed request; returns once the upstream has accepted it (HTTP 200, SSE on the way).
+
+    `token_limit_param`: the name the model takes `max_tokens` under (reasoning models: max_completion_tokens).
+    """
+    return await stream_open({"model": model_id, "messages": messages, token_limit_param: max_tokens})
 
 
 async def stream_open(body: dict, *, retry: bool = True) -> ReplyStream:
@@ -308,9 +313,11 @@ async def stream_open(body: dict, *, retry: bool = True) -> ReplyStream:
     return ReplyStream(response=response, model_id=body["model"])
 
 
-async def complete(*, model_id: str, messages: list[dict], max_tokens: int) -> tuple[str, Usage | None]:
+async def complete(
+    *, model_id: str, messages: list[dict], max_tokens: int, token_limit_param: str = "max_tokens"
+) -> tuple[str, Usage | None]:
     """A whole (not streamed) reply and its usage: for summaries, where nobody watches the tokens."""
-    body = await completion_create({"model": model_id, "messages": messages, "max_tokens": max_tokens})
+    body = await completion_create({"model": model_id, "messages": messages, token_limit_param: max_tokens})
     text = body["choices"][0]["message"]["content"] or ""
     return text, usage_from(body["usage"]) if body.get("usage") else None
 

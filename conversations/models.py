@@ -45,8 +45,8 @@ class ChatModel(models.Model):
     """One entry of the model catalog: what is sent upstream and what it costs."""
 
     class TokenLimitParam(models.TextChoices):
-        MAX_TOKENS = "max_tokens"
-        MAX_COMPLETION_TOKENS = "max_completion_tokens"
+        MAX_TOKENS = "max_tokens", "max_tokens"
+        MAX_COMPLETION_TOKENS = "max_completion_tokens", "max_completion_tokens (reasoning models)"
 
     model_id = models.CharField("model id", max_length=100, unique=True, help_text="The name sent upstream.")
     display_name = models.CharField(max_length=100)

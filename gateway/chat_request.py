@@ -81,6 +81,7 @@ def _assistant_says_something(message: dict, path: str) -> None:
         )
 
 
+CUSTOM_TOOLS = {"custom": "custom tools (free-form input) are not offered here."}
 FUNCTION_CALL = Object({"name": String(), "arguments": String()}, required=["name", "arguments"])
 TOOL_CALL = Tagged(
     "type",
@@ -89,7 +90,7 @@ TOOL_CALL = Tagged(
             {"id": String(), "type": _kind("function"), "function": FUNCTION_CALL}, required=["id", "function"]
         )
     },
-    unsupported={"custom": "custom tools are not supported."},
+    unsupported=CUSTOM_TOOLS,
 )
 MESSAGE_NAME = String(max_length=256)
 TEXT_CONTENT = _content(TEXT_PART)
@@ -131,7 +132,7 @@ FUNCTION = Object(
 TOOL = Tagged(
     "type",
     {"function": Object({"type": _kind("function"), "function": FUNCTION}, required=["function"])},
-    unsupported={"custom": "custom tools are not supported."},
+    unsupported=CUSTOM_TOOLS,
 )
 NAMED_FUNCTION = Object(
     {"type": _kind("function"), "function": Object({"name": NAME}, required=["name"])}, required=["function"]
@@ -156,7 +157,7 @@ TOOL_CHOICE = OneOf(
                 required=["allowed_tools"],
             ),
         },
-        unsupported={"custom": "custom tools are not supported."},
+        unsupported=CUSTOM_TOOLS,
     ),
 )
 RESPONSE_FORMAT = Tagged(

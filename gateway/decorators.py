@@ -3,6 +3,8 @@
 from collections.abc import Awaitable, Callable
 from functools import wraps
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -68,6 +70,12 @@ async def _identify(request, *, authenticate: bool, session: bool) -> None:
 def json_body(request, *, empty=None):
     """The request's JSON body (`empty` for no body at all), or OpenAI's 400 for one that is not strict JSON
     (gateway/schema.py)."""
-    if not request.body and empty is not None:
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        most = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 2**20
+        message = f"The request body is larger than this site accepts ({most:g} MB): send large images by https URL."
+        raise ApiError(413, message, code="request_too_large") from None
+    if not body and empty is not None:
         return empty
-    return json_body_parse(request.body)
+    return json_body_parse(body)

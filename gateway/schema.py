@@ -322,7 +322,8 @@ class Tagged(_ObjectSpec):
         if not isinstance(tag, str):
             raise _wrong_type(tag_path, "a string", tag)
         if tag in self.unsupported:
-            raise InvalidRequest(f"'{tag_path}' {tag!r} is not supported by this site: {self.unsupported[tag]}", path)
+            reason = self.unsupported[tag]
+            raise InvalidRequest(f"'{tag_path}': '{tag}' is not supported by this site: {reason}", path)
         if tag not in self.variants:
             supported = _quoted(self.variants)
             raise InvalidRequest(

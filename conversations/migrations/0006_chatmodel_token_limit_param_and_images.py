@@ -2,6 +2,18 @@
 
 from django.db import migrations, models
 
+# Seeded rows of before get what the seed now gives them: the fields are new, so no admin edited them.
+SEEDED_IMAGES = {
+    "gpt-4o-mini": {"accepts_images": True, "image_base_tokens": 2833, "image_tile_tokens": 5667},
+    "gpt-4o": {"accepts_images": True},
+}
+
+
+def seeded_models_accept_images(apps, schema_editor):
+    ChatModel = apps.get_model("conversations", "ChatModel")
+    for model_id, fields in SEEDED_IMAGES.items():
+        ChatModel.objects.filter(model_id=model_id).update(**fields)
+
 
 class Migration(migrations.Migration):
 
@@ -28,11 +40,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='chatmodel',
             name='token_limit_param',
-            field=models.CharField(choices=[('max_tokens', 'Max Tokens'), ('max_completion_tokens', 'Max Completion Tokens')], default='max_tokens', help_text='The name the upstream takes the token limit under: reasoning models want max_completion_tokens.', max_length=30, verbose_name='token limit parameter'),
+            field=models.CharField(choices=[('max_tokens', 'max_tokens'), ('max_completion_tokens', 'max_completion_tokens (reasoning models)')], default='max_tokens', help_text='The name the upstream takes the token limit under: reasoning models want max_completion_tokens.', max_length=30, verbose_name='token limit parameter'),
         ),
         migrations.AlterField(
             model_name='chatmodel',
             name='max_output_tokens',
             field=models.PositiveIntegerField(help_text='Sent as the token limit on every call.'),
         ),
+        migrations.RunPython(seeded_models_accept_images, migrations.RunPython.noop),
     ]

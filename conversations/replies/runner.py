@@ -186,8 +186,12 @@ class ReplyGeneration:
 
     async def _open(self, messages: list[dict]) -> ReplyStream:
         self.sent_messages = messages
+        model = self.plan.model
         return await reply_stream_open(
-            model_id=self.plan.model.model_id, messages=messages, max_tokens=self.call.max_tokens
+            model_id=model.model_id,
+            messages=messages,
+            max_tokens=self.call.max_tokens,
+            token_limit_param=model.token_limit_param,
         )
 
     async def _summarise(self) -> None:
@@ -206,7 +210,10 @@ class ReplyGeneration:
         async with call:
             try:
                 text, call.usage = await complete(
-                    model_id=call.model.model_id, messages=call.prompt, max_tokens=call.max_tokens
+                    model_id=call.model.model_id,
+                    messages=call.prompt,
+                    max_tokens=call.max_tokens,
+                    token_limit_param=call.model.token_limit_param,
                 )
             except UpstreamError as error:
                 logger.info("summary for reply %s failed: %s", plan.reply_id, error.code)

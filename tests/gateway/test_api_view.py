@@ -84,14 +84,14 @@ async def test_wrong_methods_are_405_with_allow(secret, method, path, allowed):
     assert allowed in error_of(response)["message"]
 
 
-async def test_a_body_too_large_for_django_is_a_json_400(secret, upstream, settings):
+async def test_a_body_too_large_for_django_is_a_json_413(secret, upstream, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
 
     response = await chat(
         AsyncClient(), {**BODY, "messages": [{"role": "user", "content": "x" * 2000}]}, Authorization=f"Bearer {secret}"
     )
 
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert error_of(response)["type"] == "invalid_request_error"
     assert upstream.requests == []
 
