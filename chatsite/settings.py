@@ -249,18 +249,22 @@ def env_optional_usd(name: str) -> Decimal | None:
 
 
 def env_rate(name: str, default: str) -> str:
-    """A django-ratelimit rate such as 30/m; "off" turns the limit off."""
+    """One or more django-ratelimit windows such as 30/m or 10/m,50/h,200/d; "off" turns the limit off."""
     raw = os.environ.get(name, "").strip() or default
     if raw == "off":
         return raw
-    count, _, period = raw.partition("/")
-    multiplier = period[:-1] or "1"
-    valid = (
-        count.isascii() and count.isdigit() and period and period[-1] in "smhd"
-        and multiplier.isascii() and multiplier.isdigit() and int(multiplier) > 0
-    )  # fmt: skip
-    if not valid:
-        raise ImproperlyConfigured(f"{name} must look like 30/m or 5/10s (per s, m, h or d) or be off, not {raw!r}")
+    for window in raw.split(","):
+        count, _, period = window.strip().partition("/")
+        multiplier = period[:-1] or "1"
+        valid = (
+            count.isascii() and count.isdigit() and period and period[-1] in "smhd"
+            and multiplier.isascii() and multiplier.isdigit() and int(multiplier) > 0
+        )  # fmt: skip
+        if not valid:
+            raise ImproperlyConfigured(
+                f"{name} must look like 30/m or 5/10s (per s, m, h or d), several of them such as "
+                f"10/m,50/h,200/d, or off, not {raw!r}"
+            )
     return raw
 
 

@@ -1,11 +1,9 @@
 """Who is calling /v1: the site key, its user, its limits and the models it may use."""
 
-from django.conf import settings
 from django.http import JsonResponse
-from django_ratelimit.core import is_ratelimited
 
 from accounts.models import ApiKey
-from accounts.ratelimits import client_ip, rate, retry_after_seconds
+from accounts.ratelimits import client_ip, refusing_window
 from accounts.services import api_key_authenticate
 from conversations.db import db_step
 from conversations.models import ChatModel
@@ -51,13 +49,14 @@ def rate_limited(request, key: ApiKey) -> JsonResponse | None:
         ("api-ip", "ip", "RATELIMIT_API_IP"),
     ]
     for group, key_of, setting in checks:
-        if is_ratelimited(request, group=group, key=key_of, rate=rate(setting), increment=True):
+        window = refusing_window(request, group=group, key=key_of, setting=setting)
+        if window:
             return openai_error(
                 429,
-                f"Rate limit reached for this site ({getattr(settings, setting)}). Try again shortly.",
+                f"Rate limit reached for this site ({window.rate}). Try again shortly.",
                 type="requests",
                 code="rate_limit_exceeded",
-                retry_after=retry_after_seconds(setting),
+                retry_after=window.seconds,
             )
     return None
 

@@ -16,11 +16,10 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.http import JsonResponse
 from django.utils import timezone
-from django_ratelimit.core import is_ratelimited
 
 from accounts.billing.budget import QuotaExceeded
 from accounts.models import ApiKey, RealtimeSecret, User
-from accounts.ratelimits import rate, retry_after_seconds
+from accounts.ratelimits import refusing_window
 from accounts.services import (
     realtime_secret_minted,
     realtime_secret_record,
@@ -148,13 +147,14 @@ def _refusal(exceeded: QuotaExceeded) -> JsonResponse:
 
 def _mint_reserve(request, user: User, key: ApiKey | None, mint: MintRequest) -> RealtimeSecret | JsonResponse:
     """The rate limit, the model and the user's minutes, then the secret's lifetime held: one database step."""
-    if is_ratelimited(request, group="api-ip", key="ip", rate=rate("RATELIMIT_API_IP"), increment=True):
+    window = refusing_window(request, group="api-ip", key="ip", setting="RATELIMIT_API_IP")
+    if window:
         return openai_error(
             429,
-            f"Rate limit reached for this site ({settings.RATELIMIT_API_IP}). Try again shortly.",
+            f"Rate limit reached for this site ({window.rate}). Try again shortly.",
             type="requests",
             code="rate_limit_exceeded",
-            retry_after=retry_after_seconds("RATELIMIT_API_IP"),
+            retry_after=window.seconds,
         )
     model = realtime_models(user, key).filter(model_id=mint.model).first()
     if model is None:
