@@ -269,6 +269,7 @@ def env_rate(name: str, default: str) -> str:
 
 
 # Quotas for users who have no limit of their own; unset means unlimited.
+QUOTA_TOKENS_PER_HOUR = env_optional_int("QUOTA_TOKENS_PER_HOUR")
 QUOTA_TOKENS_PER_DAY = env_optional_int("QUOTA_TOKENS_PER_DAY")
 QUOTA_USD_PER_MONTH = env_optional_usd("QUOTA_USD_PER_MONTH")
 QUOTA_MAX_TOKENS_PER_REQUEST = env_optional_int("QUOTA_MAX_TOKENS_PER_REQUEST")
