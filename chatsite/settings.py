@@ -218,6 +218,8 @@ if not OPENAI_BASE_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(f"OPENAI_BASE_URL must start with http:// or https://, not {OPENAI_BASE_URL!r}")
 DEFAULT_MODEL_EXPLICIT = bool(os.environ.get("DEFAULT_MODEL", "").strip())
 DEFAULT_MODEL = os.environ.get("DEFAULT_MODEL", "").strip() or ("smollm2-135m" if UPSTREAM_IS_LOCAL else "gpt-4o-mini")
+# Catalog id of the Realtime model a client secret is minted for when the app names none.
+REALTIME_DEFAULT_MODEL = os.environ.get("REALTIME_DEFAULT_MODEL", "").strip() or "gpt-realtime-2"
 
 # Seconds to wait for the upstream to connect, and for the next byte of a reply.
 UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 10.0)

@@ -32,7 +32,6 @@ from gateway.auth import key_from_request
 from gateway.chat_request import InvalidRequest
 from gateway.errors import UPSTREAM_ERRORS, openai_error
 
-DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_SECONDS = 120
 MIN_SECONDS, MAX_SECONDS = 10, 7200
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
@@ -91,7 +90,7 @@ def mint_request_parse(body) -> MintRequest:
         raise InvalidRequest("'session.type' must be realtime.", "session.type")
     model = session.get("model")
     if model is None:
-        model = DEFAULT_MODEL
+        model = settings.REALTIME_DEFAULT_MODEL
     elif not isinstance(model, str) or not model:
         raise InvalidRequest("'session.model' must be the id of a realtime model.", "session.model")
     instructions = session.get("instructions")
