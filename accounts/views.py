@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.db import transaction
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -11,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from accounts.billing.budget import usage_summary
 from accounts.forms import SignupForm
 from accounts.ratelimits import refusing_window, too_many
+from accounts.services import signup_limits_set
 
 
 def login_refusal(request) -> TemplateResponse | None:
@@ -48,7 +50,9 @@ def signup(request):
         return redirect(settings.LOGIN_REDIRECT_URL)
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
+        with transaction.atomic():
+            user = form.save()
+            signup_limits_set(user=user)
         auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect(settings.LOGIN_REDIRECT_URL)
     status = 400 if request.method == "POST" else 200

@@ -204,6 +204,34 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
 
+# HTTPS, turned on by configuration in production (README, "Deploy"); off by default so that
+# `make run` works on plain http://127.0.0.1.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Health checks come from the host itself, over plain HTTP, straight to a server process.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+
+
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """The header a TLS-terminating proxy sets to "https" (nginx: X-Forwarded-Proto), as Django wants it.
+
+    Set it only behind a proxy that always overwrites the header: Django then believes any request
+    carrying it came over HTTPS.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not all(part.isascii() and part.isalnum() for part in raw.split("-")):
+        raise ImproperlyConfigured(f"{name} must be a header name such as X-Forwarded-Proto, not {raw!r}")
+    return ("HTTP_" + raw.upper().replace("-", "_"), "https")
+
+
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+
 # The upstream. Without OPENAI_BASE_URL the site talks to the embedded local
 # model that `make run` starts on LOCAL_MODEL_PORT.
 LOCAL_MODEL_PORT = env_int("LOCAL_MODEL_PORT", 8081, minimum=1)
@@ -276,6 +304,30 @@ QUOTA_TOKENS_PER_DAY = env_optional_int("QUOTA_TOKENS_PER_DAY")
 QUOTA_USD_PER_MONTH = env_optional_usd("QUOTA_USD_PER_MONTH")
 QUOTA_MAX_TOKENS_PER_REQUEST = env_optional_int("QUOTA_MAX_TOKENS_PER_REQUEST")
 QUOTA_REALTIME_MINUTES_PER_DAY = env_optional_int("QUOTA_REALTIME_MINUTES_PER_DAY")
+
+
+def env_signup_limit(name: str, default: int | Decimal | None, parse) -> int | Decimal | None:
+    """A limit given to each user who signs up: unset, the default; "off", none of their own."""
+    raw = os.environ.get(name, "").strip()
+    if raw == "off":
+        return None
+    return parse(name) if raw else default
+
+
+# Limits written into the account of each user who signs up themselves, so that a stranger
+# never gets unlimited use; staff change them per user like any other limit. "off": none of
+# their own, so the QUOTA_* setting applies.
+SIGNUP_LIMITS = {
+    "tokens_per_hour": env_signup_limit("SIGNUP_TOKENS_PER_HOUR", None, env_optional_int),
+    "tokens_per_day": env_signup_limit("SIGNUP_TOKENS_PER_DAY", 50_000, env_optional_int),
+    "usd_per_month": env_signup_limit("SIGNUP_USD_PER_MONTH", Decimal("1.00"), env_optional_usd),
+    "max_tokens_per_request": env_signup_limit("SIGNUP_MAX_TOKENS_PER_REQUEST", None, env_optional_int),
+    "realtime_minutes_per_day": env_signup_limit("SIGNUP_REALTIME_MINUTES_PER_DAY", 10, env_optional_int),
+}
+# Sign-up only with an e-mail address at one of these domains (comma-separated); empty: anyone.
+SIGNUP_EMAIL_DOMAINS = [
+    d.strip().lower().lstrip("@") for d in os.environ.get("SIGNUP_EMAIL_DOMAINS", "").split(",") if d.strip()
+]
 # Budget held for a call counts at most this long: what a dead process leaves behind expires.
 RESERVATION_TTL = env_int("RESERVATION_TTL", 3600, minimum=60)
 
