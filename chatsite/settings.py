@@ -86,6 +86,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "conversations.csp.content_security_policy",
     "django.middleware.security.SecurityMiddleware",
     "gateway.middleware.api_middleware",
     "conversations.outages.OutageMiddleware",
@@ -203,6 +204,22 @@ if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# Every page's policy (conversations/csp.py): scripts, styles, fonts, images and connections from
+# this site only; no inline script, no eval, no <style> element; no framing, no plugins.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "style-src-attr 'unsafe-inline'",  # style= only: Markdown tables' text-align (filtered by nh3)
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 # HTTPS, turned on by configuration in production (README, "Deploy"); off by default so that
 # `make run` works on plain http://127.0.0.1.
