@@ -1,6 +1,7 @@
 from datetime import datetime, time
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 from django.utils import timezone
 
@@ -9,9 +10,26 @@ from conversations.models import ChatModel
 
 
 class SignupForm(UserCreationForm):
+    """A username and a password; and an e-mail address at an allowed domain when SIGNUP_EMAIL_DOMAINS is set."""
+
     class Meta(UserCreationForm.Meta):
         model = User
-        fields = ["username"]
+        fields = ["username", "email"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if settings.SIGNUP_EMAIL_DOMAINS:
+            self.fields["email"].required = True
+        else:
+            del self.fields["email"]
+
+    def clean_email(self):
+        email = self.cleaned_data["email"]
+        domain = email.rpartition("@")[2].lower()
+        if domain not in settings.SIGNUP_EMAIL_DOMAINS:
+            allowed = " or ".join(f"@{d}" for d in settings.SIGNUP_EMAIL_DOMAINS)
+            raise forms.ValidationError(f"Sign-up is open to e-mail addresses ending in {allowed} only.")
+        return email
 
 
 def models_for_keys(user: User):

@@ -1,7 +1,7 @@
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -23,6 +23,7 @@ class Limits:
     usd_per_month: Decimal | None
     max_tokens_per_request: int | None
     realtime_minutes_per_day: int | None
+    tokens_per_hour: int | None
 
 
 class UserQuerySet(models.QuerySet):
@@ -95,8 +96,19 @@ class User(AbstractUser):
         blank=True,
         help_text="Voice session time minted per day. Empty: the site default (QUOTA_REALTIME_MINUTES_PER_DAY).",
     )
+    tokens_per_hour = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens per clock hour, beside the day's. Empty: the site default (QUOTA_TOKENS_PER_HOUR).",
+    )
 
-    LIMIT_FIELDS = ("tokens_per_day", "usd_per_month", "max_tokens_per_request", "realtime_minutes_per_day")
+    LIMIT_FIELDS = (
+        "tokens_per_hour",
+        "tokens_per_day",
+        "usd_per_month",
+        "max_tokens_per_request",
+        "realtime_minutes_per_day",
+    )
 
     def limits(self) -> Limits:
         def own_or_default(name: str):
@@ -108,12 +120,23 @@ class User(AbstractUser):
             usd_per_month=own_or_default("usd_per_month"),
             max_tokens_per_request=own_or_default("max_tokens_per_request"),
             realtime_minutes_per_day=own_or_default("realtime_minutes_per_day"),
+            tokens_per_hour=own_or_default("tokens_per_hour"),
         )
 
 
 def local_today(now: datetime | None = None) -> date:
     """Today in the site's TIME_ZONE: the day quotas count in."""
     return timezone.localdate(now or timezone.now())
+
+
+def hour_start(now: datetime) -> datetime:
+    """The start of the site's clock hour (TIME_ZONE) that `now` is in: the hour quotas count in."""
+    return timezone.localtime(now).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_end(now: datetime) -> datetime:
+    # Added in UTC: wall-clock arithmetic would land on a missing or doubled hour at a DST change.
+    return hour_start(now).astimezone(UTC) + timedelta(hours=1)
 
 
 def day_end(day: date) -> datetime:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
@@ -69,6 +70,12 @@ def limits_set(*, user: User, actor: User | None, actor_label: str, **values) ->
         if changed:
             locked.save(update_fields=changed)
     return changed
+
+
+def signup_limits_set(*, user: User) -> None:
+    """Give a user who signed up themselves the site's sign-up limits (SIGNUP_*), audited like any limit."""
+    limits = {field: value for field, value in settings.SIGNUP_LIMITS.items() if value is not None}
+    limits_set(user=user, actor=None, actor_label="sign-up", **limits)
 
 
 def api_key_create(

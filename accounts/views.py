@@ -1,39 +1,59 @@
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.db import transaction
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET, require_http_methods
-from django_ratelimit.decorators import ratelimit
 
 from accounts.billing.budget import usage_summary
 from accounts.forms import SignupForm
-from accounts.ratelimits import rate, too_many
+from accounts.ratelimits import refusing_window, too_many
+from accounts.services import signup_limits_set
 from accounts.usage_history import usage_history
 
 
+def login_refusal(request) -> TemplateResponse | None:
+    """The 429 for a posted log-in past RATELIMIT_LOGIN from its address.
+
+    The site's and the admin's log-in share the count: a password guessed at
+    one is a password guessed at both.
+    """
+    if request.method == "POST":
+        window = refusing_window(request, group="login", key="ip", setting="RATELIMIT_LOGIN")
+        if window:
+            return too_many(request, what="log-in attempts from your network", window=window)
+    return None
+
+
 @require_http_methods(["GET", "POST"])
-@ratelimit(key="ip", rate=rate("RATELIMIT_LOGIN"), method="POST", group="login", block=False)
 def login(request):
-    if getattr(request, "limited", False):
-        return too_many(request, what="log-in attempts from your network", setting="RATELIMIT_LOGIN")
-    return LoginView.as_view(redirect_authenticated_user=True)(request)
+    return login_refusal(request) or LoginView.as_view(redirect_authenticated_user=True)(request)
+
+
+def admin_login(request):
+    """/admin/login/: the admin's own page, behind the same limit as the site's log-in."""
+    return login_refusal(request) or admin.site.login(request)
 
 
 @require_http_methods(["GET", "POST"])
-@ratelimit(key="ip", rate=rate("RATELIMIT_SIGNUP"), method="POST", group="signup", block=False)
 def signup(request):
     if not settings.SIGNUP_ENABLED:
         raise Http404("Sign-up is closed on this site.")
-    if getattr(request, "limited", False):
-        return too_many(request, what="sign-ups from your network", setting="RATELIMIT_SIGNUP")
+    if request.method == "POST":
+        window = refusing_window(request, group="signup", key="ip", setting="RATELIMIT_SIGNUP")
+        if window:
+            return too_many(request, what="sign-ups from your network", window=window)
     if request.user.is_authenticated:
         return redirect(settings.LOGIN_REDIRECT_URL)
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
+        with transaction.atomic():
+            user = form.save()
+            signup_limits_set(user=user)
         auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect(settings.LOGIN_REDIRECT_URL)
     status = 400 if request.method == "POST" else 200

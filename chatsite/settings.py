@@ -86,6 +86,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "conversations.csp.content_security_policy",
     "django.middleware.security.SecurityMiddleware",
     "gateway.middleware.api_middleware",
     "conversations.outages.OutageMiddleware",
@@ -205,6 +206,50 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
 
+# Every page's policy (conversations/csp.py): scripts, styles, fonts, images and connections from
+# this site only; no inline script, no eval, no <style> element; no framing, no plugins.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "style-src-attr 'unsafe-inline'",  # style= only: Markdown tables' text-align (filtered by nh3)
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+# HTTPS, turned on by configuration in production (README, "Deploy"); off by default so that
+# `make run` works on plain http://127.0.0.1.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Health checks come from the host itself, over plain HTTP, straight to a server process.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+
+
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """The header a TLS-terminating proxy sets to "https" (nginx: X-Forwarded-Proto), as Django wants it.
+
+    Set it only behind a proxy that always overwrites the header: Django then believes any request
+    carrying it came over HTTPS.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not all(part.isascii() and part.isalnum() for part in raw.split("-")):
+        raise ImproperlyConfigured(f"{name} must be a header name such as X-Forwarded-Proto, not {raw!r}")
+    return ("HTTP_" + raw.upper().replace("-", "_"), "https")
+
+
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+
 # The upstream. Without OPENAI_BASE_URL the site talks to the embedded local
 # model that `make run` starts on LOCAL_MODEL_PORT.
 LOCAL_MODEL_PORT = env_int("LOCAL_MODEL_PORT", 8081, minimum=1)
@@ -219,6 +264,8 @@ if not OPENAI_BASE_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(f"OPENAI_BASE_URL must start with http:// or https://, not {OPENAI_BASE_URL!r}")
 DEFAULT_MODEL_EXPLICIT = bool(os.environ.get("DEFAULT_MODEL", "").strip())
 DEFAULT_MODEL = os.environ.get("DEFAULT_MODEL", "").strip() or ("smollm2-135m" if UPSTREAM_IS_LOCAL else "gpt-4o-mini")
+# Catalog id of the Realtime model a client secret is minted for when the app names none.
+REALTIME_DEFAULT_MODEL = os.environ.get("REALTIME_DEFAULT_MODEL", "").strip() or "gpt-realtime-2"
 
 # Seconds to wait for the upstream to connect, and for the next byte of a reply.
 UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 10.0)
@@ -254,26 +301,55 @@ def env_optional_usd(name: str) -> Decimal | None:
 
 
 def env_rate(name: str, default: str) -> str:
-    """A django-ratelimit rate such as 30/m; "off" turns the limit off."""
+    """One or more django-ratelimit windows such as 30/m or 10/m,50/h,200/d; "off" turns the limit off."""
     raw = os.environ.get(name, "").strip() or default
     if raw == "off":
         return raw
-    count, _, period = raw.partition("/")
-    multiplier = period[:-1] or "1"
-    valid = (
-        count.isascii() and count.isdigit() and period and period[-1] in "smhd"
-        and multiplier.isascii() and multiplier.isdigit() and int(multiplier) > 0
-    )  # fmt: skip
-    if not valid:
-        raise ImproperlyConfigured(f"{name} must look like 30/m or 5/10s (per s, m, h or d) or be off, not {raw!r}")
+    for window in raw.split(","):
+        count, _, period = window.strip().partition("/")
+        multiplier = period[:-1] or "1"
+        valid = (
+            count.isascii() and count.isdigit() and period and period[-1] in "smhd"
+            and multiplier.isascii() and multiplier.isdigit() and int(multiplier) > 0
+        )  # fmt: skip
+        if not valid:
+            raise ImproperlyConfigured(
+                f"{name} must look like 30/m or 5/10s (per s, m, h or d), several of them such as "
+                f"10/m,50/h,200/d, or off, not {raw!r}"
+            )
     return raw
 
 
 # Quotas for users who have no limit of their own; unset means unlimited.
+QUOTA_TOKENS_PER_HOUR = env_optional_int("QUOTA_TOKENS_PER_HOUR")
 QUOTA_TOKENS_PER_DAY = env_optional_int("QUOTA_TOKENS_PER_DAY")
 QUOTA_USD_PER_MONTH = env_optional_usd("QUOTA_USD_PER_MONTH")
 QUOTA_MAX_TOKENS_PER_REQUEST = env_optional_int("QUOTA_MAX_TOKENS_PER_REQUEST")
 QUOTA_REALTIME_MINUTES_PER_DAY = env_optional_int("QUOTA_REALTIME_MINUTES_PER_DAY")
+
+
+def env_signup_limit(name: str, default: int | Decimal | None, parse) -> int | Decimal | None:
+    """A limit given to each user who signs up: unset, the default; "off", none of their own."""
+    raw = os.environ.get(name, "").strip()
+    if raw == "off":
+        return None
+    return parse(name) if raw else default
+
+
+# Limits written into the account of each user who signs up themselves, so that a stranger
+# never gets unlimited use; staff change them per user like any other limit. "off": none of
+# their own, so the QUOTA_* setting applies.
+SIGNUP_LIMITS = {
+    "tokens_per_hour": env_signup_limit("SIGNUP_TOKENS_PER_HOUR", None, env_optional_int),
+    "tokens_per_day": env_signup_limit("SIGNUP_TOKENS_PER_DAY", 50_000, env_optional_int),
+    "usd_per_month": env_signup_limit("SIGNUP_USD_PER_MONTH", Decimal("1.00"), env_optional_usd),
+    "max_tokens_per_request": env_signup_limit("SIGNUP_MAX_TOKENS_PER_REQUEST", None, env_optional_int),
+    "realtime_minutes_per_day": env_signup_limit("SIGNUP_REALTIME_MINUTES_PER_DAY", 10, env_optional_int),
+}
+# Sign-up only with an e-mail address at one of these domains (comma-separated); empty: anyone.
+SIGNUP_EMAIL_DOMAINS = [
+    d.strip().lower().lstrip("@") for d in os.environ.get("SIGNUP_EMAIL_DOMAINS", "").split(",") if d.strip()
+]
 # Budget held for a call counts at most this long: what a dead process leaves behind expires.
 RESERVATION_TTL = env_int("RESERVATION_TTL", 3600, minimum=60)
 

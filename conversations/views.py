@@ -12,11 +12,10 @@ from django.template.response import TemplateResponse
 from django.urls import Resolver404, resolve
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
-from django_ratelimit.core import is_ratelimited
 
 from accounts.billing.budget import usage_summary
 from accounts.models import local_today
-from accounts.ratelimits import rate, too_many
+from accounts.ratelimits import refusing_window, too_many
 from conversations.db import connections_release, db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
@@ -196,8 +195,9 @@ async def _user_loaded(request) -> None:
 
 def _message_create_step(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | None]:
     """All of message_create's database work and rendering, in one sync step: the answer, and the reply to start."""
-    if is_ratelimited(request, group="messages", key="user", rate=rate("RATELIMIT_MESSAGES"), increment=True):
-        return too_many(request, what="messages", setting="RATELIMIT_MESSAGES"), None
+    window = refusing_window(request, group="messages", key="user", setting="RATELIMIT_MESSAGES")
+    if window:
+        return too_many(request, what="messages", window=window), None
     prepared = _message_prepare(request, pk)
     conversation = prepared.conversation
     if prepared.errors:

@@ -1,10 +1,7 @@
 """Who is calling /v1: the site key, its user, its limits and the models it may use."""
 
-from django.conf import settings
-from django_ratelimit.core import is_ratelimited
-
 from accounts.models import ApiKey, User
-from accounts.ratelimits import client_ip, rate, retry_after_seconds
+from accounts.ratelimits import client_ip, refusing_window
 from accounts.services import api_key_authenticate
 from conversations.models import ChatModel
 from gateway.errors import ApiError
@@ -48,13 +45,14 @@ def rate_limit_check(request, *, user: User | None) -> None:
     if user is not None:
         checks.insert(0, ("api", lambda group, request: f"user:{user.pk}", "RATELIMIT_API"))
     for group, key_of, setting in checks:
-        if is_ratelimited(request, group=group, key=key_of, rate=rate(setting), increment=True):
+        window = refusing_window(request, group=group, key=key_of, setting=setting)
+        if window:
             raise ApiError(
                 429,
-                f"Rate limit reached for this site ({getattr(settings, setting)}). Try again shortly.",
+                f"Rate limit reached for this site ({window.rate}). Try again shortly.",
                 type="requests",
                 code="rate_limit_exceeded",
-                retry_after=retry_after_seconds(setting),
+                retry_after=window.seconds,
             )
 
 

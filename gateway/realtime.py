@@ -30,7 +30,6 @@ from gateway.chat_request import InvalidRequest
 from gateway.decorators import api_view, json_body
 from gateway.errors import ApiError, quota_error, upstream_in_our_words
 
-DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_SECONDS = 120
 MIN_SECONDS, MAX_SECONDS = 10, 7200
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
@@ -89,7 +88,7 @@ def mint_request_parse(body) -> MintRequest:
         raise InvalidRequest("'session.type' must be realtime.", "session.type")
     model = session.get("model")
     if model is None:
-        model = DEFAULT_MODEL
+        model = settings.REALTIME_DEFAULT_MODEL
     elif not isinstance(model, str) or not model:
         raise InvalidRequest("'session.model' must be the id of a realtime model.", "session.model")
     instructions = session.get("instructions")

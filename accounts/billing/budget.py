@@ -19,7 +19,18 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from accounts.models import DailyUsage, Reservation, UsageRecord, User, day_end, local_today, month_end, month_start
+from accounts.models import (
+    DailyUsage,
+    Reservation,
+    UsageRecord,
+    User,
+    day_end,
+    hour_end,
+    hour_start,
+    local_today,
+    month_end,
+    month_start,
+)
 
 if TYPE_CHECKING:
     from accounts.billing.prices import Prices
@@ -49,10 +60,17 @@ class UsageSummary:
     usd_per_month: Decimal | None
     day_resets_at: datetime
     month_resets_at: datetime
+    tokens_this_hour: int
+    tokens_per_hour: int | None
+    hour_resets_at: datetime
 
     @property
     def tokens_percent(self) -> int | None:
         return _percent(self.tokens_today, self.tokens_per_day)
+
+    @property
+    def tokens_hour_percent(self) -> int | None:
+        return _percent(self.tokens_this_hour, self.tokens_per_hour)
 
     @property
     def usd_percent(self) -> int | None:
@@ -76,8 +94,15 @@ def _spent(user_id: int, today) -> tuple[int, Decimal]:
     return day["tokens"] or 0, month["cost"] or Decimal(0)
 
 
+def _spent_this_hour(user_id: int, now: datetime) -> int:
+    """Tokens settled in the current clock hour, from the ledger (the rollup is per day)."""
+    rows = UsageRecord.objects.filter(user_id=user_id, day=local_today(now), created_at__gte=hour_start(now))
+    return rows.aggregate(tokens=Sum(F("prompt_tokens") + F("completion_tokens")))["tokens"] or 0
+
+
 def usage_summary(*, user: User) -> UsageSummary:
-    today = local_today()
+    now = timezone.now()
+    today = local_today(now)
     tokens, cost = _spent(user.pk, today)
     limits = user.limits()
     return UsageSummary(
@@ -87,6 +112,10 @@ def usage_summary(*, user: User) -> UsageSummary:
         usd_per_month=limits.usd_per_month,
         day_resets_at=day_end(today),
         month_resets_at=month_end(today),
+        # The hour's figure costs a query of its own: only made when an hourly limit is in force.
+        tokens_this_hour=_spent_this_hour(user.pk, now) if limits.tokens_per_hour is not None else 0,
+        tokens_per_hour=limits.tokens_per_hour,
+        hour_resets_at=hour_end(now),
     )
 
 
@@ -174,6 +203,15 @@ def budget_reserve(
                     else f"You have used your ${limits.usd_per_month:,.2f} for this month."
                 )
                 raise QuotaExceeded("usd_per_month", f"{why} {resets_in(month_end(today))}", month_end(today))
+            max_tokens = min(max_tokens, room)
+        if limits.tokens_per_hour is not None:
+            room = limits.tokens_per_hour - _spent_this_hour(locked.pk, now) - tokens_held - prompt_tokens
+            if room < min(MIN_REPLY_TOKENS, max_tokens):
+                raise QuotaExceeded(
+                    "tokens_per_hour",
+                    f"You have used your {limits.tokens_per_hour:,} tokens for this hour. {resets_in(hour_end(now))}",
+                    hour_end(now),
+                )
             max_tokens = min(max_tokens, room)
         reservation = Reservation.objects.create(
             user=locked,

@@ -64,6 +64,17 @@ CATALOG_SEED = [
         "context_window": 8_191,
         "max_output_tokens": 0,
         "embedding": True,
+    },
+    # The realtime clients' default (the Realtime seed's); gpt-realtime stays for apps that ask for it.
+    {
+        "model_id": "gpt-realtime-2",
+        "display_name": "GPT Realtime 2 (voice)",
+        "input_price": Decimal("4.00"),
+        "output_price": Decimal("16.00"),
+        "cached_input_price": Decimal("0.40"),
+        "context_window": 128_000,
+        "max_output_tokens": 4_096,
+        "realtime": True,
         "local": False,
     },
 ]
@@ -72,7 +83,7 @@ CATALOG_SEED = [
 def catalog_seed() -> list[str]:
     """Add the catalog's seed models that are missing, leaving admins' edits alone. Returns the ids added.
 
-    gpt-realtime is the Realtime (voice) model: it is offered for client secrets, never in the chat;
+    gpt-realtime-2 and gpt-realtime are Realtime (voice) models: offered for client secrets, never in the chat;
     text-embedding-3-small is offered at /v1/embeddings only.
 
     New rows are enabled when they fit the configured upstream (the local model

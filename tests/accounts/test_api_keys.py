@@ -114,7 +114,12 @@ def test_the_page_never_shows_the_secret_of_an_existing_key(alice_client, alice)
 def test_the_form_offers_the_enabled_models_the_user_may_use_with_realtime_ones(alice_client, alice):
     page = parse_html(alice_client.get(URL).content)
     offered = [label.text for label in page.find("fieldset").find_all("label")]
-    assert offered == ["GPT Realtime (voice)", "GPT-4o", "GPT-4o mini"]  # not the disabled local model
+    assert offered == [
+        "GPT Realtime (voice)",
+        "GPT Realtime 2 (voice)",
+        "GPT-4o",
+        "GPT-4o mini",
+    ]  # not the disabled local model
 
     alice.allowed_models.set([model("gpt-4o-mini"), model("gpt-realtime"), model("smollm2-135m")])
     page = parse_html(alice_client.get(URL).content)

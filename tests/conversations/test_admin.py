@@ -99,6 +99,7 @@ def test_a_superuser_sees_the_model_catalog_and_edits_a_price(admin_client):
         "gpt-4o": ("GPT-4o", "2.500000", "10.000000"),
         "gpt-4o-mini": ("GPT-4o mini", "0.150000", "0.600000"),
         "gpt-realtime": ("GPT Realtime (voice)", "4.000000", "16.000000"),
+        "gpt-realtime-2": ("GPT Realtime 2 (voice)", "4.000000", "16.000000"),
         "smollm2-135m": ("SmolLM2 135M (local)", "0.000000", "0.000000"),
         "text-embedding-3-small": ("Text embedding 3 small", "0.020000", "0.000000"),
     }

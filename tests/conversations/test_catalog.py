@@ -34,6 +34,7 @@ def test_seedcatalog_adds_the_models_with_their_prices(openai_upstream):
         "gpt-realtime": (Decimal("4.00"), Decimal("16.00")),
         "smollm2-135m": (Decimal(0), Decimal(0)),
         "text-embedding-3-small": (Decimal("0.02"), Decimal(0)),
+        "gpt-realtime-2": (Decimal("4.00"), Decimal("16.00")),
     }
     assert "added gpt-4o-mini, gpt-4o, gpt-realtime, smollm2-135m" in output
     assert "Default model: gpt-4o-mini." in output
@@ -170,4 +171,4 @@ def test_many_models_can_be_not_default(openai_upstream):
     ChatModel.objects.create(model_id="a", display_name="A", context_window=1000, max_output_tokens=100)
     ChatModel.objects.create(model_id="b", display_name="B", context_window=1000, max_output_tokens=100)
 
-    assert ChatModel.objects.filter(is_default=False).count() == 6
+    assert ChatModel.objects.filter(is_default=False).count() == 7  # the five seeded besides the default, and these two

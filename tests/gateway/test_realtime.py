@@ -41,6 +41,13 @@ FULL = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _gpt_realtime_by_default(settings):
+    """These tests mint on a site whose default realtime model is gpt-realtime (the site's own default,
+    gpt-realtime-2, is in tests/gateway/test_realtime_default_model.py)."""
+    settings.REALTIME_DEFAULT_MODEL = "gpt-realtime"
+
+
 @pytest.fixture
 def key(alice, catalog):
     return api_key_create(user=alice, name="phone app")
