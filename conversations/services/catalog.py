@@ -64,6 +64,7 @@ CATALOG_SEED = [
         "context_window": 8_191,
         "max_output_tokens": 0,
         "embedding": True,
+        "local": False,
     },
     # The realtime clients' default (the Realtime seed's); gpt-realtime stays for apps that ask for it.
     {

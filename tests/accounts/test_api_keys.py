@@ -119,6 +119,7 @@ def test_the_form_offers_the_enabled_models_the_user_may_use_with_realtime_ones(
         "GPT Realtime 2 (voice)",
         "GPT-4o",
         "GPT-4o mini",
+        "Text embedding 3 small",
     ]  # not the disabled local model
 
     alice.allowed_models.set([model("gpt-4o-mini"), model("gpt-realtime"), model("smollm2-135m")])

@@ -66,7 +66,7 @@ def test_the_new_users_first_message_past_the_sign_up_limit_is_refused(catalog, 
 
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     assert reply.error_code == "tokens_per_day"
-    assert "You have used your 100 tokens for today." in response.content.decode()
+    assert "100 of your 100 tokens for today are left" in response.content.decode()
     assert upstream.requests == []
 
 
