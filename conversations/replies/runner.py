@@ -52,7 +52,7 @@ class ReplyGeneration:
     def __init__(self, plan: ReplyPlan):
         self.plan = plan
         self.call: MeteredCall = plan.call
-        self.broadcast = ReplyBroadcast(plan.reply_id, on_stop=self.stop)
+        self.broadcast = ReplyBroadcast(plan.reply_id, on_stop=self.stop, prefix=plan.prefix)
         self.task: asyncio.Task | None = None
         # Set once the broadcast can be found, by Stop and by watchers, here and in other processes.
         self.ready = asyncio.Event()
@@ -147,7 +147,7 @@ class ReplyGeneration:
                 await stream.close()
                 self.call.usage = stream.usage
                 self.call.finish_reason = stream.finish_reason or ""
-            self.call.completion_text = self.broadcast.text()
+            self.call.completion_text = self.broadcast.text()[len(self.plan.prefix) :]  # this call's text only
 
     async def _open(self, messages: list[dict]) -> ReplyStream:
         return await reply_stream_open(
