@@ -71,10 +71,11 @@ async def on_screen(client: AsyncClient, conversation_id: int) -> list[tuple[str
     """The chat page's messages as (role, text, "n / m" or ""), top to bottom."""
     response = await client.get(f"/c/{conversation_id}/")
     assert response.status_code == 200
+    page = parse_html(response.content)
     shown = []
-    for article in parse_html(response.content).find("section", id="messages").find_all("article"):
+    for article in page.find("section", id="messages").find_all("article"):
         role = "user" if article.has_class("user") else "assistant"
-        count = article.find_all(class_="version-count")
+        count = page.find(id=article.attrs["id"].replace("message-", "controls-")).find_all(class_="version-count")
         shown.append((role, article.find(class_="content").text, count[0].text if count else ""))
     return shown
 
@@ -152,7 +153,7 @@ async def test_retry_after_a_failed_reply_answers_and_keeps_the_failed_one(alice
     failed = await chat_start(alice_async, "Tell me")
     assert (failed.status, failed.content) == (Message.Status.ERROR, "Half an ")
     page = parse_html((await alice_async.get(f"/c/{failed.conversation_id}/")).content)
-    assert page.find("article", id=f"message-{failed.pk}").find("button", text="Retry")
+    assert page.find(id=f"controls-{failed.pk}").find("button", text="Retry")
 
     retried = await act(alice_async, failed, "regenerate")
 

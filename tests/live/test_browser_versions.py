@@ -5,7 +5,7 @@ is read from the fake's request log.
 """
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from conversations.services.context import CONTINUE_PROMPT
 from tests.fake_upstream import Reply
@@ -28,7 +28,12 @@ def sent_turns(request) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in request.json["messages"]]
 
 
-def press(page: Page, locator) -> None:
+def controls(message: Locator) -> Locator:
+    """The controls shown just below a message."""
+    return message.locator("xpath=following-sibling::div[contains(@class, 'message-controls')][1]")
+
+
+def press(page: Page, locator: Locator) -> None:
     """Click a control the way its user would: it is on screen first."""
     locator.scroll_into_view_if_needed()
     expect(locator).to_be_in_viewport()
@@ -42,22 +47,22 @@ def test_regenerate_makes_a_second_version_and_the_first_stays_reachable(page, a
     reply = last_reply(page)
     expect(reply.locator(".markdown")).to_have_text("First answer.")
 
-    press(page, reply.get_by_role("button", name="Regenerate"))
+    press(page, controls(reply).get_by_role("button", name="Regenerate"))
 
     reply = last_reply(page)
     expect(reply.locator(".markdown")).to_have_text("Second answer.")
-    expect(reply.locator(".version-count")).to_have_text("2 / 2")
+    expect(controls(reply).locator(".version-count")).to_have_text("2 / 2")
     expect(page.locator("article")).to_have_count(2)
     assert sent_turns(upstream.requests[1]) == [("user", "Name a colour")]
 
-    press(page, reply.get_by_role("button", name="Previous version"))
+    press(page, controls(reply).get_by_role("button", name="Previous version"))
 
     reply = last_reply(page)
     expect(reply.locator(".markdown")).to_have_text("First answer.")
-    expect(reply.locator(".version-count")).to_have_text("1 / 2")
+    expect(controls(reply).locator(".version-count")).to_have_text("1 / 2")
     page.reload()
     expect(last_reply(page).locator(".markdown")).to_have_text("First answer.")
-    press(page, last_reply(page).get_by_role("button", name="Next version"))
+    press(page, controls(last_reply(page)).get_by_role("button", name="Next version"))
     expect(last_reply(page).locator(".markdown")).to_have_text("Second answer.")
 
 
@@ -70,18 +75,18 @@ def test_an_edit_starts_a_branch_and_the_model_receives_only_that_branch(page, a
     expect(last_reply(page).locator(".markdown")).to_have_text("Take the tram.")
     question = page.locator("article.user").first
 
-    press(page, question.locator("summary", has_text="Edit"))
-    edit_box = question.get_by_role("textbox", name="Edited text")
+    press(page, controls(question).locator("summary", has_text="Edit"))
+    edit_box = controls(question).get_by_role("textbox", name="Edited text")
     expect(edit_box).to_be_focused()
     edit_box.fill("Where to in June?")
     edit_box.press("Enter")
 
     expect(page.locator("article.user .content")).to_have_text(["Where to in June?"])
     expect(last_reply(page).locator(".markdown")).to_have_text("Porto is lovely.")
-    expect(page.locator("article.user .version-count")).to_have_text("2 / 2")
+    expect(controls(page.locator("article.user")).locator(".version-count")).to_have_text("2 / 2")
     assert sent_turns(upstream.requests[2]) == [("user", "Where to in June?")]
 
-    press(page, page.locator("article.user").first.get_by_role("button", name="Previous version"))
+    press(page, controls(page.locator("article.user").first).get_by_role("button", name="Previous version"))
 
     expect(page.locator("article .content")).to_have_text(
         ["Where to in May?", "Lisbon is lovely.", "How do I get around?", "Take the tram."]
@@ -95,11 +100,11 @@ def test_retry_after_an_upstream_error(page, alice, catalog, upstream):
     failed = last_reply(page)
     expect(failed.locator(".notice.error")).to_be_visible()
 
-    press(page, failed.get_by_role("button", name="Retry"))
+    press(page, controls(failed).get_by_role("button", name="Retry"))
 
     reply = last_reply(page)
     expect(reply.locator(".markdown")).to_have_text("A whole answer.")
-    expect(reply.locator(".version-count")).to_have_text("2 / 2")
+    expect(controls(reply).locator(".version-count")).to_have_text("2 / 2")
     assert sent_turns(upstream.requests[1]) == [("user", "Tell me")]
 
 
@@ -111,13 +116,14 @@ def test_continue_after_a_length_cut_goes_on_in_the_same_reply(page, alice, cata
     reply = last_reply(page)
     expect(reply.get_by_text("The reply reached its length limit.")).to_be_visible()
 
-    press(page, reply.get_by_role("button", name="Continue"))
+    press(page, controls(reply).get_by_role("button", name="Continue"))
 
     reply = last_reply(page)
     expect(reply.locator(".content.streaming")).to_contain_text("The first half and")
     expect(reply.locator(".markdown")).to_have_text("The first half and the second half.")
     expect(page.locator("article")).to_have_count(2)
-    expect(reply.get_by_role("button", name="Continue")).to_have_count(0)
+    expect(controls(reply).get_by_role("button", name="Regenerate")).to_be_visible()
+    expect(controls(reply).get_by_role("button", name="Continue")).to_have_count(0)
     assert sent_turns(upstream.requests[1]) == [
         ("user", "Write a long line"),
         ("assistant", "The first half"),
