@@ -39,11 +39,12 @@ class VersionRefused(Exception):
 def _idle_chat(message: Message) -> Conversation:
     """The message's chat, locked until the transaction ends; refused while one of its replies is being written.
 
-    The lock keeps two tabs from branching the same chat at once.
+    The lock keeps two tabs from branching the same chat at once; the message is read again under it.
     """
     conversation = Conversation.objects.select_for_update().select_related("model").get(pk=message.conversation_id)
     if conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
         raise VersionRefused(BUSY)
+    message.refresh_from_db()
     message.conversation = conversation
     return conversation
 

@@ -23,9 +23,9 @@ from accounts.models import Reservation, UsageRecord, User
 from conversations.branches import branch_messages
 from conversations.models import ChatModel, Conversation, Message
 from conversations.services.chats import message_send
-from conversations.services.context import CONTINUE_PROMPT, reply_plan
+from conversations.services.context import CONTINUE_PROMPT, SUMMARY_PREFIX, reply_plan
 from conversations.services.versions import VersionRefused, message_edit, reply_regenerate, version_show
-from tests.conftest import HTMX, sse_text_and_status, watch_reply
+from tests.conftest import HTMX, make_conversation, make_message, sse_text_and_status, watch_reply
 from tests.dom import parse_html
 from tests.fake_upstream import Reply
 
@@ -394,6 +394,10 @@ Step = st.one_of(
 )
 
 
+def sent_turns_of(plan) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in plan.messages]
+
+
 def finish(reply: Message) -> None:
     """The reply is written (what the reply runner does), so the chat takes the next change."""
     Message.objects.filter(pk=reply.pk).update(status=Message.Status.COMPLETE, content=f"answer {reply.pk}")
@@ -437,6 +441,23 @@ def test_the_model_always_reads_exactly_the_branch_on_screen(alice, catalog, ste
         assert [(m["role"], m["content"]) for m in reply_plan(reply=upto_reply).messages] == [
             (m.role, m.content) for m in branch[:-1]
         ]
+
+
+def test_a_summary_is_sent_only_on_the_branch_it_summarises(alice, catalog):
+    chat = make_conversation(alice, model=ChatModel.objects.get(model_id="gpt-4o-mini"))
+    first, _, second, _ = [
+        make_message(chat, role, text)
+        for role, text in [("user", "Q1"), ("assistant", "A1"), ("user", "Q2"), ("assistant", "A2")]
+    ]
+    Conversation.objects.filter(pk=chat.pk).update(summary="They met.", summary_upto=first.pk + 1)
+
+    reply, plan = message_edit(message=second, user=alice, text="Q2 again")
+    assert sent_turns_of(plan) == [("system", f"{SUMMARY_PREFIX}They met."), ("user", "Q2 again")]
+    finish(reply)
+
+    _, plan = message_edit(message=first, user=alice, text="Q1 again")
+
+    assert sent_turns_of(plan) == [("user", "Q1 again")]
 
 
 def test_a_change_to_a_chat_whose_reply_is_pending_is_refused(answered):
