@@ -20,4 +20,5 @@ urlpatterns = [
     path("c/<int:pk>/messages/<int:message_pk>/edit/", version_views.message_edit, name="message_edit"),
     path("c/<int:pk>/messages/<int:message_pk>/continue/", version_views.reply_continue, name="reply_continue"),
     path("c/<int:pk>/messages/<int:message_pk>/show/", version_views.version_show, name="version_show"),
+    path("c/<int:pk>/messages/<int:message_pk>/controls/", version_views.message_controls, name="message_controls"),
 ]

@@ -1,5 +1,5 @@
-"""The controls on a message: regenerate (or retry) a reply, edit a message and resend it, continue a reply cut at
-its length limit, and show another version.
+"""The controls below a message: regenerate (or retry) a reply, edit a message and resend it, continue a reply cut
+at its length limit, and show another version.
 
 Each answers htmx with the branch now on screen (swapped into #messages) and a
 plain form with a redirect to the chat. A reply they start is generated in the
@@ -12,11 +12,11 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit.core import is_ratelimited
 
 from accounts.ratelimits import rate, too_many
-from conversations.branches import branch_messages
+from conversations.branches import branch_messages, message_with_versions
 from conversations.db import db_step_to_end
 from conversations.forms import MessageForm
 from conversations.models import Message
@@ -32,6 +32,7 @@ from conversations.views import (
     _user_loaded,
 )
 
+CONTROLS_TEMPLATE = "conversations/_message_controls.html"
 # What a control does to the message it is on: the reply it starts, if any. Raises versions.VersionRefused.
 Change = Callable[[Message], ReplyPlan | None]
 
@@ -99,6 +100,17 @@ async def reply_continue(request, pk: int, message_pk: int):
     return await _reply_start(
         request, pk, message_pk, lambda reply: versions.reply_continue(reply=reply, user=request.user)
     )
+
+
+@login_required
+@require_GET
+def message_controls(request, pk: int, message_pk: int):
+    """The controls of a reply that just finished, to put below it (the page asks when it swaps the reply in)."""
+    message = _own_message(request, pk, message_pk)
+    if not request.htmx:
+        return redirect(f"{message.conversation.get_absolute_url()}#message-{message.pk}")
+    context = {"message": message_with_versions(message), "conversation": message.conversation}
+    return TemplateResponse(request, CONTROLS_TEMPLATE, context)
 
 
 @login_required

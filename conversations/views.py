@@ -13,7 +13,7 @@ from django_ratelimit.core import is_ratelimited
 
 from accounts.billing.budget import usage_summary
 from accounts.ratelimits import rate, too_many
-from conversations.branches import branch_messages, message_with_versions
+from conversations.branches import branch_messages
 from conversations.db import connections_release, db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
@@ -213,8 +213,9 @@ def message_detail(request, pk: int, message_pk: int):
     message = _own_message(request, pk, message_pk)
     if not request.htmx:
         return redirect(f"{message.conversation.get_absolute_url()}#message-{message.pk}")
-    context = {"message": message_with_versions(message), "conversation": message.conversation}
-    response = TemplateResponse(request, f"{CHAT_TEMPLATE}#message", context).render()
+    response = TemplateResponse(
+        request, f"{CHAT_TEMPLATE}#message", {"message": message, "conversation": message.conversation}
+    ).render()
     # A finished reply changed the user's usage: refresh the meter beside the chat list too.
     meter = {"usage": usage_summary(user=request.user), "usage_oob": True}
     response.content += TemplateResponse(request, f"{CHAT_TEMPLATE}#usage-link", meter).render().content

@@ -1,7 +1,8 @@
 // The version controls on messages (templates/conversations/_message_controls.html): every control is a form
 // that htmx posts, answered with the branch now on screen; this only makes them pleasant to use. The edit box
 // sends on Enter as the composer does, Cancel folds it away, and after a swap the view goes where the user
-// looks: to the new reply at the bottom, or to the version just picked.
+// looks: to the new reply at the bottom, or to the version just picked. Uses within() and scrollToBottom()
+// from chat.js.
 "use strict";
 
 // The control whose answer is being swapped into #messages (set when it is sent).
@@ -9,7 +10,7 @@ let controlSent = null;
 
 document.addEventListener("htmx:beforeRequest", (event) => {
   const form = event.detail.elt;
-  controlSent = form.closest?.(".message-controls") ? form : null;
+  if (form.closest?.(".message-controls")) controlSent = form;
 });
 
 document.addEventListener("htmx:afterSettle", (event) => {
@@ -21,6 +22,15 @@ document.addEventListener("htmx:afterSettle", (event) => {
   } else if (form.dataset.shows) {
     document.getElementById(form.dataset.shows)?.scrollIntoView({ block: "nearest" });
   }
+});
+
+// A reply that just finished is swapped in as its <article> alone (views.message_detail): fetch its controls,
+// which go just below it. Messages rendered with the page or a branch have theirs already.
+document.addEventListener("htmx:load", (event) => {
+  within(event.detail.elt, "article[data-message-url]:not([data-stream-url])").forEach((article) => {
+    if (article.nextElementSibling?.classList.contains("message-controls")) return;
+    htmx.ajax("GET", `${article.dataset.messageUrl}controls/`, { target: article, swap: "afterend" });
+  });
 });
 
 document.addEventListener("keydown", (event) => {

@@ -374,6 +374,23 @@ def test_without_javascript_a_control_redirects_to_the_chat(answered, alice_clie
     assert Conversation.objects.get().leaf_id == answered.pk
 
 
+def test_a_finished_reply_gets_its_controls_alone(answered, alice_client):
+    response = alice_client.get(url(answered, "controls"), headers=HTMX)
+
+    assert response.status_code == 200
+    controls = parse_html(response.content).find(id=f"controls-{answered.pk}")
+    assert [button.text for button in controls.find_all("button")] == ["Regenerate"]
+    assert alice_client.post(url(answered, "controls"), headers=HTMX).status_code == 405
+    assert alice_client.get(url(answered, "controls"))["Location"].endswith(f"#message-{answered.pk}")
+
+
+def test_controls_of_another_users_message_are_not_found(answered, bob):
+    client = Client()
+    client.force_login(bob)
+
+    assert client.get(url(answered, "controls"), headers=HTMX).status_code == 404
+
+
 def test_htmx_gets_only_the_branch(answered, alice_client):
     response = alice_client.post(url(answered, "show"), headers=HTMX)
 
