@@ -138,6 +138,10 @@ class Conversation(models.Model):
     # Turns too old for the model's context window, summarised; sent in their place.
     summary = models.TextField(blank=True)
     summary_upto = models.BigIntegerField(null=True, blank=True, help_text="The last message the summary covers.")
+    # The last message of the branch on screen: a new message follows it, and a reload shows its branch.
+    leaf = models.ForeignKey(
+        "Message", on_delete=models.SET_NULL, null=True, blank=True, editable=False, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now, help_text="Last activity; chats are listed by it.")
 
@@ -191,6 +195,11 @@ class Message(models.Model):
     LIVE_STATUSES = (Status.PENDING, Status.STREAMING)
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # The message this one follows in its branch (None for the first). Versions of a message (edits,
+    # regenerated replies) are its siblings: same parent, same role.
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, editable=False, related_name="children"
+    )
     # Denormalised from the conversation so spending per user needs no join.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=10, choices=Role.choices)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations import views
+from conversations import version_views, views
 
 app_name = "conversations"
 urlpatterns = [
@@ -19,4 +19,9 @@ urlpatterns = [
     path("c/<int:pk>/messages/<int:message_pk>/", views.message_detail, name="message_detail"),
     path("c/<int:pk>/messages/<int:message_pk>/stream/", views.reply_stream, name="reply_stream"),
     path("c/<int:pk>/messages/<int:message_pk>/stop/", views.reply_stop, name="reply_stop"),
+    path("c/<int:pk>/messages/<int:message_pk>/regenerate/", version_views.reply_regenerate, name="reply_regenerate"),
+    path("c/<int:pk>/messages/<int:message_pk>/edit/", version_views.message_edit, name="message_edit"),
+    path("c/<int:pk>/messages/<int:message_pk>/continue/", version_views.reply_continue, name="reply_continue"),
+    path("c/<int:pk>/messages/<int:message_pk>/show/", version_views.version_show, name="version_show"),
+    path("c/<int:pk>/messages/<int:message_pk>/controls/", version_views.message_controls, name="message_controls"),
 ]

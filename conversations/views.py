@@ -16,6 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefre
 from accounts.billing.budget import usage_summary
 from accounts.models import local_today
 from accounts.ratelimits import refusing_window, too_many
+from conversations.branches import branch_messages
 from conversations.db import connections_release, db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
@@ -49,7 +50,7 @@ def _chat_context(request, conversation: Conversation | None, *, search_query: s
     return {
         **sidebar,
         "conversation": conversation,
-        "chat_messages": conversation.messages.select_related("model") if conversation else [],
+        "chat_messages": branch_messages(conversation) if conversation else [],
         "models": ChatModel.objects.usable_by(request.user),
         "selected_model_id": default_model.model_id if default_model else "",
         "chat_model": default_model,

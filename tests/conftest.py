@@ -8,6 +8,7 @@ servers that share PostgreSQL and Redis (see tests/servers.py).
 """
 
 import inspect
+import itertools
 import json
 import re
 
@@ -191,10 +192,19 @@ def make_conversation(user: User, **fields) -> Conversation:
 
 
 def make_message(conversation: Conversation, role: str = "user", content: str = "", **fields) -> Message:
-    """A message in the chat, written straight to the database (a finished one unless a status is given)."""
-    return Message.objects.create(
+    """A message in the chat, written straight to the database (a finished one unless a status is given).
+
+    The chat stays one branch in the order of the messages' times, as a chat from before versions was migrated.
+    """
+    message = Message.objects.create(
         conversation=conversation, user=conversation.user, role=role, content=content, **fields
     )
+    in_order = list(conversation.messages.order_by("created_at", "id").values_list("pk", flat=True))
+    for parent_id, pk in itertools.pairwise([None, *in_order]):
+        Message.objects.filter(pk=pk).update(parent_id=parent_id)
+    Conversation.objects.filter(pk=conversation.pk).update(leaf_id=in_order[-1])
+    conversation.leaf_id = in_order[-1]
+    return message
 
 
 @pytest.fixture

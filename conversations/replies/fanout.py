@@ -107,8 +107,9 @@ class LiveText:
 class ReplyBroadcast(LiveText):
     """The generator side of one reply being generated in this process."""
 
-    def __init__(self, reply_id: int, *, on_stop: Callable[[], None]):
+    def __init__(self, reply_id: int, *, on_stop: Callable[[], None], prefix: str = ""):
         super().__init__()
+        self.shown = prefix  # a continued reply goes on from the text it has
         self.reply_id = reply_id
         self.on_stop = on_stop
         self._unshown: list[str] = []

@@ -54,7 +54,7 @@ class ReplyGeneration:
     def __init__(self, plan: ReplyPlan):
         self.plan = plan
         self.call: MeteredCall = plan.call
-        self.broadcast = ReplyBroadcast(plan.reply_id, on_stop=self.stop)
+        self.broadcast = ReplyBroadcast(plan.reply_id, on_stop=self.stop, prefix=plan.prefix)
         self.task: asyncio.Task | None = None
         # Set once the broadcast can be found, by Stop and by watchers, here and in other processes.
         self.ready = asyncio.Event()
@@ -162,7 +162,7 @@ class ReplyGeneration:
                 self.call.usage = stream.usage
                 self.call.finish_reason = stream.finish_reason or ""
                 self.reported_model = stream.reported_model
-            self.call.completion_text = self.broadcast.text()
+            self.call.completion_text = self.broadcast.text()[len(self.plan.prefix) :]  # this call's text only
 
     async def _check_served(self) -> None:
         """Refuse a model the upstream does not list: another model would answer, labelled and priced as this one."""

@@ -12,6 +12,7 @@ from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import AuditEntry, UsageRecord
 from accounts.services import audit_record
+from conversations.branches import branch_end
 from conversations.models import ChatModel, Conversation, Message, title_from_text
 from conversations.replies.fanout import chat_reset_announce, reply_stop_request
 from conversations.services.context import SUMMARY_MAX_TOKENS, ReplyPlan, reply_plan
@@ -43,44 +44,73 @@ def message_send(
             )
         elif conversation.model_id != model.pk:
             conversation.model = model
-            conversation.updated_at = now
-            conversation.save(update_fields=["model", "updated_at"])
-        else:
-            Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
-        Message.objects.create(
-            conversation=conversation, user=user, role=Message.Role.USER, content=text, created_at=now, updated_at=now
-        )
-        reply = Message.objects.create(
+            conversation.save(update_fields=["model"])
+        question = Message.objects.create(
             conversation=conversation,
             user=user,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.PENDING,
-            model=model,
+            role=Message.Role.USER,
+            content=text,
+            parent_id=branch_end(conversation),
             created_at=now,
             updated_at=now,
         )
-        plan = reply_plan(reply=reply)
-        call = MeteredCall(
-            user=user,
-            model=model,
-            kind=UsageRecord.Kind.REPLY,
-            prompt=plan.messages,
-            # Turns to summarise first: the summary joins the prompt.
-            prompt_extra_tokens=SUMMARY_MAX_TOKENS if plan.to_summarise else 0,
-            max_tokens=plan.max_tokens,
-            message=reply,
-        )
-        try:
-            call.reserve()
-        except QuotaExceeded as exceeded:
-            reply.status = Message.Status.ERROR
-            reply.error_code = exceeded.code
-            reply.error_text = exceeded.user_message
-            reply.save(update_fields=["status", "error_code", "error_text"])
-            return reply, None
-        plan.call = call
-        plan.max_tokens = call.max_tokens
-    return reply, plan
+        reply = reply_create(question=question, model=model)
+        return reply, reply_reserve(reply=reply)
+
+
+def reply_create(*, question: Message, model: ChatModel) -> Message:
+    """A pending reply to a user's message, which now ends the branch on screen."""
+    now = timezone.now()
+    reply = Message.objects.create(
+        conversation=question.conversation,
+        user=question.user,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        model=model,
+        parent=question,
+        created_at=now,
+        updated_at=now,
+    )
+    conversation = question.conversation
+    conversation.leaf, conversation.updated_at = reply, now
+    Conversation.objects.filter(pk=conversation.pk).update(leaf=reply, updated_at=now)
+    return reply
+
+
+def reply_call(*, reply: Message, continuing: bool = False) -> ReplyPlan:
+    """What to send upstream for a reply, with its metered call reserved; QuotaExceeded when it does not fit.
+
+    Run it in the transaction that stores the reply (or its continuation), so
+    a reply is never pending without its budget held.
+    """
+    plan = reply_plan(reply=reply, continuing=continuing)
+    call = MeteredCall(
+        user=reply.user,
+        model=reply.model,
+        kind=UsageRecord.Kind.REPLY,
+        prompt=plan.messages,
+        # Turns to summarise first: the summary joins the prompt.
+        prompt_extra_tokens=SUMMARY_MAX_TOKENS if plan.to_summarise else 0,
+        max_tokens=plan.max_tokens,
+        message=reply,
+    )
+    call.reserve()
+    plan.call = call
+    plan.max_tokens = call.max_tokens
+    return plan
+
+
+def reply_reserve(*, reply: Message) -> ReplyPlan | None:
+    """Reserve a new reply's call (see reply_call); when a limit is reached the reply says which and when it
+    resets, and None is returned: nothing goes upstream."""
+    try:
+        return reply_call(reply=reply)
+    except QuotaExceeded as exceeded:
+        reply.status = Message.Status.ERROR
+        reply.error_code = exceeded.code
+        reply.error_text = exceeded.user_message
+        reply.save(update_fields=["status", "error_code", "error_text"])
+        return None
 
 
 def conversation_reset(*, conversation: Conversation, actor: User) -> int:

@@ -9,11 +9,14 @@ from django.conf import settings
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import UsageRecord, User
+from conversations.branches import branch_ids
 from conversations.models import ChatModel, Conversation, Message
 
 SUMMARY_PREFIX = "Summary of the earlier part of this conversation:\n"
 # Longest summary asked for when earlier turns no longer fit the context window.
 SUMMARY_MAX_TOKENS = 400
+# The turn that asks for the rest of a reply cut at its length limit (see reply_plan).
+CONTINUE_PROMPT = "Continue your last reply exactly where it stopped. Do not repeat any of it."
 
 
 @dataclass
@@ -35,6 +38,8 @@ class ReplyPlan:
     to_summarise: list[dict] = field(default_factory=list)
     summary_upto: int | None = None
     earlier_summary: str = ""
+    # The text the reply already has: a continuation appends to it.
+    prefix: str = ""
 
     def with_summary(self, summary: str) -> list[dict]:
         """The messages to send once the left-out turns are summarised: after the system prompt, the summary."""
@@ -71,25 +76,42 @@ def _turns_fitting(turns: list[dict], room: int) -> int:
     return kept
 
 
-def reply_plan(*, reply: Message) -> ReplyPlan:
+def reply_plan(*, reply: Message, continuing: bool = False) -> ReplyPlan:
     """What to send upstream for a pending reply: the system prompt, any summary, and as many turns as fit.
 
-    The newest turns are kept; the model's context window must hold them plus
-    max_tokens. The newest message is always sent, fitting or not: the
-    upstream then says the chat is too long, which the user is told.
+    Only the branch on screen counts: the messages the reply follows, not
+    other versions of them. The newest turns are kept; the model's context
+    window must hold them plus max_tokens. The newest message is always sent,
+    fitting or not: the upstream then says the chat is too long, which the
+    user is told.
+
+    `continuing`: the reply was cut at its length limit and goes on. The model
+    gets its text so far, then a user turn asking it to go on. An assistant
+    prefill (ending the prompt with the partial reply) would be neater, but
+    OpenAI's Chat Completions and most compatible servers answer a trailing
+    assistant message with a new reply rather than extending it; a turn asking
+    to continue works with all of them.
     """
     conversation = reply.conversation
     model = reply.model
     head = []
     if conversation.system_prompt.strip():
         head.append({"role": "system", "content": conversation.system_prompt})
-    if conversation.summary:
-        head.append({"role": "system", "content": SUMMARY_PREFIX + conversation.summary})
-    turns = list(
-        Message.objects.filter(conversation=conversation, pk__lt=reply.pk, pk__gt=conversation.summary_upto or 0)
-        .exclude(content="")
-        .values("pk", "role", "content")
-    )
+    path = branch_ids(conversation=conversation, upto=reply)
+    if continuing:
+        path.append(reply.pk)
+    # The summary stands for the first turns of the branch it was made on: of this branch, if it ends on it.
+    earlier_summary = ""
+    if conversation.summary and conversation.summary_upto in path:
+        earlier_summary = conversation.summary
+        head.append({"role": "system", "content": SUMMARY_PREFIX + earlier_summary})
+        path = path[path.index(conversation.summary_upto) + 1 :]
+    texts = {
+        t["pk"]: t for t in Message.objects.filter(pk__in=path).exclude(content="").values("pk", "role", "content")
+    }
+    turns = [texts[pk] for pk in path if pk in texts]
+    if continuing:
+        turns.append({"pk": None, "role": "user", "content": CONTINUE_PROMPT})
     room = model.context_window - model.max_output_tokens - context_tokens(head)
     kept = _turns_fitting(turns, room)
     if kept < len(turns):  # some turns will be summarised: leave room for the summary too
@@ -104,7 +126,8 @@ def reply_plan(*, reply: Message) -> ReplyPlan:
         max_tokens=model.max_output_tokens,
         to_summarise=[{"role": t["role"], "content": t["content"]} for t in dropped],
         summary_upto=dropped[-1]["pk"] if dropped else None,
-        earlier_summary=conversation.summary,
+        earlier_summary=earlier_summary,
+        prefix=reply.content if continuing else "",
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.billing.budget import budget_settle
@@ -62,14 +63,19 @@ def reply_record(*, reply_id: int, conversation_id: int, outcome: ReplyOutcome, 
     sweep): its call is still billed, with no reply to point to.
     """
     now = timezone.now()
+    # Added to what the reply holds: a continued reply is billed its calls together (a new one holds nothing).
+    usage = {
+        "prompt_tokens": F("prompt_tokens") + charge.prompt_tokens,
+        "completion_tokens": F("completion_tokens") + charge.completion_tokens,
+        "cached_tokens": F("cached_tokens") + charge.cached_tokens,
+        "cost": F("cost") + charge.cost,
+    }
+    if charge.estimated:
+        usage["usage_estimated"] = True
     updated = Message.objects.filter(pk=reply_id, status__in=Message.LIVE_STATUSES).update(
         content=outcome.text,
         status=outcome.status,
-        prompt_tokens=charge.prompt_tokens,
-        completion_tokens=charge.completion_tokens,
-        cached_tokens=charge.cached_tokens,
-        cost=charge.cost,
-        usage_estimated=charge.estimated,
+        **usage,
         reported_model=outcome.reported_model,
         finish_reason=outcome.finish_reason,
         error_code=outcome.error_code,

@@ -1,0 +1,106 @@
+"""Reading a chat's branches: the messages on screen, and the versions of each.
+
+A chat is a tree: each message follows its `parent`, and the versions of a
+message (an edit, a regenerated reply) are its siblings, with the same parent
+and role. The chat's `leaf` ends the branch on screen; the branch is the path
+from the first message down to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conversations.models import Conversation, Message
+
+
+@dataclass(frozen=True)
+class Versions:
+    """Where a message stands among its versions, for the "2 / 3" controls."""
+
+    number: int = 1
+    count: int = 1
+    previous_id: int | None = None
+    next_id: int | None = None
+    # Whether nothing follows it: only the end of a branch can be continued.
+    ends_branch: bool = True
+
+
+class _Tree:
+    """The shape of one chat (ids, parents and roles, no text), to walk it without a query per step."""
+
+    def __init__(self, conversation: Conversation):
+        rows = Message.objects.filter(conversation=conversation).values_list("pk", "parent_id", "role")
+        self.parent: dict[int, int | None] = {}
+        self.role: dict[int, str] = {}
+        self.children: dict[int | None, list[int]] = {}
+        newest = None
+        for pk, parent_id, role in rows.order_by("created_at", "id"):
+            self.parent[pk], self.role[pk] = parent_id, role
+            self.children.setdefault(parent_id, []).append(pk)
+            newest = pk
+        # No leaf stored (rows written outside the services): the newest message ends the branch.
+        self.leaf_id = conversation.leaf_id if conversation.leaf_id in self.parent else newest
+
+    def path(self) -> list[int]:
+        """The ids of the branch on screen, first message first."""
+        path, pk = [], self.leaf_id
+        while pk is not None:
+            path.append(pk)
+            pk = self.parent[pk]
+        return path[::-1]
+
+    def newest_leaf_below(self, pk: int) -> int:
+        """The end of the branch through `pk` that follows its newest versions."""
+        while self.children.get(pk):
+            pk = self.children[pk][-1]
+        return pk
+
+    def versions(self, pk: int) -> Versions:
+        siblings = [other for other in self.children[self.parent[pk]] if self.role[other] == self.role[pk]]
+        at = siblings.index(pk)
+        return Versions(
+            number=at + 1,
+            count=len(siblings),
+            previous_id=siblings[at - 1] if at > 0 else None,
+            next_id=siblings[at + 1] if at + 1 < len(siblings) else None,
+            ends_branch=not self.children.get(pk),
+        )
+
+
+def branch_messages(conversation: Conversation) -> list[Message]:
+    """The messages of the branch on screen, in order, each with its `versions`."""
+    tree = _Tree(conversation)
+    path = tree.path()
+    by_pk = Message.objects.select_related("model").in_bulk(path)
+    messages = [by_pk[pk] for pk in path]
+    for message in messages:
+        message.versions = tree.versions(message.pk)
+    return messages
+
+
+def message_with_versions(message: Message) -> Message:
+    """One message with its `versions`, to render it alone (a finished reply replacing its live one)."""
+    message.versions = _Tree(message.conversation).versions(message.pk)
+    return message
+
+
+def branch_end(conversation: Conversation) -> int | None:
+    """The id of the message that ends the branch on screen (a new message follows it); None in an empty chat."""
+    if conversation.leaf_id is not None:
+        return conversation.leaf_id
+    return Message.objects.filter(conversation=conversation).values_list("pk", flat=True).last()
+
+
+def leaf_through(message: Message) -> int:
+    """The leaf to store when the user picks `message` (one of its versions): its branch, newest versions below."""
+    return _Tree(message.conversation).newest_leaf_below(message.pk)
+
+
+def branch_ids(*, conversation: Conversation, upto: Message) -> list[int]:
+    """The ids of the messages before `upto` on its branch, first first (what the model reads before it)."""
+    tree = _Tree(conversation)
+    path, pk = [], tree.parent.get(upto.pk)
+    while pk is not None:
+        path.append(pk)
+        pk = tree.parent[pk]
+    return path[::-1]
