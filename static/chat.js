@@ -110,10 +110,7 @@ function replyStop() {
 
 // Renders the stored replies in a fragment (or the page) with the renderer live replies use.
 function renderStoredReplies(root) {
-  within(root, ".content.markdown[data-source]").forEach((content) => {
-    content.replaceChildren();
-    renderMarkdown(content, content.dataset.source);
-  });
+  within(root, ".content.markdown[data-source]").forEach((content) => renderMarkdown(content, content.dataset.source));
 }
 
 // An open chat hears about a reset by staff (from any page or the admin) and shows it.

@@ -23,13 +23,13 @@ const ATTRIBUTE_RULES = {
   style: (tag, value) => (tag === "TD" || tag === "TH") && /^text-align:(left|center|right)$/.test(value),
 };
 
-const markdownPurifier = DOMPurify(window);
-markdownPurifier.setConfig({
+const MARKDOWN_CONFIG = {
   ALLOWED_TAGS: MARKDOWN_TAGS,
   ALLOWED_ATTR: Object.keys(ATTRIBUTE_RULES),
   ALLOWED_URI_REGEXP: /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i,
   RETURN_DOM_FRAGMENT: true,
-});
+};
+const markdownPurifier = DOMPurify(window);
 markdownPurifier.addHook("uponSanitizeAttribute", (node, data) => {
   if (Object.hasOwn(ATTRIBUTE_RULES, data.attrName) && !ATTRIBUTE_RULES[data.attrName](node.nodeName, data.attrValue)) {
     data.keepAttr = false;
@@ -45,22 +45,57 @@ markdownPurifier.addHook("afterSanitizeAttributes", (node) => {
 const codePurifier = DOMPurify(window);
 codePurifier.setConfig({ ALLOWED_TAGS: ["span"], ALLOWED_ATTR: ["class"], RETURN_DOM_FRAGMENT: true });
 
-// Each top-level node drawn, with the HTML it was drawn from: a block that has not changed
-// since the last frame is kept as it is (its colouring, and any text the reader selected).
-const drawnFrom = new WeakMap();
+// What a container shows: each top-level block's HTML and the nodes drawn from it. A block that
+// has not changed since the last frame is kept as it is (its colouring, and any text the reader
+// selected), so a frame parses the whole text but sanitises and colours only the blocks that changed.
+const drawnBlocks = new WeakMap();
 
 function renderMarkdown(container, text) {
-  const fresh = [...markdownPurifier.sanitize(markdownParser.render(text)).childNodes];
-  const shown = [...container.childNodes];
-  fresh.forEach((node, i) => {
-    const html = node.outerHTML ?? node.textContent;
-    if (shown[i] && drawnFrom.get(shown[i]) === html) return;
-    codeBlocksDress(node);
-    drawnFrom.set(node, html);
-    if (shown[i]) shown[i].replaceWith(node);
-    else container.append(node);
+  const env = {};
+  const blocks = topLevelBlocks(markdownParser.parse(text, env)).map((tokens) =>
+    markdownParser.renderer.render(tokens, markdownParser.options, env),
+  );
+  let drawn = drawnBlocks.get(container);
+  if (!drawn || drawn[0]?.nodes[0]?.parentNode !== container) {
+    // The first drawing here (replacing the server's), or the container was changed by something else.
+    drawn = [];
+    container.replaceChildren();
+  }
+  const changed = blocks.flatMap((html, i) => (drawn[i]?.html === html ? [] : [i]));
+  // One sanitiser pass for all the changed blocks, each in a wrapper that markdown-it (raw HTML off) cannot make.
+  const wrapped = markdownPurifier.sanitize(changed.map((i) => `<div>${blocks[i]}</div>`).join(""), {
+    ...MARKDOWN_CONFIG,
+    ALLOWED_TAGS: [...MARKDOWN_TAGS, "div"],
   });
-  shown.slice(fresh.length).forEach((node) => node.remove());
+  const fresh = [...wrapped.children].map((wrapper) => [...wrapper.childNodes]);
+  let after = null; // the last node of the block before
+  blocks.forEach((html, i) => {
+    if (drawn[i]?.html !== html) {
+      drawn[i]?.nodes.forEach((node) => node.remove());
+      const nodes = fresh.shift();
+      nodes.forEach(codeBlocksDress);
+      if (after) after.after(...nodes);
+      else container.prepend(...nodes);
+      drawn[i] = { html, nodes };
+    }
+    after = drawn[i].nodes.at(-1) ?? after;
+  });
+  drawn.splice(blocks.length).forEach((block) => block.nodes.forEach((node) => node.remove()));
+  drawnBlocks.set(container, drawn);
+}
+
+// markdown-it's tokens grouped by top-level block (a paragraph, a list, a table, a code block...).
+function topLevelBlocks(tokens) {
+  const blocks = [];
+  let block = [];
+  for (const token of tokens) {
+    block.push(token);
+    if (token.level === 0 && token.nesting <= 0) {
+      blocks.push(block);
+      block = [];
+    }
+  }
+  return blocks;
 }
 
 // A code block gets its colours, and above the code a bar with the language and Copy (never on top of the code).
