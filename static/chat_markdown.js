@@ -9,8 +9,18 @@
 "use strict";
 
 const markdownParser = window.markdownit("commonmark", { html: false }).enable(["table", "strikethrough"]);
+// A table column's alignment as a class: a style attribute is dropped under a CSP without 'unsafe-inline'.
+markdownParser.core.ruler.push("alignment_as_class", (state) => {
+  for (const token of state.tokens) {
+    const align = /^text-align:(left|center|right)$/.exec(token.attrGet("style") ?? "")?.[1];
+    if (!align) continue;
+    token.attrs = token.attrs.filter(([name]) => name !== "style");
+    token.attrSet("class", `align-${align}`);
+  }
+});
 
-// As conversations/markdown.py's ALLOWED_TAGS and ALLOWED_ATTRIBUTES (code is coloured here, not by Pygments).
+// As conversations/markdown.py's ALLOWED_TAGS and ALLOWED_ATTRIBUTES (but code is coloured here, not by
+// Pygments, and a column's alignment is a class).
 const MARKDOWN_TAGS = [
   "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "li", "ol", "p",
   "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
@@ -18,9 +28,10 @@ const MARKDOWN_TAGS = [
 const ATTRIBUTE_RULES = {
   href: (tag) => tag === "A",
   title: (tag) => tag === "A",
-  class: (tag, value) => tag === "CODE" && /^language-[\w#+.-]+$/.test(value),
+  class: (tag, value) =>
+    (tag === "CODE" && /^language-[\w#+.-]+$/.test(value)) ||
+    ((tag === "TD" || tag === "TH") && /^align-(left|center|right)$/.test(value)),
   start: (tag) => tag === "OL",
-  style: (tag, value) => (tag === "TD" || tag === "TH") && /^text-align:(left|center|right)$/.test(value),
 };
 
 const MARKDOWN_CONFIG = {

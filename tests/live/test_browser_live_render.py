@@ -100,6 +100,7 @@ def test_the_finished_reply_is_the_live_reply_unchanged_and_the_view_stays_at_it
     )
     assert final == {"html": live["html"], "height": live["height"]}
     assert final["html"].count("<li>") == 24 and "<table>" in final["html"] and "hljs-" in final["html"]
+    expect(reply.locator(".content.markdown td").last).to_have_css("text-align", "right")  # `--:` in the Markdown
     # The footer made the chat taller when the reply ended: the view still shows the end of it.
     expect(reply.locator(".usage")).to_be_in_viewport()
     assert page.locator("#messages").evaluate("m => m.scrollHeight - m.scrollTop - m.clientHeight") < 2
