@@ -230,7 +230,10 @@ document.addEventListener("htmx:afterRequest", (event) => {
   if (form.id !== "composer") return;
   const errors = document.getElementById("composer-errors");
   errors.dataset.status = event.detail.xhr.status;
-  if (event.detail.successful && event.detail.xhr.status < 300) {
+  if (event.detail.xhr.status === 409 && !liveReply) {
+    // A reply started elsewhere (another tab) is streaming: show it here, with Stop, until it ends.
+    htmx.ajax("GET", window.location.pathname, { target: "#messages", select: "#messages > *", swap: "innerHTML" });
+  } else if (event.detail.successful && event.detail.xhr.status < 300) {
     form.querySelector("textarea[name=text]").value = "";
     errors.replaceChildren();
     document.querySelector("#messages .empty")?.remove();

@@ -256,3 +256,28 @@ def test_copy_a_whole_message_or_a_code_block(page, alice, catalog, upstream):
     assert page.evaluate(clipboard) == "print('hi')\n"
     button, code = code_copy.bounding_box(), reply.locator("pre code").bounding_box()
     assert button["y"] + button["height"] <= code["y"], "Copy sits on top of the code"
+
+
+def test_a_reply_started_in_another_tab_is_shown_and_its_refusal_clears_when_it_ends(page, alice, catalog, upstream):
+    words = [f"w{i} " for i in range(100)]  # five seconds of reply
+    upstream.script(Reply("First answer."), Reply(chunks=words, delay=0.05))
+    log_in(page, alice)
+    send(page, "First question")
+    expect(last_reply(page).locator(".usage")).to_be_visible()
+    other_tab = page.context.new_page()
+    other_tab.goto(page.url)
+
+    send(page, "Tell me a long story")
+    expect(last_reply(page).locator(".content.streaming")).to_contain_text("w3 ")
+    send(other_tab, "Me too")
+
+    refusal = other_tab.locator("#composer-errors").get_by_role("alert")
+    expect(refusal).to_contain_text("Wait for the reply to finish")
+    expect(last_reply(other_tab).locator(".content.markdown")).to_contain_text("w10 ")
+    expect(other_tab.locator("article.user")).to_have_text(["First question", "Tell me a long story"])
+    other_tab.get_by_role("button", name="Stop").click()
+    expect(last_reply(page).get_by_text("Stopped.")).to_be_visible()
+    expect(last_reply(other_tab).get_by_text("Stopped.")).to_be_visible()
+    expect(refusal).to_have_count(0)
+    expect(other_tab.get_by_role("textbox", name="Message")).to_have_value("Me too")
+    expect(other_tab.get_by_role("button", name="Send")).to_be_visible()
