@@ -8,10 +8,15 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from conversations.models import Message
+from tests.conftest import make_conversation, make_message
 from tests.fake_upstream import Reply
-from tests.live.test_browser_chat import browser, last_reply, log_in, new_context, send  # noqa: F401 (fixtures)
+from tests.live import test_browser_chat as chat_page
+from tests.live.test_browser_chat import last_reply, log_in, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# The chat page tests' Chromium and its contexts (which fail a test on any JavaScript error).
+browser = chat_page.browser
+new_context = chat_page.new_context
 
 SCREENS = {
     "desktop": {"viewport": {"width": 1366, "height": 768}},
@@ -20,7 +25,7 @@ SCREENS = {
 
 
 @pytest.fixture(params=SCREENS.values(), ids=SCREENS.keys())
-def page(request, new_context) -> Page:  # noqa: F811 (the fixture imported above)
+def page(request, new_context) -> Page:
     return new_context(**request.param).new_page()
 
 
@@ -281,3 +286,28 @@ def test_a_reply_started_in_another_tab_is_shown_and_its_refusal_clears_when_it_
     expect(refusal).to_have_count(0)
     expect(other_tab.get_by_role("textbox", name="Message")).to_have_value("Me too")
     expect(other_tab.get_by_role("button", name="Send")).to_be_visible()
+
+
+def test_without_javascript_replies_show_formatted_and_safe_and_a_streaming_one_offers_stop(
+    new_context, alice, catalog
+):
+    chat = make_conversation(alice, title="No script")
+    make_message(chat, "user", "Hi")
+    make_message(chat, "assistant", "# Title\n\n- one\n\n<script>window.pwned=1</script>", model=chat.model)
+    make_message(chat, "user", "More")
+    live = make_message(chat, "assistant", "So far", status=Message.Status.STREAMING, model=chat.model)
+    page = new_context(java_script_enabled=False, **SCREENS["phone"]).new_page()
+    log_in(page, alice)
+
+    page.goto(f"/c/{chat.pk}/")
+
+    stored = page.locator("article.assistant").first
+    expect(stored.locator("h1")).to_have_text("Title")
+    expect(stored.locator("li")).to_have_text("one")
+    expect(stored).to_contain_text("<script>window.pwned=1</script>")
+    expect(page.locator("#messages script")).to_have_count(0)
+    streaming_reply = page.locator(f"#message-{live.pk}")
+    expect(streaming_reply).to_contain_text("So far")
+    expect(streaming_reply.get_by_role("button", name="Stop")).to_be_visible()
+    expect(page.get_by_role("button", name="Stop")).to_have_count(1)
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
