@@ -4,7 +4,13 @@ The site runs under daphne against the fake upstream, whose scripted chunks arri
 separate SSE frames; each test runs on a desktop screen and on a phone.
 """
 
+from pathlib import Path
+
 import pytest
+from django.conf import settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from playwright.sync_api import Page, expect
 
 from conversations.models import Message
@@ -311,3 +317,73 @@ def test_without_javascript_replies_show_formatted_and_safe_and_a_streaming_one_
     expect(streaming_reply.get_by_role("button", name="Stop")).to_be_visible()
     expect(page.get_by_role("button", name="Stop")).to_have_count(1)
     expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+
+RENDERER_SCRIPTS = [
+    "vendor/markdown-it/markdown-it.umd.min.js",
+    "vendor/dompurify/purify.min.js",
+    "vendor/highlight.js/highlight.min.js",
+    "chat_markdown.js",
+]
+
+
+@pytest.fixture(scope="module")
+def renderer(browser) -> Page:
+    """A blank page with the chat's Markdown renderer and nothing else."""
+    context = browser.new_context()
+    page = context.new_page()
+    static = Path(settings.BASE_DIR) / "static"
+    for script in RENDERER_SCRIPTS:
+        page.add_script_tag(path=static / script)
+    yield page
+    context.close()
+
+
+# Draw the text as it streams (each prefix in turn, in one view) and at once (in another); and, for reference,
+# the whole text through the same parser and sanitiser in one piece, without keeping blocks between frames.
+# The HTML of the three, and anything runnable or outside the allow-list that ever appeared in the live view.
+DRAW_LIVE_AND_AT_ONCE = """([text, cuts, allowed]) => {
+  const found = [];
+  const live = document.createElement("div");
+  for (const cut of [...cuts, text.length]) {
+    renderMarkdown(live, text.slice(0, cut));
+    for (const element of live.querySelectorAll("*")) {
+      if (!allowed.includes(element.tagName.toLowerCase())) found.push(element.tagName);
+      for (const { name, value } of element.attributes) {
+        if (name.startsWith("on") || /^\\s*(javascript|vbscript|data):/i.test(value)) found.push(`${name}=${value}`);
+      }
+    }
+  }
+  const atOnce = document.createElement("div");
+  renderMarkdown(atOnce, text);
+  const reference = document.createElement("div");
+  reference.append(markdownPurifier.sanitize(markdownParser.render(text), MARKDOWN_CONFIG));
+  reference.childNodes.forEach(codeBlocksDress);
+  return { live: live.innerHTML, atOnce: atOnce.innerHTML, reference: reference.innerHTML, found };
+}"""
+ALLOWED_IN_A_REPLY = [
+    *("a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "li", "ol", "p"),
+    *("pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul", "span", "button"),
+]
+MARKDOWN_PIECES = st.sampled_from(
+    [
+        *("# ", "## ", "- ", "* ", "1. ", "2) ", "```", "```python\n", "~~~", "`", "**", "*", "_", "~~", "> ", "    "),
+        *("|", "| a | b |\n", "|---|--:|\n", ":--", "[link](", "https://example.com", ")", "](", "![", "<", ">"),
+        *("<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "javascript:alert(1)", "&#x6A;", "&amp;"),
+        *("\n", "\n\n", " ", "word", "def f():\n", "[r]: https://example.com\n", "[r]"),
+    ]
+)
+
+
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pieces=st.lists(st.one_of(MARKDOWN_PIECES, st.text(max_size=4)), max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+)
+def test_any_text_drawn_as_it_streams_ends_as_drawn_at_once_and_never_runnable(renderer, pieces, cuts):
+    text = "".join(pieces)
+    cuts = sorted(cut for cut in cuts if cut < len(text))
+    drawn = renderer.evaluate(DRAW_LIVE_AND_AT_ONCE, [text, cuts, ALLOWED_IN_A_REPLY])
+
+    assert drawn["found"] == []
+    assert drawn["live"] == drawn["atOnce"] == drawn["reference"]
