@@ -108,9 +108,21 @@ function replyStop() {
   htmx.ajax("POST", liveReply.dataset.stopUrl, { swap: "none" });
 }
 
-// Renders the stored replies in a fragment (or the page) with the renderer live replies use.
+// Draws the stored replies in a fragment (or the page) with the renderer live replies use. The latest
+// (on screen, or a reply that just finished) at once; older ones, which show the server's rendering
+// meanwhile, when the browser is idle, so that a long chat opens without a pause.
+const whenIdle = window.requestIdleCallback ?? ((work) => setTimeout(() => work({ timeRemaining: () => 10 }), 0));
+const AT_ONCE = 3;
+
 function renderStoredReplies(root) {
-  within(root, ".content.markdown[data-source]").forEach((content) => renderMarkdown(content, content.dataset.source));
+  const contents = within(root, ".content.markdown[data-source]").reverse();
+  const draw = (content) => renderMarkdown(content, content.dataset.source);
+  contents.splice(0, AT_ONCE).forEach(draw);
+  const drawSome = (deadline) => {
+    while (contents.length && deadline.timeRemaining() > 2) draw(contents.shift());
+    if (contents.length) whenIdle(drawSome);
+  };
+  if (contents.length) whenIdle(drawSome);
 }
 
 // An open chat hears about a reset by staff (from any page or the admin) and shows it.

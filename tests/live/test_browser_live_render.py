@@ -319,6 +319,22 @@ def test_without_javascript_replies_show_formatted_and_safe_and_a_streaming_one_
     expect(page.get_by_role("button", name="Send")).to_be_visible()
 
 
+def test_a_long_chat_opens_at_its_end_with_every_reply_drawn_like_a_live_one(page, alice, catalog):
+    chat = make_conversation(alice, title="Long chat")
+    for i in range(12):
+        make_message(chat, "user", f"Question {i}")
+        make_message(chat, "assistant", f"Answer {i}:\n\n```python\nprint({i})\n```\n", model=chat.model)
+
+    log_in(page, alice)
+    page.goto(f"/c/{chat.pk}/")
+
+    replies = page.locator("article.assistant")
+    expect(replies.last.locator(".usage")).to_be_in_viewport()
+    expect(replies.locator("pre .code-bar")).to_have_count(12)  # the older ones too, once the page was idle
+    expect(replies.first.locator("pre code span.hljs-built_in")).to_have_text("print")
+    expect(replies.last.locator(".usage")).to_be_in_viewport()
+
+
 RENDERER_SCRIPTS = [
     "vendor/markdown-it/markdown-it.umd.min.js",
     "vendor/dompurify/purify.min.js",
