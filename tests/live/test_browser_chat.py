@@ -135,7 +135,7 @@ def test_a_reply_streams_in_then_shows_as_markdown(page, alice, catalog, upstrea
     expect(reply.locator(".markdown h1")).to_have_text("Title")
     code = reply.locator(".markdown pre code")
     expect(code).to_have_text("print(1)")
-    expect(code.locator("span[class]").first).to_be_attached()  # coloured by Pygments
+    expect(code.locator("span[class]").first).to_be_attached()  # coloured (by highlight.js in the browser)
     expect(reply.locator(".markdown pre").get_by_role("button", name="Copy")).to_be_visible()
 
     conversation = Conversation.objects.get()
