@@ -136,14 +136,18 @@ function watchChat() {
   chatEvents?.addEventListener("reset", () => window.location.reload());
 }
 
-// A Copy button on each finished message: a reply copies as the Markdown it was written in.
+// A Copy button on each finished message, first among its tools (the row is made if the page has none):
+// a reply copies as the Markdown it was written in.
 function addMessageCopyButtons(root) {
   within(root, "article.message:not([data-stream-url])").forEach((article) => {
-    if (article.querySelector(":scope > .message-tools")) return;
-    const tools = document.createElement("div");
-    tools.className = "message-tools";
-    tools.append(copyButton("message", "Copy message"));
-    article.append(tools);
+    let tools = article.querySelector(":scope > .message-tools");
+    if (tools?.querySelector("[data-copy=message]")) return;
+    if (!tools) {
+      tools = document.createElement("div");
+      tools.className = "message-tools";
+      article.append(tools);
+    }
+    tools.prepend(copyButton("message", "Copy message"));
   });
 }
 
