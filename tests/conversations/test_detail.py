@@ -65,7 +65,7 @@ def test_it_renders_assistant_markdown_with_highlighted_copyable_code(alice_clie
     assert answer.find("h1").text == "Packing list"
     assert answer.find("strong").text == "boots"
     code_block = answer.find("pre")
-    assert code_block.parent.has_class("markdown")  # chat.js adds its Copy button to `.markdown pre`
+    assert code_block.parent.has_class("markdown")  # chat_markdown.js draws it again, with Copy, in the browser
     code = code_block.find("code")
     assert code.text == "def greet(): return 'hi'"
     # Pygments token classes, coloured by pygments.css.

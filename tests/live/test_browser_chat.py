@@ -135,7 +135,7 @@ def test_a_reply_streams_in_then_shows_as_markdown(page, alice, catalog, upstrea
     expect(reply.locator(".markdown h1")).to_have_text("Title")
     code = reply.locator(".markdown pre code")
     expect(code).to_have_text("print(1)")
-    expect(code.locator("span[class]").first).to_be_attached()  # coloured by Pygments
+    expect(code.locator("span[class]").first).to_be_attached()  # coloured (by highlight.js in the browser)
     expect(reply.locator(".markdown pre").get_by_role("button", name="Copy")).to_be_visible()
 
     conversation = Conversation.objects.get()
@@ -170,7 +170,8 @@ def test_a_long_reply_keeps_its_latest_text_the_composer_and_the_chat_list_on_sc
     expect(reply.locator(".content.streaming")).to_contain_text("Line 30")
     # Still streaming for another second and a half: look now.
     on_screen = {
-        "the end of the reply being written": reply.get_by_role("button", name="Stop"),
+        "the end of the reply being written": reply.locator(".typing"),
+        "Stop, in Send's place": page.get_by_role("button", name="Stop"),
         "the composer": page.get_by_role("textbox", name="Message"),
         "the chat list": page.get_by_role("link", name="New chat"),
     }
@@ -187,7 +188,7 @@ def test_stop_ends_the_reply_and_keeps_its_text(page, alice, catalog, upstream):
     expect(reply.locator(".content.streaming")).to_contain_text("w5 ")
     before = page.evaluate(LIVE_REPLY_TEXT)
 
-    reply.get_by_role("button", name="Stop").click()
+    page.get_by_role("button", name="Stop").click()
 
     expect(reply.get_by_text("Stopped.")).to_be_visible()
     upstream.wait_for_disconnects(1)
@@ -196,7 +197,7 @@ def test_stop_ends_the_reply_and_keeps_its_text(page, alice, catalog, upstream):
     assert reply.locator(".markdown").inner_text() == shown, "the reply went on growing after Stop"
     assert shown.split() == [word.strip() for word in words[: len(shown.split())]]
     assert len(before.split()) <= len(shown.split()) < len(words)
-    expect(reply.get_by_role("button", name="Stop")).to_have_count(0)
+    expect(page.get_by_role("button", name="Stop")).to_have_count(0)
     stored = Message.objects.get(role=Message.Role.ASSISTANT)
     assert stored.status == Message.Status.STOPPED
     assert stored.content.split() == shown.split()
