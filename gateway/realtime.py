@@ -89,7 +89,7 @@ def mint_request_parse(body) -> MintRequest:
     model = session.get("model")
     if model is None:
         model = settings.REALTIME_DEFAULT_MODEL
-    elif not isinstance(model, str) or not model:
+    elif not isinstance(model, str) or not model or not model.isprintable():  # NUL cannot even be looked up
         raise InvalidRequest("'session.model' must be the id of a realtime model.", "session.model")
     instructions = session.get("instructions")
     limit = settings.SYSTEM_PROMPT_MAX_CHARS

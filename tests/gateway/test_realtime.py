@@ -196,6 +196,8 @@ async def test_fields_the_site_keeps_for_itself_are_refused_by_name(secret, alic
         ({"session": "gpt-realtime"}, "session"),
         ({"session": {"type": "transcription"}}, "session.type"),
         ({"session": {"model": 4}}, "session.model"),
+        ({"session": {"model": "gpt-realtime\x00"}}, "session.model"),  # PostgreSQL refuses NUL in a query
+        ({"session": {"model": "gpt-\ud800"}}, "session.model"),
         ({"session": {"instructions": ["Be brief."]}}, "session.instructions"),
         ({"session": {"instructions": "x" * 8_001}}, "session.instructions"),
         ({"session": {"audio": {"output": "alloy"}}}, "session.audio.output"),
@@ -215,8 +217,9 @@ async def test_malformed_values_are_refused_by_name(secret, upstream, body, para
     assert upstream.requests == []
 
 
-async def test_a_body_that_is_not_json_is_a_clear_400(secret, upstream):
-    response = await mint(AsyncClient(), b"{not json", secret=secret)
+@pytest.mark.parametrize("raw", [b"{not json", b"[" * 100_000 + b"]" * 100_000, b'{"expires_after": NaN}'])
+async def test_a_body_that_is_not_json_is_a_clear_400(secret, upstream, raw):
+    response = await mint(AsyncClient(), raw, secret=secret)
 
     assert response.status_code == 400
     assert error_of(response)["message"] == "We could not parse the JSON body of your request."
