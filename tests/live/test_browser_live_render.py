@@ -137,7 +137,8 @@ PAYLOADS = [
 # Anything in the chat that could run: an element, a handler attribute, a link that is not a web address.
 RUNNABLE_IN_CHAT = """() => {
   const found = [];
-  for (const element of document.querySelectorAll("#messages *")) {
+  // The site's own controls under each message (Regenerate, Edit: .message-controls) are forms by design.
+  for (const element of document.querySelectorAll("#messages *:not(.message-controls, .message-controls *)")) {
     if (element.matches("script, img, svg, iframe, object, embed, style, link, form:not(noscript form)")) {
       found.push(element.outerHTML);
     }
