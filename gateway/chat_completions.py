@@ -15,16 +15,20 @@ from accounts.billing.metered import MeteredCall
 from conversations.llm import (
     ReplyStream,
     UpstreamError,
-    completion_create,
-    on_request_sent,
-    stream_open,
-    usage_from,
 )
-from conversations.replies.runner import reply_runner
 from gateway.chat_request import ChatRequest, chat_request_parse
 from gateway.decorators import api_view
-from gateway.errors import stream_error_event, upstream_passed_through
-from gateway.metering import CallAsk, body_checked, event_stream_response, metered_call_open, relay_ends_with_request
+from gateway.errors import stream_error_event
+from gateway.metering import (
+    CallAsk,
+    body_checked,
+    chat_body,
+    chat_completion,
+    chat_stream_open,
+    event_stream_response,
+    metered_call_open,
+    relay_ends_with_request,
+)
 
 
 def _call_ask(chat: ChatRequest) -> CallAsk:
@@ -45,31 +49,14 @@ async def chat_completions(request):
     """
     chat = body_checked(request, chat_request_parse)
     call = await metered_call_open(request, chat, _call_ask)
-    reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
-    # Sent once the provider has the whole request, not before: a client gone sooner costs nothing.
-    on_request_sent.set(call.sent)
-    upstream_body = {"model": call.model.model_id, "messages": chat.messages} | call.model.token_limit(call.max_tokens)
-    upstream_body |= chat.options
+    upstream_body = chat_body(call, chat.messages, chat.options)
     if chat.stream:
-        try:
-            stream = await stream_open(upstream_body, retry=False)
-        except UpstreamError as failure:
-            call.refused()
-            await call.asettle()
-            raise upstream_passed_through(failure) from None
-        except BaseException:  # cancelled (the app went away), or our own failure
-            await call.asettle()
-            raise
+        stream = await chat_stream_open(call, upstream_body)
         relay = _relay(stream, call, chat.include_usage)
         relay_ends_with_request(relay, stream, call)
         return event_stream_response(relay)
     async with call:
-        try:
-            completion = await completion_create(upstream_body, retry=False)
-        except UpstreamError as failure:
-            call.refused()
-            raise upstream_passed_through(failure) from None
-        call.usage = usage_from(completion["usage"]) if completion.get("usage") else None
+        completion = await chat_completion(call, upstream_body)
         choice = completion["choices"][0]
         call.completion_text = choice["message"].get("content") or ""
         call.finish_reason = choice.get("finish_reason") or ""

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from django.http import JsonResponse
 
-from conversations.llm import UpstreamError, embeddings_create, on_request_sent, usage_from
-from conversations.replies.runner import reply_runner
+from conversations.llm import UpstreamError, embeddings_create, usage_from
 from gateway.chat_request import CHAT_BODY, DROPPED
 from gateway.decorators import api_view
 from gateway.errors import upstream_passed_through
@@ -71,8 +70,6 @@ def _call_ask(asked: EmbeddingsRequest) -> CallAsk:
 async def embeddings(request):
     asked = body_checked(request, embeddings_request_parse)
     call = await metered_call_open(request, asked, _call_ask)
-    reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
-    on_request_sent.set(call.sent)
     async with call:
         try:
             answer = await embeddings_create({"model": call.model.model_id, "input": asked.inputs} | asked.options)

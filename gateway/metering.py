@@ -16,10 +16,18 @@ from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import UsageRecord
 from conversations.db import db_step_to_end
-from conversations.llm import ReplyStream
+from conversations.llm import (
+    ReplyStream,
+    UpstreamError,
+    completion_create,
+    on_request_sent,
+    stream_open,
+    usage_from,
+)
+from conversations.replies.runner import reply_runner
 from gateway.auth import api_model, caller_authenticate, rate_limit_check
 from gateway.decorators import json_body
-from gateway.errors import ApiError, quota_error
+from gateway.errors import ApiError, quota_error, upstream_passed_through
 
 Checked = TypeVar("Checked")
 
@@ -85,7 +93,44 @@ async def metered_call_open(request, asked: Checked | ApiError, ask_of: Callable
     One database step; a client gone meanwhile leaves nothing reserved. Any
     refusal is raised as an ApiError.
     """
-    return await db_step_to_end(_prepare, request, asked, ask_of, on_cancel=_release)
+    call = await db_step_to_end(_prepare, request, asked, ask_of, on_cancel=_release)
+    reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
+    # Sent once the provider has the whole request, not before: a client gone sooner costs nothing.
+    on_request_sent.set(call.sent)
+    return call
+
+
+def chat_body(call: MeteredCall, messages: list[dict], options: dict) -> dict:
+    """The Chat Completions body for the call's model, its token limit under the name the model takes."""
+    return {"model": call.model.model_id, "messages": messages} | call.model.token_limit(call.max_tokens) | options
+
+
+async def chat_stream_open(call: MeteredCall, body: dict) -> ReplyStream:
+    """The upstream's stream for a reserved call. Not retried here: the app's SDK retries by itself.
+
+    A refusal reaches the app as the provider said it, and bills nothing; on any
+    failure (a client gone included) the call is settled before it goes on.
+    """
+    try:
+        return await stream_open(body, retry=False)
+    except UpstreamError as failure:
+        call.refused()
+        await call.asettle()
+        raise upstream_passed_through(failure) from None
+    except BaseException:
+        await call.asettle()
+        raise
+
+
+async def chat_completion(call: MeteredCall, body: dict) -> dict:
+    """The upstream's whole completion, its usage on the call; run inside `async with call`, which settles it."""
+    try:
+        completion = await completion_create(body, retry=False)
+    except UpstreamError as failure:
+        call.refused()
+        raise upstream_passed_through(failure) from None
+    call.usage = usage_from(completion["usage"]) if completion.get("usage") else None
+    return completion
 
 
 # Relays being ended after their request ended without them (see relay_ends_with_request).

@@ -12,11 +12,18 @@ from collections.abc import AsyncIterator
 from django.http import JsonResponse
 
 from accounts.billing.metered import MeteredCall
-from conversations.llm import ReplyStream, UpstreamError, completion_create, on_request_sent, stream_open, usage_from
-from conversations.replies.runner import reply_runner
+from conversations.llm import ReplyStream, UpstreamError
 from gateway.decorators import api_view
-from gateway.errors import upstream_passed_through
-from gateway.metering import CallAsk, body_checked, event_stream_response, metered_call_open, relay_ends_with_request
+from gateway.metering import (
+    CallAsk,
+    body_checked,
+    chat_body,
+    chat_completion,
+    chat_stream_open,
+    event_stream_response,
+    metered_call_open,
+    relay_ends_with_request,
+)
 from gateway.responses_output import ResponseEvents, response_from_completion, response_object
 from gateway.responses_request import ResponsesRequest, responses_request_parse
 
@@ -31,31 +38,15 @@ def _call_ask(asked: ResponsesRequest) -> CallAsk:
 async def responses(request):
     asked = body_checked(request, responses_request_parse)
     call = await metered_call_open(request, asked, _call_ask)
-    reply_runner().timer_ensure()  # this process must say it is alive while the call is in flight
-    on_request_sent.set(call.sent)
-    upstream_body = {"model": call.model.model_id, "messages": asked.messages} | call.model.token_limit(call.max_tokens)
-    upstream_body |= asked.chat_options
+    upstream_body = chat_body(call, asked.messages, asked.chat_options)
     response = response_object(call.model.model_id, asked.echoed)
     if asked.stream:
-        try:
-            stream = await stream_open(upstream_body, retry=False)
-        except UpstreamError as failure:
-            call.refused()
-            await call.asettle()
-            raise upstream_passed_through(failure) from None
-        except BaseException:  # cancelled (the app went away), or our own failure
-            await call.asettle()
-            raise
+        stream = await chat_stream_open(call, upstream_body)
         relay = _relay(stream, call, ResponseEvents(response))
         relay_ends_with_request(relay, stream, call)
         return event_stream_response(relay)
     async with call:
-        try:
-            completion = await completion_create(upstream_body, retry=False)
-        except UpstreamError as failure:
-            call.refused()
-            raise upstream_passed_through(failure) from None
-        call.usage = usage_from(completion["usage"]) if completion.get("usage") else None
+        completion = await chat_completion(call, upstream_body)
         choice = completion["choices"][0]
         call.completion_text = (choice["message"].get("content") or "") + str(choice["message"].get("tool_calls") or "")
         call.finish_reason = choice.get("finish_reason") or ""

@@ -151,12 +151,21 @@ def summary_call(*, plan: ReplyPlan) -> MeteredCall | None:
     transcript = "\n\n".join(f"{m['role']}: {m['content']}" for m in plan.to_summarise)
     if plan.earlier_summary:
         transcript = f"(summary so far) {plan.earlier_summary}\n\n{transcript}"
+    return side_call(
+        plan=plan, kind=UsageRecord.Kind.SUMMARY, instructions=SUMMARY_INSTRUCTIONS, text=transcript,
+        max_tokens=SUMMARY_MAX_TOKENS,
+    )  # fmt: skip
+
+
+def side_call(*, plan: ReplyPlan, kind: str, instructions: str, text: str, max_tokens: int) -> MeteredCall | None:
+    """A short call the site makes about a chat (a summary, a title) on the cheap model, billed to the chat's
+    user and reserved; None when their budget has no room for it."""
     call = MeteredCall(
         user=User(pk=plan.user_id),
         model=summary_model(plan=plan),
-        kind=UsageRecord.Kind.SUMMARY,
-        prompt=[{"role": "system", "content": SUMMARY_INSTRUCTIONS}, {"role": "user", "content": transcript}],
-        max_tokens=SUMMARY_MAX_TOKENS,
+        kind=kind,
+        prompt=[{"role": "system", "content": instructions}, {"role": "user", "content": text}],
+        max_tokens=max_tokens,
     )
     try:
         call.reserve()

@@ -13,13 +13,12 @@ import re
 
 from django.conf import settings
 
-from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall, reserve_step
-from accounts.models import UsageRecord, User
+from accounts.models import UsageRecord
 from conversations.llm import UpstreamError, complete, on_request_sent
 from conversations.models import Conversation, title_from_text
 from conversations.replies.fanout import chat_title_announce
-from conversations.services.context import ReplyPlan, summary_model
+from conversations.services.context import ReplyPlan, side_call
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +48,10 @@ def title_call(*, plan: ReplyPlan, reply_text: str) -> MeteredCall | None:
     if not Conversation.objects.filter(pk=plan.conversation_id, title=title_from_text(first)).exists():
         return None
     transcript = f"User: {first[:TITLE_EXCERPT]}\n\nAssistant: {reply_text[:TITLE_EXCERPT]}"
-    call = MeteredCall(
-        user=User(pk=plan.user_id),
-        model=summary_model(plan=plan),
-        kind=UsageRecord.Kind.TITLE,
-        prompt=[{"role": "system", "content": TITLE_INSTRUCTIONS}, {"role": "user", "content": transcript}],
+    return side_call(
+        plan=plan, kind=UsageRecord.Kind.TITLE, instructions=TITLE_INSTRUCTIONS, text=transcript,
         max_tokens=TITLE_MAX_TOKENS,
-    )
-    try:
-        call.reserve()
-    except QuotaExceeded:
-        return None
-    return call
+    )  # fmt: skip
 
 
 def title_clean(text: str) -> str:
