@@ -272,7 +272,7 @@ def test_attach_is_offered_only_for_a_model_that_takes_images(alice_client, alic
 
 async def test_an_edited_message_keeps_its_images(alice_async, upstream):
     upstream.script(Reply(text="A cat."), Reply(text="A red square."))
-    first = await send(alice_async, "What is this?", [upload()])
+    first = await send(alice_async, "What is this?", [upload("cat.png")])
     question = await Message.objects.aget(pk=first.parent_id)
 
     response = await alice_async.post(
@@ -280,6 +280,8 @@ async def test_an_edited_message_keeps_its_images(alice_async, upstream):
     )
     assert response.status_code == 200
     edited = await latest_reply()
+    [shown] = parse_html(response.content).find_all("article", class_="user")
+    assert shown.find("img").attrs["alt"] == "cat.png"  # the new version shows the image it kept
     await watch_reply(alice_async, f"/c/{edited.conversation_id}/messages/{edited.pk}/stream/")
 
     assert upstream.requests[1].json["messages"] == [

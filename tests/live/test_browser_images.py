@@ -98,3 +98,33 @@ def test_attach_is_offered_only_while_the_model_picked_takes_images(page, alice,
     expect(page.get_by_label("Model")).to_have_value("gpt-4o")
     expect(page.locator("label.attach")).to_be_hidden()
     assert upstream.requests[0].json["messages"][-1]["content"] == "Hello"
+
+
+# An image as the clipboard or a drag from another window hands it over.
+IMAGE_TRANSFER = """([bytes, name]) => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([new Uint8Array(bytes)], name, { type: "image/png" }));
+  return transfer;
+}"""
+
+
+def test_pasted_and_dropped_images_are_attached(page, alice, catalog, upstream):
+    log_in(page, alice)
+    to_send = page.get_by_role("list", name="Images to send")
+    box = page.get_by_role("textbox", name="Message")
+
+    pasted = page.evaluate_handle(IMAGE_TRANSFER, [list(SQUARE), "pasted.png"])
+    box.evaluate(
+        "(box, data) => box.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true }))", pasted
+    )
+    dropped = page.evaluate_handle(IMAGE_TRANSFER, [list(OTHER), "dropped.png"])
+    box.dispatch_event("drop", {"dataTransfer": dropped})
+
+    expect(to_send.get_by_role("img")).to_have_count(2)
+    assert drawn_width(to_send.get_by_role("img", name="pasted.png")) == 48
+    assert drawn_width(to_send.get_by_role("img", name="dropped.png")) == 8
+    send(page, "Two pictures")
+    expect(page.locator("article.user").last.get_by_role("img")).to_have_count(2)
+    expect(last_reply(page).locator(".usage")).to_be_visible()
+    sent = upstream.requests[0].json["messages"][-1]["content"]
+    assert [part["type"] for part in sent] == ["text", "image_url", "image_url"]
