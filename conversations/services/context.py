@@ -89,11 +89,10 @@ def reply_plan(*, reply: Message, continuing: bool = False) -> ReplyPlan:
 
     Only the branch on screen counts: the messages the reply follows, not
     other versions of them. The newest turns are kept; the model's context
-    window must hold them plus max_tokens (counting their text: an image's size is
-    the upstream's to judge). A user message's images go with it as image parts.
-    The newest message is always sent,
-    fitting or not: the upstream then says the chat is too long, which the
-    user is told.
+    window must hold them plus max_tokens (their text is counted: an image's
+    share is the upstream's to judge). A user message's images go with it as
+    image parts. The newest message is always sent, fitting or not: the
+    upstream then says the chat is too long, which the user is told.
 
     `continuing`: the reply was cut at its length limit and goes on. The model
     gets its text so far, then a user turn asking it to go on. An assistant

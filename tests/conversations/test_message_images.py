@@ -122,7 +122,12 @@ def test_the_type_is_read_from_the_content_not_the_name(alice_client, upstream, 
 
 
 def test_every_refused_file_is_named_and_nothing_is_stored(alice_client, upstream, media_root):
-    files = [upload("fine.png"), upload("notes.txt", b"just text"), upload("cut.png", PICTURE[:20])]
+    files = [
+        upload("fine.png"),
+        upload("notes.txt", b"just text"),
+        upload("cut.png", PICTURE[:20]),
+        upload("empty.png", b""),
+    ]
 
     response = alice_client.post("/c/new/messages/", {"text": "Look", "images": files}, headers=HTMX)
 
@@ -130,6 +135,7 @@ def test_every_refused_file_is_named_and_nothing_is_stored(alice_client, upstrea
     assert response.status_code == 400
     assert "notes.txt is not a PNG, JPEG, GIF or WebP image." in text
     assert "cut.png is not a PNG, JPEG, GIF or WebP image." in text
+    assert "empty.png is not a PNG, JPEG, GIF or WebP image." in text
     assert "fine.png" not in text
     assert not Message.objects.exists() and not stored_files(media_root)
     assert upstream.requests == []
