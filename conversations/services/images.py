@@ -8,6 +8,7 @@ browser's word, with the same header reader that sizes images for the meter
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,6 +20,8 @@ from django.template.defaultfilters import filesizeformat
 
 from accounts.billing.image_tokens import image_size
 from conversations.models import Message, MessageImage
+
+logger = logging.getLogger(__name__)
 
 NAME_LENGTH = 200
 KINDS = "PNG, JPEG, GIF or WebP"
@@ -105,19 +108,24 @@ def image_files_delete_on_commit(messages) -> None:
         transaction.on_commit(delete_files)
 
 
-def image_data_url(image: MessageImage) -> str:
-    """The image inline, as the upstream gets it: it cannot fetch our owner-only URLs."""
-    with default_storage.open(image.file.name, "rb") as file:
-        encoded = base64.b64encode(file.read()).decode()
+def image_data_url(image: MessageImage) -> str | None:
+    """The image inline, as the upstream gets it (it cannot fetch our owner-only URLs); None if its file is gone."""
+    try:
+        with default_storage.open(image.file.name, "rb") as file:
+            encoded = base64.b64encode(file.read()).decode()
+    except FileNotFoundError:
+        # MEDIA_ROOT lost or not shared by every server process: the chat goes on without the image.
+        logger.warning("The file of image %s (%s) is missing; it is left out of the prompt.", image.pk, image.file.name)
+        return None
     return f"data:{image.content_type};base64,{encoded}"
 
 
 def content_with_images(text: str, images: list[MessageImage]) -> str | list[dict]:
     """A user message's content as sent upstream: its text alone, or its text and one image part per image."""
-    if not images:
+    urls = [url for url in map(image_data_url, images) if url]
+    if not urls:
         return text
-    parts = [{"type": "image_url", "image_url": {"url": image_data_url(image)}} for image in images]
-    return [{"type": "text", "text": text}, *parts]
+    return [{"type": "text", "text": text}, *({"type": "image_url", "image_url": {"url": url}} for url in urls)]
 
 
 def content_text(content: str | list[dict]) -> str:

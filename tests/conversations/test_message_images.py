@@ -223,6 +223,19 @@ async def test_the_reservation_counts_the_image_by_the_models_image_rule(alice_a
     assert (answered.status, answered.content) == (Message.Status.COMPLETE, "Just text, fine.")
 
 
+async def test_a_chat_whose_image_file_is_gone_goes_on_without_it(alice_async, upstream, media_root):
+    upstream.script(Reply(text="A cat."), Reply(text="Still here."))
+    first = await send(alice_async, "Look", [upload()])
+    image = await MessageImage.objects.aget()
+    (media_root / image.file.name).unlink()
+
+    second = await send(alice_async, "And now?", chat=first.conversation_id)
+
+    assert (second.status, second.content) == (Message.Status.COMPLETE, "Still here.")
+    assert upstream.requests[1].json["messages"][0] == {"role": "user", "content": "Look"}
+    assert (await alice_async.get(f"/c/{first.conversation_id}/images/{image.pk}/")).status_code == 404
+
+
 async def test_the_owner_alone_gets_the_image(alice_async, upstream, bob):
     upstream.script(Reply(text="A cat."))
     reply = await send(alice_async, "Look", [upload()])
