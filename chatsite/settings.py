@@ -378,6 +378,12 @@ CHAT_TITLES = env_bool("CHAT_TITLES", True)
 MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32_000, minimum=1)
 SYSTEM_PROMPT_MAX_CHARS = env_int("SYSTEM_PROMPT_MAX_CHARS", 8_000, minimum=1)
 
+# Images attached to chat messages (for models that accept them) are kept under MEDIA_ROOT/chat-images/
+# and served only to their owner, by the site: never publish MEDIA_ROOT (there is no MEDIA_URL).
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+CHAT_IMAGE_MAX_BYTES = env_int("CHAT_IMAGE_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
+CHAT_IMAGES_PER_MESSAGE = env_int("CHAT_IMAGES_PER_MESSAGE", 4, minimum=1)
+
 # Streaming: live text reaches watchers in frames at most this often (seconds),
 # and is written to the database at most this often while a reply streams.
 STREAM_FRAME_INTERVAL = env_float("STREAM_FRAME_INTERVAL", 0.05)

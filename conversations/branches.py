@@ -71,7 +71,7 @@ def branch_messages(conversation: Conversation) -> list[Message]:
     """The messages of the branch on screen, in order, each with its `versions`."""
     tree = _Tree(conversation)
     path = tree.path()
-    by_pk = Message.objects.select_related("model").in_bulk(path)
+    by_pk = Message.objects.select_related("model").prefetch_related("images").in_bulk(path)
     messages = [by_pk[pk] for pk in path]
     for message in messages:
         message.versions = tree.versions(message.pk)

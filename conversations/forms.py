@@ -2,6 +2,7 @@ from django import forms
 from django.conf import settings
 
 from conversations.models import ChatModel, Conversation
+from conversations.services.images import CheckedImage, ImageRefused, image_check
 
 
 class ModelField(forms.ModelChoiceField):
@@ -24,9 +25,36 @@ def clean_system_prompt(prompt: str) -> str:
     return prompt
 
 
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class ImagesField(forms.FileField):
+    """Any number of files under one name (the composer's "Attach image"), each checked by image_check."""
+
+    def __init__(self, **kwargs):
+        super().__init__(widget=MultipleFileInput(), **kwargs)
+
+    def clean(self, data, initial=None) -> list[CheckedImage]:
+        uploads = [upload for upload in data or [] if upload]
+        limit = settings.CHAT_IMAGES_PER_MESSAGE
+        if len(uploads) > limit:
+            raise forms.ValidationError(f"A message can have at most {limit} images; this one has {len(uploads)}.")
+        images, errors = [], []
+        for upload in uploads:
+            try:
+                images.append(image_check(upload))  # an empty file too: it is no image
+            except ImageRefused as refused:
+                errors.append(str(refused))
+        if errors:
+            raise forms.ValidationError(errors)
+        return images
+
+
 class MessageForm(forms.Form):
     text = forms.CharField(strip=False, required=False, widget=forms.Textarea)
     model = ModelField(required=False)
+    images = ImagesField(required=False)
     # Only read when the message starts a new chat.
     system_prompt = forms.CharField(required=False, widget=forms.Textarea)
 

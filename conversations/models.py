@@ -1,3 +1,4 @@
+import secrets
 from datetime import timedelta
 from decimal import Decimal
 
@@ -243,3 +244,30 @@ class Message(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in self.LIVE_STATUSES
+
+
+IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
+
+
+def message_image_path(image: "MessageImage", filename: str) -> str:
+    """Where an attached image's file goes under MEDIA_ROOT: per user, under a random name (never the user's)."""
+    return f"chat-images/{image.message.user_id}/{secrets.token_urlsafe(16)}{IMAGE_EXTENSIONS[image.content_type]}"
+
+
+class MessageImage(models.Model):
+    """An image attached to a user's message: sent to the model with it, shown only to its owner."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="images")
+    # An edited message keeps its images: the new version's rows share the files (see services/images.py).
+    file = models.FileField(upload_to=message_image_path, max_length=200)
+    name = models.CharField(max_length=200, help_text="The file's name on the user's computer, as they sent it.")
+    content_type = models.CharField(max_length=20, choices=[(kind, kind) for kind in IMAGE_EXTENSIONS])
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    bytes = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.name

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations import version_views, views
+from conversations import image_views, version_views, views
 
 app_name = "conversations"
 urlpatterns = [
@@ -16,6 +16,7 @@ urlpatterns = [
     path("c/<int:pk>/events/", views.chat_events, name="events"),
     path("c/<int:pk>/export/markdown/", views.export_markdown, name="export_markdown"),
     path("c/<int:pk>/export/json/", views.export_json, name="export_json"),
+    path("c/<int:pk>/images/<int:image_pk>/", image_views.image_show, name="image"),
     path("c/<int:pk>/messages/<int:message_pk>/", views.message_detail, name="message_detail"),
     path("c/<int:pk>/messages/<int:message_pk>/stream/", views.reply_stream, name="reply_stream"),
     path("c/<int:pk>/messages/<int:message_pk>/stop/", views.reply_stop, name="reply_stop"),

@@ -25,7 +25,7 @@ from conversations.replies import watcher
 from conversations.replies.fanout import reply_stop_request
 from conversations.replies.runner import reply_runner
 from conversations.services.chat_list import chat_groups
-from conversations.services.chats import conversation_reset, message_send
+from conversations.services.chats import conversation_delete, conversation_reset, message_send
 from conversations.services.context import ReplyPlan
 from conversations.services.export import chat_export_json, chat_export_markdown, export_filename
 from conversations.services.search import chat_search
@@ -153,7 +153,7 @@ class MessagePrepared:
 def _message_prepare(request, pk: int | None) -> MessagePrepared:
     """Everything message_create does with the database, in one sync step."""
     conversation = _own_conversation(request, pk) if pk is not None else None
-    form = MessageForm(request.POST, user=request.user)
+    form = MessageForm(request.POST, request.FILES, user=request.user)
     if not form.is_valid():
         return MessagePrepared(
             conversation, errors=[error for errors in form.errors.values() for error in errors], status=400
@@ -169,6 +169,10 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
             else "This chat's model is no longer available to you. Pick another."
         )
         return MessagePrepared(conversation, errors=[error], status=400)
+    images = form.cleaned_data["images"]
+    if images and not model.accepts_images:
+        error = f"{model.display_name} does not take images. Pick a model that does, or send the text alone."
+        return MessagePrepared(conversation, errors=[error], status=400)
     if conversation and conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
         return MessagePrepared(
             conversation, errors=["Wait for the reply to finish, or press Stop, before sending another."], status=409
@@ -182,6 +186,7 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
         text=form.cleaned_data["text"],
         model=model,
         system_prompt=form.cleaned_data["system_prompt"],
+        images=images,
     )
     return MessagePrepared(reply.conversation, plan, list_changed=list_changed)
 
@@ -250,7 +255,7 @@ def _render_new_chat(request, conversation: Conversation) -> HttpResponse:
 
 def _render_turn(request, conversation: Conversation, *, list_changed: bool) -> HttpResponse:
     """The message just sent and its pending reply, to append to the open chat (and the chat list if it moved)."""
-    latest = conversation.messages.select_related("model").order_by("-created_at", "-id")[:2]
+    latest = conversation.messages.select_related("model").prefetch_related("images").order_by("-created_at", "-id")[:2]
     response = TemplateResponse(
         request, f"{CHAT_TEMPLATE}#turn", {"conversation": conversation, "chat_messages": reversed(latest)}
     )
@@ -360,7 +365,7 @@ def rename(request, pk: int):
 @require_POST
 def delete(request, pk: int):
     conversation = _own_conversation(request, pk)
-    conversation.delete()  # a reply still streaming notices at its next flush and stops
+    conversation_delete(conversation=conversation)  # a reply still streaming notices at its next flush and stops
     if request.htmx and request.htmx.current_url and _open_chat_id(request) != pk:
         return _sidebar(request)  # deleted from the chat list while another page is open: it stays
     if request.htmx:

@@ -80,7 +80,7 @@ def image_size(data: bytes) -> tuple[int, int] | None:
             size = _jpeg_size(data)
         else:
             return None
-    except struct.error:
+    except (struct.error, ValueError):  # cut short: unpacking (or taking apart) too few bytes
         return None
     return size if size and min(size) > 0 else None
 

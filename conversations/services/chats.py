@@ -1,7 +1,8 @@
-"""Sending a message (which reserves its reply's budget), and staff resetting a chat."""
+"""Sending a message (which reserves its reply's budget), deleting a chat, and staff resetting one."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
@@ -16,15 +17,23 @@ from conversations.branches import branch_end
 from conversations.models import ChatModel, Conversation, Message, title_from_text
 from conversations.replies.fanout import chat_reset_announce, reply_stop_request
 from conversations.services.context import SUMMARY_MAX_TOKENS, ReplyPlan, reply_plan
+from conversations.services.images import CheckedImage, image_files_delete_on_commit, images_attach
 
 if TYPE_CHECKING:
     from accounts.models import User
 
 
 def message_send(
-    *, user: User, conversation: Conversation | None, text: str, model: ChatModel, system_prompt: str = ""
+    *,
+    user: User,
+    conversation: Conversation | None,
+    text: str,
+    model: ChatModel,
+    system_prompt: str = "",
+    images: Sequence[CheckedImage] = (),
 ) -> tuple[Message, ReplyPlan | None]:
-    """Store the user's message and a pending reply, and reserve the reply's budget, in one transaction.
+    """Store the user's message (with its images) and a pending reply, and reserve the reply's budget, in one
+    transaction: the reservation counts the images as the model will see them.
 
     A new chat is created for the first message. Returns the reply and what to
     send upstream for it (its metered call reserved); when a limit is reached
@@ -54,6 +63,7 @@ def message_send(
             created_at=now,
             updated_at=now,
         )
+        images_attach(message=question, images=images)
         reply = reply_create(question=question, model=model)
         return reply, reply_reserve(reply=reply)
 
@@ -113,6 +123,13 @@ def reply_reserve(*, reply: Message) -> ReplyPlan | None:
         return None
 
 
+def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete a chat: its messages, and the files of their images once that is committed."""
+    with transaction.atomic():
+        image_files_delete_on_commit(Message.objects.filter(conversation=conversation))
+        conversation.delete()
+
+
 def conversation_reset(*, conversation: Conversation, actor: User) -> int:
     """Staff empty a chat: its messages go, the spending records stay, the reset is audited.
 
@@ -121,6 +138,7 @@ def conversation_reset(*, conversation: Conversation, actor: User) -> int:
     """
     with transaction.atomic():
         live = list(conversation.messages.filter(status__in=Message.LIVE_STATUSES).values_list("pk", flat=True))
+        image_files_delete_on_commit(Message.objects.filter(conversation=conversation))
         removed, _ = Message.objects.filter(conversation=conversation).delete()
         Conversation.objects.filter(pk=conversation.pk).update(summary="", summary_upto=None, updated_at=timezone.now())
         audit_record(

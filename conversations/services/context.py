@@ -10,7 +10,8 @@ from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import UsageRecord, User
 from conversations.branches import branch_ids
-from conversations.models import ChatModel, Conversation, Message
+from conversations.models import ChatModel, Conversation, Message, MessageImage
+from conversations.services.images import content_with_images
 
 SUMMARY_PREFIX = "Summary of the earlier part of this conversation:\n"
 # Longest summary asked for when earlier turns no longer fit the context window.
@@ -76,14 +77,22 @@ def _turns_fitting(turns: list[dict], room: int) -> int:
     return kept
 
 
+def _images_by_message(path: list[int]) -> dict[int, list[MessageImage]]:
+    images = {}
+    for image in MessageImage.objects.filter(message_id__in=path):
+        images.setdefault(image.message_id, []).append(image)
+    return images
+
+
 def reply_plan(*, reply: Message, continuing: bool = False) -> ReplyPlan:
     """What to send upstream for a pending reply: the system prompt, any summary, and as many turns as fit.
 
     Only the branch on screen counts: the messages the reply follows, not
     other versions of them. The newest turns are kept; the model's context
-    window must hold them plus max_tokens. The newest message is always sent,
-    fitting or not: the upstream then says the chat is too long, which the
-    user is told.
+    window must hold them plus max_tokens (their text is counted: an image's
+    share is the upstream's to judge). A user message's images go with it as
+    image parts. The newest message is always sent, fitting or not: the
+    upstream then says the chat is too long, which the user is told.
 
     `continuing`: the reply was cut at its length limit and goes on. The model
     gets its text so far, then a user turn asking it to go on. An assistant
@@ -110,6 +119,7 @@ def reply_plan(*, reply: Message, continuing: bool = False) -> ReplyPlan:
         t["pk"]: t for t in Message.objects.filter(pk__in=path).exclude(content="").values("pk", "role", "content")
     }
     turns = [texts[pk] for pk in path if pk in texts]
+    images = _images_by_message(path)
     if continuing:
         turns.append({"pk": None, "role": "user", "content": CONTINUE_PROMPT})
     room = model.context_window - model.max_output_tokens - context_tokens(head)
@@ -122,7 +132,8 @@ def reply_plan(*, reply: Message, continuing: bool = False) -> ReplyPlan:
         user_id=reply.user_id,
         conversation_id=conversation.pk,
         model=model,
-        messages=head + [{"role": t["role"], "content": t["content"]} for t in fitting],
+        messages=head
+        + [{"role": t["role"], "content": content_with_images(t["content"], images.get(t["pk"], []))} for t in fitting],
         max_tokens=model.max_output_tokens,
         to_summarise=[{"role": t["role"], "content": t["content"]} for t in dropped],
         summary_upto=dropped[-1]["pk"] if dropped else None,

@@ -19,7 +19,7 @@ def export_filename(conversation: Conversation, extension: str) -> str:
 
 
 def _messages(conversation: Conversation) -> list[Message]:
-    return list(conversation.messages.select_related("model"))
+    return list(conversation.messages.select_related("model").prefetch_related("images"))
 
 
 def _time(moment: datetime) -> str:
@@ -59,6 +59,11 @@ def chat_export_json(conversation: Conversation) -> dict:
 
 def _message_json(message: Message) -> dict:
     entry = {"role": message.role, "content": message.content, "created_at": _time(message.created_at)}
+    if images := message.images.all():
+        entry["attachments"] = [
+            {"name": image.name, "content_type": image.content_type, "width": image.width, "height": image.height}
+            for image in images
+        ]
     if message.role == Message.Role.ASSISTANT:
         entry |= {
             "status": message.status,
@@ -92,6 +97,8 @@ def chat_export_markdown(conversation: Conversation) -> str:
     for message in messages:
         if message.role == Message.Role.USER:
             lines += [f"## You · {_shown_time(message.created_at)}", "", message.content, ""]
+            if images := message.images.all():
+                lines += [f"*Attached: {', '.join(image.name for image in images)}*", ""]
             continue
         model = message.model.display_name if message.model else "Assistant"
         lines += [f"## {model} · {_shown_time(message.created_at)}", "", message.content, ""]

@@ -19,6 +19,7 @@ from conversations.llm import UpstreamError, complete, on_request_sent
 from conversations.models import Conversation, title_from_text
 from conversations.replies.fanout import chat_title_announce
 from conversations.services.context import ReplyPlan, side_call
+from conversations.services.images import content_text
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def title_wanted(plan: ReplyPlan) -> bool:
 
 
 def _first_message(plan: ReplyPlan) -> str:
-    return plan.messages[-1]["content"]
+    return content_text(plan.messages[-1]["content"])
 
 
 def title_call(*, plan: ReplyPlan, reply_text: str) -> MeteredCall | None:

@@ -19,6 +19,7 @@ from conversations.branches import leaf_through
 from conversations.models import ChatModel, Conversation, Message
 from conversations.services.chats import reply_call, reply_create, reply_reserve
 from conversations.services.context import ReplyPlan
+from conversations.services.images import images_copy
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -71,7 +72,8 @@ def reply_regenerate(*, reply: Message, user: User) -> tuple[Message, ReplyPlan 
 
 
 def message_edit(*, message: Message, user: User, text: str) -> tuple[Message, ReplyPlan | None]:
-    """A new version of the user's message, with its own reply: a new branch; the old one stays browsable."""
+    """A new version of the user's message (its images kept), with its own reply: a new branch; the old one
+    stays browsable."""
     with transaction.atomic():
         conversation = _idle_chat(message)
         if message.role != Message.Role.USER:
@@ -80,6 +82,7 @@ def message_edit(*, message: Message, user: User, text: str) -> tuple[Message, R
         question = Message.objects.create(
             conversation=conversation, user=message.user, role=Message.Role.USER, content=text, parent=message.parent
         )
+        images_copy(source=message, target=question)
         reply = reply_create(question=question, model=model)
         return reply, reply_reserve(reply=reply)
 
