@@ -1,4 +1,5 @@
-"""GET /v1/models and /v1/models/{id}: the chat models the caller's key may use."""
+"""GET /v1/models: the chat models the caller's key may use; GET /v1/models/{id}: one of those, or of its
+embedding models."""
 
 from django.http import JsonResponse
 
@@ -6,6 +7,7 @@ from conversations.db import db_step
 from conversations.models import ChatModel
 from gateway.auth import api_model, api_models
 from gateway.decorators import api_view
+from gateway.errors import ApiError
 
 
 def _model_object(model_id: str) -> dict:
@@ -22,5 +24,13 @@ async def models_list(request):
 
 @api_view(methods=("GET",))
 async def model_retrieve(request, model_id: str):
-    model: ChatModel = await db_step(api_model, request, model_id)
+    model: ChatModel = await db_step(_chat_or_embedding_model, request, model_id)
     return JsonResponse(_model_object(model.model_id))
+
+
+def _chat_or_embedding_model(request, model_id: str) -> ChatModel:
+    """The list stays chat models (what apps offer in a picker); an app that names its embedding model finds it."""
+    try:
+        return api_model(request, model_id)
+    except ApiError:
+        return api_model(request, model_id, embedding=True)

@@ -72,6 +72,17 @@ async def test_embedding_models_are_not_chat_models_and_chat_models_do_not_embed
     assert upstream.requests == []
 
 
+async def test_an_app_that_names_its_embedding_model_can_retrieve_it(secret, alice):
+    auth = {"Authorization": f"Bearer {secret}"}
+
+    found = await AsyncClient().get(f"/v1/models/{MODEL}", headers=auth)
+    await ChatModel.objects.filter(model_id=MODEL).aupdate(enabled=False)
+    gone = await AsyncClient().get(f"/v1/models/{MODEL}", headers=auth)
+
+    assert (found.status_code, found.json()["id"]) == (200, MODEL)
+    assert (gone.status_code, gone.json()["error"]["code"]) == (404, "model_not_found")
+
+
 async def test_a_used_up_quota_refuses_before_the_provider_hears_of_it(secret, alice, upstream):
     alice.tokens_per_day = 10
     await alice.asave()
