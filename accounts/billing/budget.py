@@ -136,6 +136,17 @@ def _held(amount: str) -> str:
     return f", {amount} of them held for replies still being written" if amount else ""
 
 
+def _tokens_refusal(limit: int, window: str, *, used: int, held: int, prompt_tokens: int, max_tokens: int) -> str:
+    """Why a token window (today, this hour) has no room, in the numbers the user's meter shows."""
+    left = limit - used  # what the meter shows left
+    if left <= held:
+        return f"You have used your {limit:,} tokens for {window}."
+    return (
+        f"{left:,} of your {limit:,} tokens for {window} are left{_held(f'{held:,}' if held else '')}; "
+        f"the chat so far may need up to {prompt_tokens:,} of them and a reply up to {max_tokens:,}."
+    )
+
+
 @dataclass(frozen=True)
 class Grant:
     reservation_id: int
@@ -178,14 +189,10 @@ def budget_reserve(
         if limits.tokens_per_day is not None:
             room = limits.tokens_per_day - tokens_used - tokens_held - prompt_tokens
             if room < min(MIN_REPLY_TOKENS, max_tokens):
-                left = limits.tokens_per_day - tokens_used  # what the user's meter shows left
-                why = (
-                    f"{left:,} of your {limits.tokens_per_day:,} tokens for today are left"
-                    f"{_held(f'{tokens_held:,}' if tokens_held else '')}; "
-                    f"the chat so far may need up to {prompt_tokens:,} of them and a reply up to {max_tokens:,}."
-                    if left > tokens_held
-                    else f"You have used your {limits.tokens_per_day:,} tokens for today."
-                )
+                why = _tokens_refusal(
+                    limits.tokens_per_day, "today", used=tokens_used, held=tokens_held,
+                    prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                )  # fmt: skip
                 raise QuotaExceeded("tokens_per_day", f"{why} {resets_in(day_end(today))}", day_end(today))
             max_tokens = min(max_tokens, room)
         if limits.usd_per_month is not None:
@@ -205,13 +212,14 @@ def budget_reserve(
                 raise QuotaExceeded("usd_per_month", f"{why} {resets_in(month_end(today))}", month_end(today))
             max_tokens = min(max_tokens, room)
         if limits.tokens_per_hour is not None:
-            room = limits.tokens_per_hour - _spent_this_hour(locked.pk, now) - tokens_held - prompt_tokens
+            used_this_hour = _spent_this_hour(locked.pk, now)
+            room = limits.tokens_per_hour - used_this_hour - tokens_held - prompt_tokens
             if room < min(MIN_REPLY_TOKENS, max_tokens):
-                raise QuotaExceeded(
-                    "tokens_per_hour",
-                    f"You have used your {limits.tokens_per_hour:,} tokens for this hour. {resets_in(hour_end(now))}",
-                    hour_end(now),
-                )
+                why = _tokens_refusal(
+                    limits.tokens_per_hour, "this hour", used=used_this_hour, held=tokens_held,
+                    prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                )  # fmt: skip
+                raise QuotaExceeded("tokens_per_hour", f"{why} {resets_in(hour_end(now))}", hour_end(now))
             max_tokens = min(max_tokens, room)
         reservation = Reservation.objects.create(
             user=locked,

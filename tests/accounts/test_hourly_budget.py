@@ -94,6 +94,21 @@ def test_calls_in_flight_are_held_against_the_hour(alice, mini):
     assert Reservation.objects.count() == 1
 
 
+async def test_an_hour_not_used_up_is_refused_in_the_numbers_its_meter_shows(alice_async, alice, upstream, settings):
+    settings.TIME_ZONE = "UTC"
+    await set_limits(alice, tokens_per_hour=2000, tokens_per_day=1_000_000)
+
+    with frozen_at(MORNING):
+        await sync_to_async(spend)(alice, prompt_tokens=1900)
+        response = await alice_async.post("/c/new/messages/", {"text": "One more question"})
+        page = await alice_async.get(response["Location"])
+
+    said = article_of(page.content, await latest_reply()).find(role="alert").text
+    assert said.startswith("100 of your 2,000 tokens for this hour are left; the chat so far may need up to ")
+    assert said.endswith("It resets at 11:00 on 15 June (UTC), in 40 min.")
+    assert upstream.requests == []
+
+
 async def test_the_api_refuses_with_insufficient_quota_naming_the_hour(alice, catalog, upstream, settings):
     settings.TIME_ZONE = "UTC"
     await set_limits(alice, tokens_per_hour=1000)
