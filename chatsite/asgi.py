@@ -1,6 +1,7 @@
 import asyncio
 import os
 
+from asgiref.sync import ThreadSensitiveContext
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -9,6 +10,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
 django_application = get_asgi_application()  # sets Django up: app modules can be imported from here on
 
+from conversations.db import worker_threads  # noqa: E402
 from conversations.replies.runner import reply_runner  # noqa: E402
 
 DISCONNECT = {"type": "http.disconnect"}
@@ -52,6 +54,22 @@ class CancelAsDisconnect:
             raise
 
 
+class SharedWorkerThreads:
+    """Run each request's sync parts on the least busy of the process's worker threads.
+
+    Django's handler gives every request a thread of its own, kept until its
+    response ends: every open stream would hold one. Entered outside Django's,
+    this context is the one its sync_to_async calls use.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        async with ThreadSensitiveContext(executor=worker_threads().least_busy()):
+            return await self.app(scope, receive, send)
+
+
 class ReplyRunnerServing:
     """Start the process's reply runner on its first request, sweeping up after dead processes from then on."""
 
@@ -68,4 +86,4 @@ class ReplyRunnerServing:
 
 # Static files are served by the app itself in the embedded set-up; behind
 # nginx the /static/ prefix never reaches it (see deploy/).
-application = ReplyRunnerServing(CancelAsDisconnect(ASGIStaticFilesHandler(django_application)))
+application = ReplyRunnerServing(SharedWorkerThreads(CancelAsDisconnect(ASGIStaticFilesHandler(django_application))))

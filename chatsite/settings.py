@@ -129,6 +129,14 @@ DATABASES = {
 # is answered 503: while PostgreSQL is down, that is how long a request takes to fail.
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 20, minimum=1)
 DB_POOL_TIMEOUT = env_float("DB_POOL_TIMEOUT", 5.0)
+# Threads per process for sync work: Django's sync middleware and views, and database steps
+# (conversations/db.py). Each holds at most one connection, so no more than the pool has.
+WORKER_THREADS = env_int("WORKER_THREADS", min(8, DB_POOL_MAX_SIZE), minimum=1)
+if WORKER_THREADS > DB_POOL_MAX_SIZE:
+    raise ImproperlyConfigured(
+        f"WORKER_THREADS ({WORKER_THREADS}) must not be more than DB_POOL_MAX_SIZE ({DB_POOL_MAX_SIZE}): "
+        "each worker thread may hold a pooled connection"
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A pool instead of a new connection (about 10 ms with SCRAM) per request. Django
     # hands every connection it takes from the pool back at the end of each request or

@@ -2,23 +2,87 @@
 
 import asyncio
 import contextvars
+import itertools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import ParamSpec, TypeVar
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import AsyncToSync, sync_to_async
+from django.conf import settings
 from django.db import connections
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-async def db_step(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run a sync database step on the process's shared worker thread, not the request's.
+class WorkerThread(ThreadPoolExecutor):
+    """One thread that runs sync work for many requests and steps, one call at a time, counting what it has queued."""
 
-    A request that lasts as long as a stream would otherwise keep its own
-    worker thread, and that thread's database connection, for its whole life.
+    def __init__(self, name: str):
+        super().__init__(max_workers=1, thread_name_prefix=name)
+        # Each count is written by one thread only (the event loop's, the worker's), so neither needs a lock.
+        self.submitted = 0
+        self.finished = 0
+
+    def submit(self, function, /, *args, **kwargs):
+        self.submitted += 1
+        return super().submit(self._counted, function, *args, **kwargs)
+
+    def _counted(self, function, *args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            self.finished += 1
+
+    def queued(self) -> int:
+        return self.submitted - self.finished
+
+
+class WorkerThreads:
+    """The process's few threads for sync work: Django's sync middleware and views, and database steps.
+
+    Django's ASGI handler would give every request a thread of its own until
+    its response ends, so every open stream would hold one (2,000 streams,
+    2,000 threads). Here a request is given the least busy of these threads
+    for its sync parts instead (chatsite.asgi), and a database step takes
+    whichever is least busy when it starts. As each thread holds at most one
+    connection, the process holds at most WORKER_THREADS connections.
     """
-    return await asyncio.create_task(sync_to_async(_step)(function, *args, **kwargs), context=contextvars.Context())
+
+    def __init__(self, count: int):
+        self.workers = [WorkerThread(f"worker-{n}") for n in range(count)]
+        self._turns = itertools.cycle(range(count))
+
+    def least_busy(self) -> WorkerThread:
+        # Start the search at a different thread each time, so that idle threads take turns.
+        start = next(self._turns)
+        order = self.workers[start:] + self.workers[:start]
+        return min(order, key=WorkerThread.queued)
+
+    def connections_close(self) -> None:
+        """Close what each thread holds, waiting for it: before a test database is dropped or the pool closed."""
+        for worker in self.workers:
+            worker.submit(connections.close_all).result()
+
+
+@cache
+def worker_threads() -> WorkerThreads:
+    return WorkerThreads(settings.WORKER_THREADS)
+
+
+async def db_step(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a sync database step on the least busy worker thread, not on the request's.
+
+    A request that lasts as long as a stream would otherwise keep its thread's
+    database connection for its whole life, and steps of many requests would
+    wait for each other on one thread.
+    """
+    if asyncio.get_running_loop() in AsyncToSync.loop_thread_executors:
+        # Async code that sync code (a test) runs with async_to_sync: run on that caller's thread, in its transaction.
+        return await asyncio.create_task(sync_to_async(_step)(function, *args, **kwargs), context=contextvars.Context())
+    worker = worker_threads().least_busy()
+    return await sync_to_async(_step, thread_sensitive=False, executor=worker)(function, *args, **kwargs)
 
 
 async def db_step_to_end(function, *args, on_cancel=None, **kwargs):

@@ -21,7 +21,7 @@ from django.db import connections
 from django.test import AsyncClient, Client
 
 from accounts.models import User
-from conversations.db import db_step
+from conversations.db import db_step, worker_threads
 from conversations.models import ChatModel, Conversation, Message
 from conversations.replies.runner import runner_of_this_loop
 from conversations.services.catalog import catalog_seed
@@ -47,10 +47,11 @@ django_settings.CHAT_TITLES = False
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_worker_thread_connections(django_db_setup, django_db_blocker):
-    """Close the connections sync_to_async opened on its worker thread, so the test database can be dropped."""
+    """Close the connections sync_to_async and db_step opened on their threads, so the test database can be dropped."""
     yield
     with django_db_blocker.unblock():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+        worker_threads().connections_close()
 
 
 def pytest_collection_modifyitems(items):

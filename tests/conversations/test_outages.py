@@ -21,6 +21,7 @@ from psycopg import sql
 
 from accounts.services import api_key_create
 from chatsite.asgi import application
+from conversations.db import worker_threads
 from conversations.models import Message
 from tests.conftest import HTMX
 
@@ -85,6 +86,7 @@ def database_down(db) -> Iterator[None]:
         # Hand back what the test's threads hold, cut by the outage, before the tables are emptied.
         connections.close_all()
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+        worker_threads().connections_close()
         pool["timeout"] = timeout
         connection.close_pool()
 
