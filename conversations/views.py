@@ -24,7 +24,7 @@ from conversations.outages import local_model_down
 from conversations.replies import watcher
 from conversations.replies.fanout import reply_stop_request
 from conversations.replies.runner import reply_runner
-from conversations.services.chat_list import chat_groups
+from conversations.services.chat_list import chat_groups, day_label
 from conversations.services.chats import conversation_delete, conversation_reset, message_send
 from conversations.services.context import ReplyPlan
 from conversations.services.export import chat_export_json, chat_export_markdown, export_filename
@@ -249,17 +249,31 @@ def _with_sidebar(request, response: TemplateResponse) -> HttpResponse:
     return response
 
 
+def _with_chat_on_top(request, response: TemplateResponse) -> HttpResponse:
+    """Add the chat's own list item, out of band, to go to the top of the list: a message was just sent in it.
+
+    Only the item is sent, not the list (chat_list.js puts it in its place):
+    re-rendering every chat with its menu cost more than the rest of the send.
+    """
+    response.render()
+    conversation = response.context_data["conversation"]
+    today = local_today()
+    context = {"item": conversation, "open_chat_id": conversation.pk, "moved_to": day_label(today, today=today)}
+    response.content += TemplateResponse(request, f"{CHAT_TEMPLATE}#chat-on-top", context).render().content
+    return response
+
+
 def _render_new_chat(request, conversation: Conversation) -> HttpResponse:
-    return _with_sidebar(request, _chat_page(request, conversation))
+    return _with_chat_on_top(request, _chat_page(request, conversation))
 
 
 def _render_turn(request, conversation: Conversation, *, list_changed: bool) -> HttpResponse:
-    """The message just sent and its pending reply, to append to the open chat (and the chat list if it moved)."""
+    """The message just sent and its pending reply, to append to the open chat (and move the chat to the list's top)."""
     latest = conversation.messages.select_related("model").prefetch_related("images").order_by("-created_at", "-id")[:2]
     response = TemplateResponse(
         request, f"{CHAT_TEMPLATE}#turn", {"conversation": conversation, "chat_messages": reversed(latest)}
     )
-    return _with_sidebar(request, response) if list_changed else response
+    return _with_chat_on_top(request, response) if list_changed else response
 
 
 def _own_message(request, pk: int, message_pk: int) -> Message:

@@ -115,3 +115,40 @@ document.addEventListener("htmx:afterSwap", (event) => {
 document.addEventListener("htmx:load", (event) => {
   if (event.detail.elt.id === "chat") showTabTitle();
 });
+
+// A message moved its chat to the top of the list: the server sends that chat's item alone (in a
+// list of one, out of band) instead of the whole list. Put it first under its day, where the
+// whole list would have had it, and drop its old place. While the list shows a search, it is left
+// as it is: clearing the search fetches the list afresh.
+function chatToTop(list, item, label) {
+  if (list.querySelector(".search-results")) return;
+  const old = document.getElementById(item.id);
+  const oldGroup = old?.parentElement;
+  old?.remove();
+  if (oldGroup && !oldGroup.children.length) {
+    if (oldGroup.previousElementSibling?.matches("h2.chat-group")) oldGroup.previousElementSibling.remove();
+    oldGroup.remove();
+  }
+  list.querySelector("li.muted")?.parentElement.remove(); // "No chats yet."
+  const first = list.querySelector(":scope > h2.chat-group");
+  let group = first?.textContent === label ? first.nextElementSibling : null;
+  if (!group) {
+    const heading = document.createElement("h2");
+    heading.className = "chat-group";
+    heading.textContent = label;
+    group = document.createElement("ul");
+    list.prepend(heading, group);
+  }
+  group.prepend(item);
+  list.querySelectorAll("a[aria-current]").forEach((link) => {
+    if (!item.contains(link)) link.removeAttribute("aria-current");
+  });
+  htmx.process(item);
+}
+
+document.addEventListener("htmx:oobBeforeSwap", (event) => {
+  const sent = event.detail.fragment.firstElementChild;
+  if (!sent?.dataset.movedTo || event.detail.target.id !== "conversation-list") return;
+  event.detail.shouldSwap = false;
+  chatToTop(event.detail.target, sent.querySelector(".chat-item"), sent.dataset.movedTo);
+});

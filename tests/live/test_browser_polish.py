@@ -75,6 +75,36 @@ def test_chats_are_grouped_by_day_of_last_activity(screen, alice, catalog):
     expect(chats.get_by_role("link")).to_have_text(["Now", "Before", "Last week", "Last month", "Long ago"])
 
 
+def test_a_message_moves_its_chat_to_the_top_of_today(screen, alice, catalog, upstream):
+    now = timezone.now()
+    make_conversation(alice, title="Now", updated_at=now)
+    old = make_conversation(alice, title="Before", updated_at=now - timedelta(days=1))
+    make_conversation(alice, title="Last week", updated_at=now - timedelta(days=4))
+    upstream.script(Reply("Noted."))
+    log_in(screen, alice)
+    screen.goto(f"/c/{old.pk}/")
+
+    send(screen, "One more thing")
+
+    expect(last_reply(screen)).to_contain_text("Noted.")
+    chats = chat_list(screen)
+    expect(chats.get_by_role("heading")).to_have_text(["Today", "Previous 7 days"])  # yesterday's group emptied
+    expect(chats.get_by_role("link")).to_have_text(["Before", "Now", "Last week"])
+    expect(chats.get_by_role("link", name="Before")).to_have_attribute("aria-current", "page")
+    assert chats.inner_html().count("chat-item-") == 3
+    # The moved chat's menu works as it did where it was.
+    item = chats.locator(f"#chat-item-{old.pk}")
+    item.get_by_label("Options for Before").click()
+    item.get_by_role("button", name="Rename").click()
+    item.get_by_role("textbox", name="New name for the chat").fill("Before, renamed")
+    item.get_by_role("textbox", name="New name for the chat").press("Enter")
+    expect(chats.get_by_role("link")).to_have_text(["Before, renamed", "Now", "Last week"])
+    # A reload shows the list the page showed: the server's.
+    screen.reload()
+    expect(chat_list(screen).get_by_role("heading")).to_have_text(["Today", "Previous 7 days"])
+    expect(chat_list(screen).get_by_role("link")).to_have_text(["Before, renamed", "Now", "Last week"])
+
+
 def test_a_chat_is_renamed_in_place_from_the_chat_list(screen, alice, catalog, live_site):
     trip = make_conversation(alice, title="Trip plans")
     make_conversation(alice, title="Other chat", updated_at=timezone.now() - timedelta(minutes=1))
