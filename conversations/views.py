@@ -158,10 +158,11 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
         return MessagePrepared(
             conversation, errors=[error for errors in form.errors.values() for error in errors], status=400
         )
-    model = form.cleaned_data["model"] or (
-        conversation.model if conversation else ChatModel.objects.usable_by(request.user).default()
-    )
-    if model is None or not ChatModel.objects.usable_by(request.user).filter(pk=model.pk).exists():
+    usable = ChatModel.objects.usable_by(request.user)
+    # A model the form chose, or the default, is among the usable ones; a chat's own model may no longer be.
+    chosen = form.cleaned_data["model"]
+    model = chosen or (conversation.model if conversation else usable.default())
+    if model is None or (not chosen and conversation and not usable.filter(pk=model.pk).exists()):
         unserved = model is not None and not ChatModel.objects.served().filter(pk=model.pk).exists()
         error = (
             f"The model provider does not serve {model.display_name} at the moment. Pick another model."

@@ -62,9 +62,7 @@ def api_models(*, user: User, key: ApiKey | None, realtime: bool = False, embedd
     if not realtime and not embedding:  # the upstream's list is checked for chat models, as in the picker
         models = models.served()
     models = models.allowed_to(user)
-    if key is not None and key.allowed_models.exists():
-        models = models.filter(pk__in=key.allowed_models.values("pk"))
-    return models
+    return models if key is None else models.narrowed_to(key.allowed_models)
 
 
 def api_model(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from accounts.models import (
@@ -87,11 +87,9 @@ def _percent(used, limit) -> int | None:
 
 def _spent(user_id: int, today) -> tuple[int, Decimal]:
     """Tokens settled today and dollars settled this month, from the daily rollup."""
-    day = DailyUsage.objects.filter(user_id=user_id, day=today).aggregate(tokens=Sum("tokens"))
-    month = DailyUsage.objects.filter(user_id=user_id, day__gte=month_start(today), day__lte=today).aggregate(
-        cost=Sum("cost")
-    )
-    return day["tokens"] or 0, month["cost"] or Decimal(0)
+    month = DailyUsage.objects.filter(user_id=user_id, day__gte=month_start(today), day__lte=today)
+    spent = month.aggregate(tokens=Sum("tokens", filter=Q(day=today)), cost=Sum("cost"))
+    return spent["tokens"] or 0, spent["cost"] or Decimal(0)
 
 
 def _spent_this_hour(user_id: int, now: datetime) -> int:
