@@ -169,7 +169,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "chatsite.redis_cache.SharedPoolRedisCache", "LOCATION": REDIS_URL}}
     # Pub/sub: a published frame reaches every subscribed process at once and
     # nothing is queued for subscribers that are gone.
     CHANNEL_LAYERS = {

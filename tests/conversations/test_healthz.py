@@ -39,7 +39,7 @@ def test_it_reports_redis_ok_when_redis_is_configured(db, settings):
 def test_it_fails_when_redis_is_unreachable(db, settings, closed_port):
     settings.REDIS_URL = f"redis://127.0.0.1:{closed_port}/0"
     settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": settings.REDIS_URL}
+        "default": {"BACKEND": "chatsite.redis_cache.SharedPoolRedisCache", "LOCATION": settings.REDIS_URL}
     }
 
     response = Client().get("/healthz")

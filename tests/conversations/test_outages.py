@@ -45,7 +45,7 @@ def cache_down(settings, closed_port):
     """The cache and rate limits on a Redis nobody answers; the channels layer stays as the test has it."""
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "chatsite.redis_cache.SharedPoolRedisCache",
             "LOCATION": f"redis://127.0.0.1:{closed_port}/0",
         }
     }

@@ -1,0 +1,26 @@
+"""Django's Redis cache, with one Redis client (and so one connection pool) per process."""
+
+from django.core.cache.backends.redis import RedisCache
+from django.utils.functional import cached_property
+
+# The client of each (servers, options), shared by every request of the process.
+_clients: dict[str, object] = {}
+
+
+class SharedPoolRedisCache(RedisCache):
+    """Django's RedisCache, but every request uses the process's one client.
+
+    Django makes its cache objects per async context, so each request had a
+    client of its own, with a pool of its own: every request opened a new
+    connection to Redis (a TCP handshake and redis-py's CLIENT SETINFO, which
+    reads the package's metadata from disk) and left it to the garbage
+    collector. redis-py's pool is thread-safe and replaces a connection that
+    a Redis restart broke, so one per process serves all its requests.
+    """
+
+    @cached_property
+    def _cache(self):
+        key = repr((self._servers, sorted(self._options.items())))
+        if key not in _clients:
+            _clients[key] = self._class(self._servers, **self._options)
+        return _clients[key]
