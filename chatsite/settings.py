@@ -90,11 +90,13 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "gateway.middleware.api_middleware",
     "conversations.outages.OutageMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's own with their hooks run on the event loop, not each in a thread hop (see the module).
+    # Security, CSRF and X-Frame-Options stay Django's: `check --deploy` looks for them by these names.
+    "chatsite.loop_middleware.LoopSessionMiddleware",
+    "chatsite.loop_middleware.LoopCommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "chatsite.loop_middleware.LoopAuthenticationMiddleware",
+    "chatsite.loop_middleware.LoopMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
