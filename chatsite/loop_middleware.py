@@ -2,19 +2,17 @@
 
 Django's MiddlewareMixin runs each process_request and process_response of
 an async request through sync_to_async: a hop to a worker thread and back,
-each costing about 150 µs of CPU, although none of these hooks waits on
-anything except where a session is saved or messages are stored (which may
-read the session from the database). Those cases still go to the request's
-worker thread. (Security, CSRF and X-Frame-Options are left as Django's:
-its deploy checks look for those classes by name, and skip the checks that
+each costing about 150 µs of CPU, although these hooks wait on
+nothing, except where messages are stored (which may read the session from
+the database): that case still goes to the request's worker thread.
+(Security, sessions, CSRF and X-Frame-Options are left as Django's: its
+deploy checks look for those classes by name, and skip the checks that
 depend on them when they are not there.)
 """
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
-from django.contrib.sessions.middleware import SessionMiddleware
 from django.middleware.common import CommonMiddleware
 
 
@@ -32,12 +30,6 @@ class OnTheLoop:
         if self.response_needs_thread(request, response):
             return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
         return self.process_response(request, response)
-
-
-class LoopSessionMiddleware(OnTheLoop, SessionMiddleware):
-    def response_needs_thread(self, request, response) -> bool:
-        session = getattr(request, "session", None)
-        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)  # it is saved
 
 
 class LoopCommonMiddleware(OnTheLoop, CommonMiddleware):

@@ -91,8 +91,8 @@ MIDDLEWARE = [
     "gateway.middleware.api_middleware",
     "conversations.outages.OutageMiddleware",
     # Django's own with their hooks run on the event loop, not each in a thread hop (see the module).
-    # Security, CSRF and X-Frame-Options stay Django's: `check --deploy` looks for them by these names.
-    "chatsite.loop_middleware.LoopSessionMiddleware",
+    # Security, sessions, CSRF and X-Frame-Options stay Django's: `check --deploy` looks for them by name.
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "chatsite.loop_middleware.LoopCommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "chatsite.loop_middleware.LoopAuthenticationMiddleware",
