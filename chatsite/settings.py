@@ -147,6 +147,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # never used.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"]["OPTIONS"] = {
+        # Parameters go to PostgreSQL apart from the query, not quoted into it by psycopg (a
+        # measurable part of each query's CPU here), and the pool's connections keep the
+        # statements psycopg prepares for queries they run often.
+        "server_side_binding": True,
         "pool": {
             "min_size": 1,
             "max_size": DB_POOL_MAX_SIZE,
@@ -156,7 +160,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             # starts afresh. Short, so that after an outage the site is back within a
             # second of PostgreSQL, not after a backoff grown as long as the outage.
             "reconnect_timeout": 1.0,
-        }
+        },
     }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
