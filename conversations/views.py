@@ -2,7 +2,6 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -17,7 +16,7 @@ from accounts.billing.budget import usage_summary
 from accounts.models import local_today
 from accounts.ratelimits import refusing_window, too_many
 from conversations.branches import branch_messages
-from conversations.db import connections_release, db_step, db_step_to_end
+from conversations.db import db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
 from conversations.outages import local_model_down
@@ -193,11 +192,13 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
 
 
 async def _user_loaded(request) -> None:
-    """Load the request's user (sessions are in the database), then give the request's own thread its
-    connection back: the view's database work runs on the shared worker (db_step), and a request that waits
-    for that worker, or streams for minutes, must not hold a pooled connection meanwhile."""
-    await request.auser()
-    await sync_to_async(connections_release)()
+    """Load the request's user once (sessions are in the database).
+
+    Django caches `auser()` (which login_required awaits) apart from the lazy
+    `request.user`, which the view's database step reads on a worker thread:
+    without this, that step would load the user a second time.
+    """
+    request.user = await request.auser()
 
 
 def _message_create_step(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | None]:
