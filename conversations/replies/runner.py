@@ -244,8 +244,8 @@ class ReplyRunner:
         """
         generation = ReplyGeneration(plan)
         self.generations[plan.reply_id] = generation
-        # A fresh context: the task outlives the request, so its database work must not run on the
-        # request's worker thread (whose connection nobody would close) but on the process's shared one.
+        # A fresh context: the task outlives the request, whose context names the thread its sync parts run
+        # on (chatsite.asgi); asgiref refuses sync calls made in that context once the request has ended.
         generation.task = asyncio.create_task(
             generation.run(), name=f"reply-{plan.reply_id}", context=contextvars.Context()
         )
