@@ -265,7 +265,9 @@ def budget_settle(
     prices = prices or model.prices()
     now = timezone.now()
     today = local_today(now)
-    with transaction.atomic():
+    # Callers settle inside a transaction of their own (with the reply's record, say), and none
+    # carries on after an error in here: a savepoint would only cost two more round trips.
+    with transaction.atomic(savepoint=False):
         User.objects.select_for_update().filter(pk=user_id).first()
         if reservation_id is not None:
             Reservation.objects.filter(pk=reservation_id).delete()
