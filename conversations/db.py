@@ -46,8 +46,12 @@ class WorkerThreads:
     its response ends, so every open stream would hold one (2,000 streams,
     2,000 threads). Here a request is given the least busy of these threads
     for its sync parts instead (chatsite.asgi), and a database step takes
-    whichever is least busy when it starts. As each thread holds at most one
-    connection, the process holds at most WORKER_THREADS connections.
+    whichever is least busy when it starts. Each thread holds at most one
+    connection, so the connections do not grow with the requests in flight.
+
+    Sync code running on these threads must not wait (async_to_sync) for
+    async code that waits for a database step: the step may be queued on
+    the very thread that waits.
     """
 
     def __init__(self, count: int):
