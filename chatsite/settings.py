@@ -90,8 +90,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "gateway.middleware.api_middleware",
     "conversations.outages.OutageMiddleware",
-    # Django's own with their hooks run on the event loop, not each in a thread hop (see the module).
-    # Security, sessions, CSRF and X-Frame-Options stay Django's: `check --deploy` looks for them by name.
+    # The Loop* ones are Django's with their hooks run on the event loop, not each in a thread hop (see
+    # the module). Security, sessions, CSRF and X-Frame-Options stay Django's: `check --deploy` finds
+    # them by these names.
     "django.contrib.sessions.middleware.SessionMiddleware",
     "chatsite.loop_middleware.LoopCommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -242,13 +242,19 @@ async def _reply_start_after_cancel(result: tuple[HttpResponse, ReplyPlan | None
         reply_runner().start(plan)
 
 
-def _with_sidebar(request, response: TemplateResponse) -> HttpResponse:
-    """Add the chat list, swapped out of band, so a new or renamed chat shows in it at once."""
+def _with_out_of_band(request, response: TemplateResponse, partial: str, context: dict) -> HttpResponse:
+    """The response rendered, followed by a partial of the chat page that htmx swaps in out of band."""
     response.render()
-    conversation = response.context_data["conversation"]
-    context = {**_sidebar_context(request, conversation.pk), "sidebar_oob": True}
-    response.content += TemplateResponse(request, f"{CHAT_TEMPLATE}#sidebar", context).render().content
+    response.content += TemplateResponse(request, f"{CHAT_TEMPLATE}#{partial}", context).render().content
     return response
+
+
+def _with_sidebar(request, response: TemplateResponse) -> HttpResponse:
+    """Add the chat list, swapped out of band, so a renamed chat shows in it at once."""
+    conversation = response.context_data["conversation"]
+    return _with_out_of_band(
+        request, response, "sidebar", {**_sidebar_context(request, conversation.pk), "sidebar_oob": True}
+    )
 
 
 def _with_chat_on_top(request, response: TemplateResponse) -> HttpResponse:
@@ -257,12 +263,10 @@ def _with_chat_on_top(request, response: TemplateResponse) -> HttpResponse:
     Only the item is sent, not the list (chat_list.js puts it in its place):
     re-rendering every chat with its menu cost more than the rest of the send.
     """
-    response.render()
     conversation = response.context_data["conversation"]
     today = local_today()
     context = {"item": conversation, "open_chat_id": conversation.pk, "moved_to": day_label(today, today=today)}
-    response.content += TemplateResponse(request, f"{CHAT_TEMPLATE}#chat-on-top", context).render().content
-    return response
+    return _with_out_of_band(request, response, "chat-on-top", context)
 
 
 def _render_new_chat(request, conversation: Conversation) -> HttpResponse:
@@ -295,11 +299,10 @@ def message_detail(request, pk: int, message_pk: int):
         return redirect(f"{message.conversation.get_absolute_url()}#message-{message.pk}")
     response = TemplateResponse(
         request, f"{CHAT_TEMPLATE}#message", {"message": message, "conversation": message.conversation}
-    ).render()
+    )
     # A finished reply changed the user's usage: refresh the meter beside the chat list too.
     meter = {"usage": usage_summary(user=request.user), "usage_oob": True}
-    response.content += TemplateResponse(request, f"{CHAT_TEMPLATE}#usage-link", meter).render().content
-    return response
+    return _with_out_of_band(request, response, "usage-link", meter)
 
 
 def _sse_response(events) -> StreamingHttpResponse:
