@@ -4,6 +4,9 @@ A reservation locks the user's row: parallel calls of one user are checked one
 after the other, and none can spend what another holds. Settling writes the
 ledger row and the daily rollup in the same transaction as it drops the
 reservation. Callers go through MeteredCall (metered.py), not these steps.
+
+Both steps run on every upstream call, so their statements are written out in
+ledger_sql.py rather than built by the ORM.
 """
 
 from __future__ import annotations
@@ -16,20 +19,25 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, Sum
 from django.utils import timezone
 
+from accounts.billing.ledger_sql import (
+    LedgerFigures,
+    ledger_figures,
+    locked_limits,
+    reservation_drop,
+    rollup_add,
+    row_insert,
+)
 from accounts.models import (
-    DailyUsage,
+    Limits,
     Reservation,
     UsageRecord,
     User,
     day_end,
     hour_end,
-    hour_start,
     local_today,
     month_end,
-    month_start,
 )
 
 if TYPE_CHECKING:
@@ -85,33 +93,19 @@ def _percent(used, limit) -> int | None:
     return min(int(used * 100 / limit), 100)
 
 
-def _spent(user_id: int, today) -> tuple[int, Decimal]:
-    """Tokens settled today and dollars settled this month, from the daily rollup."""
-    month = DailyUsage.objects.filter(user_id=user_id, day__gte=month_start(today), day__lte=today)
-    spent = month.aggregate(tokens=Sum("tokens", filter=Q(day=today)), cost=Sum("cost"))
-    return spent["tokens"] or 0, spent["cost"] or Decimal(0)
-
-
-def _spent_this_hour(user_id: int, now: datetime) -> int:
-    """Tokens settled in the current clock hour, from the ledger (the rollup is per day)."""
-    rows = UsageRecord.objects.filter(user_id=user_id, day=local_today(now), created_at__gte=hour_start(now))
-    return rows.aggregate(tokens=Sum(F("prompt_tokens") + F("completion_tokens")))["tokens"] or 0
-
-
 def usage_summary(*, user: User) -> UsageSummary:
     now = timezone.now()
     today = local_today(now)
-    tokens, cost = _spent(user.pk, today)
     limits = user.limits()
+    figures = ledger_figures(user.pk, now, hourly=limits.tokens_per_hour is not None)
     return UsageSummary(
-        tokens_today=tokens,
-        usd_this_month=cost,
+        tokens_today=figures.tokens_today,
+        usd_this_month=figures.usd_this_month,
         tokens_per_day=limits.tokens_per_day,
         usd_per_month=limits.usd_per_month,
         day_resets_at=day_end(today),
         month_resets_at=month_end(today),
-        # The hour's figure costs a query of its own: only made when an hourly limit is in force.
-        tokens_this_hour=_spent_this_hour(user.pk, now) if limits.tokens_per_hour is not None else 0,
+        tokens_this_hour=figures.tokens_this_hour,
         tokens_per_hour=limits.tokens_per_hour,
         hour_resets_at=hour_end(now),
     )
@@ -173,73 +167,92 @@ def budget_reserve(
     prices = prices or model.prices()
     now = timezone.now()
     today = local_today(now)
-    with transaction.atomic():
-        locked = User.objects.select_for_update().get(pk=user.pk)
-        limits = locked.limits()
-        if limits.max_tokens_per_request is not None:
-            max_tokens = min(max_tokens, limits.max_tokens_per_request)
-        Reservation.objects.filter(user=locked, expires_at__lte=now).delete()
-        # Every live reservation counts, whenever it was made: a call in flight at midnight
-        # is settled into the new day (or month), so it must be held against it too.
-        held = Reservation.objects.filter(user=locked).aggregate(tokens=Sum("tokens"), cost=Sum("cost"))
-        tokens_held, cost_held = held["tokens"] or 0, held["cost"] or 0
-        tokens_used, cost_used = _spent(locked.pk, today)
-        if limits.tokens_per_day is not None:
-            room = limits.tokens_per_day - tokens_used - tokens_held - prompt_tokens
-            if room < min(MIN_REPLY_TOKENS, max_tokens):
-                why = _tokens_refusal(
-                    limits.tokens_per_day, "today", used=tokens_used, held=tokens_held,
-                    prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-                )  # fmt: skip
-                raise QuotaExceeded("tokens_per_day", f"{why} {resets_in(day_end(today))}", day_end(today))
-            max_tokens = min(max_tokens, room)
-        if limits.usd_per_month is not None:
-            room_usd = limits.usd_per_month - cost_used - cost_held - prices.cost(prompt_tokens=prompt_tokens)
-            per_token = prices.output / 1_000_000
-            room = int(room_usd / per_token) if per_token else max_tokens
-            if room_usd < 0 or room < min(MIN_REPLY_TOKENS, max_tokens):
-                left = limits.usd_per_month - cost_used  # what the user's meter shows left
-                worst = prices.cost(prompt_tokens=prompt_tokens, completion_tokens=max_tokens)
-                why = (
-                    f"${left:,.4f} of your ${limits.usd_per_month:,.2f} for this month is left"
-                    f"{_held(f'${cost_held:,.4f}' if cost_held else '')}; "
-                    f"this message and its reply may cost up to ${worst:,.4f}."
-                    if left > cost_held
-                    else f"You have used your ${limits.usd_per_month:,.2f} for this month."
-                )
-                raise QuotaExceeded("usd_per_month", f"{why} {resets_in(month_end(today))}", month_end(today))
-            max_tokens = min(max_tokens, room)
-        if limits.tokens_per_hour is not None:
-            used_this_hour = _spent_this_hour(locked.pk, now)
-            room = limits.tokens_per_hour - used_this_hour - tokens_held - prompt_tokens
-            if room < min(MIN_REPLY_TOKENS, max_tokens):
-                why = _tokens_refusal(
-                    limits.tokens_per_hour, "this hour", used=used_this_hour, held=tokens_held,
-                    prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-                )  # fmt: skip
-                raise QuotaExceeded("tokens_per_hour", f"{why} {resets_in(hour_end(now))}", hour_end(now))
-            max_tokens = min(max_tokens, room)
-        reservation = Reservation.objects.create(
-            user=locked,
-            message=message,
-            call_id=call_id,
-            kind=kind,
-            model=model,
-            api_key=api_key,
-            owner=owner,
-            prompt_tokens=prompt_tokens,
-            # Without an estimate, the bound is what a swept call is billed.
-            prompt_estimate=prompt_tokens if prompt_estimate is None else prompt_estimate,
-            tokens=prompt_tokens + max_tokens,
-            cost=prices.cost(prompt_tokens=prompt_tokens, completion_tokens=max_tokens),
-            input_price=prices.input,
-            output_price=prices.output,
-            cached_input_price=prices.cached_input,
-            day=today,
-            created_at=now,
-            expires_at=now + timedelta(seconds=settings.RESERVATION_TTL),
-        )
+    # No savepoint inside a caller's transaction (two round trips): a refusal is raised after the
+    # block, which wrote nothing, and the caller goes on to store it (a web reply says it).
+    with transaction.atomic(savepoint=False):
+        limits = locked_limits(user.pk)
+        figures = ledger_figures(user.pk, now, hourly=limits.tokens_per_hour is not None)
+        try:
+            max_tokens = _max_tokens_that_fit(limits, figures, prices, now, prompt_tokens, max_tokens)
+        except QuotaExceeded as exceeded:
+            refusal = exceeded
+        else:
+            refusal = None
+            reservation = Reservation(
+                user_id=user.pk,
+                message=message,
+                call_id=call_id,
+                kind=kind,
+                model=model,
+                api_key=api_key,
+                owner=owner,
+                prompt_tokens=prompt_tokens,
+                # Without an estimate, the bound is what a swept call is billed.
+                prompt_estimate=prompt_tokens if prompt_estimate is None else prompt_estimate,
+                tokens=prompt_tokens + max_tokens,
+                cost=prices.cost(prompt_tokens=prompt_tokens, completion_tokens=max_tokens),
+                input_price=prices.input,
+                output_price=prices.output,
+                cached_input_price=prices.cached_input,
+                day=today,
+                created_at=now,
+                expires_at=now + timedelta(seconds=settings.RESERVATION_TTL),
+            )
+            row_insert(reservation)
+    if refusal is not None:
+        raise refusal
     return Grant(reservation_id=reservation.pk, max_tokens=max_tokens)
+
+
+def _max_tokens_that_fit(
+    limits: Limits, figures: LedgerFigures, prices: Prices, now: datetime, prompt_tokens: int, max_tokens: int
+) -> int:
+    """The most of `max_tokens` that the call may still use within every limit; QuotaExceeded below MIN_REPLY_TOKENS.
+
+    Every live reservation counts, whenever it was made: a call in flight at
+    midnight is settled into the new day (or month), so it is held against it too.
+    """
+    today = local_today(now)
+    tokens_held, cost_held = figures.tokens_held, figures.usd_held
+    tokens_used, cost_used = figures.tokens_today, figures.usd_this_month
+    if limits.max_tokens_per_request is not None:
+        max_tokens = min(max_tokens, limits.max_tokens_per_request)
+    if limits.tokens_per_day is not None:
+        room = limits.tokens_per_day - tokens_used - tokens_held - prompt_tokens
+        if room < min(MIN_REPLY_TOKENS, max_tokens):
+            why = _tokens_refusal(
+                limits.tokens_per_day, "today", used=tokens_used, held=tokens_held,
+                prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+            )  # fmt: skip
+            raise QuotaExceeded("tokens_per_day", f"{why} {resets_in(day_end(today))}", day_end(today))
+        max_tokens = min(max_tokens, room)
+    if limits.usd_per_month is not None:
+        room_usd = limits.usd_per_month - cost_used - cost_held - prices.cost(prompt_tokens=prompt_tokens)
+        per_token = prices.output / 1_000_000
+        room = int(room_usd / per_token) if per_token else max_tokens
+        if room_usd < 0 or room < min(MIN_REPLY_TOKENS, max_tokens):
+            left = limits.usd_per_month - cost_used  # what the user's meter shows left
+            worst = prices.cost(prompt_tokens=prompt_tokens, completion_tokens=max_tokens)
+            why = (
+                f"${left:,.4f} of your ${limits.usd_per_month:,.2f} for this month is left"
+                f"{_held(f'${cost_held:,.4f}' if cost_held else '')}; "
+                f"this message and its reply may cost up to ${worst:,.4f}."
+                if left > cost_held
+                else f"You have used your ${limits.usd_per_month:,.2f} for this month."
+            )
+            raise QuotaExceeded("usd_per_month", f"{why} {resets_in(month_end(today))}", month_end(today))
+        max_tokens = min(max_tokens, room)
+    if limits.tokens_per_hour is not None:
+        used_this_hour = figures.tokens_this_hour
+        room = limits.tokens_per_hour - used_this_hour - tokens_held - prompt_tokens
+        if room < min(MIN_REPLY_TOKENS, max_tokens):
+            why = _tokens_refusal(
+                limits.tokens_per_hour, "this hour", used=used_this_hour, held=tokens_held,
+                prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+            )  # fmt: skip
+            raise QuotaExceeded("tokens_per_hour", f"{why} {resets_in(hour_end(now))}", hour_end(now))
+        max_tokens = min(max_tokens, room)
+    return max_tokens
 
 
 def budget_settle(
@@ -267,18 +280,17 @@ def budget_settle(
     today = local_today(now)
     # Callers settle inside a transaction of their own (with the reply's record, say), and none
     # carries on after an error in here: a savepoint would only cost two more round trips.
+    # No lock on the user: a reservation reads what is held and what is spent in one statement,
+    # so this transaction's commit moves the call from one to the other as far as it can see.
     with transaction.atomic(savepoint=False):
-        User.objects.select_for_update().filter(pk=user_id).first()
         if reservation_id is not None:
-            Reservation.objects.filter(pk=reservation_id).delete()
+            reservation_drop(reservation_id)
         if not prompt_tokens and not completion_tokens:
-            return None
-        if call_id is not None and UsageRecord.objects.filter(call_id=call_id).exists():
             return None
         cost = prices.cost(
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
         )
-        record = UsageRecord.objects.create(
+        record = UsageRecord(
             user_id=user_id,
             kind=kind,
             model=model,
@@ -293,10 +305,8 @@ def budget_settle(
             day=today,
             created_at=now,
         )
-        tokens = prompt_tokens + completion_tokens
-        updated = DailyUsage.objects.filter(user_id=user_id, model=model, day=today).update(
-            calls=F("calls") + 1, tokens=F("tokens") + tokens, cost=F("cost") + cost
-        )
-        if not updated:
-            DailyUsage.objects.create(user_id=user_id, model=model, day=today, calls=1, tokens=tokens, cost=cost)
+        # The ledger takes one row per call id: a call the sweep settled meanwhile is not billed twice.
+        if not row_insert(record, unique="call_id"):
+            return None
+        rollup_add(user_id=user_id, model_id=model.pk, day=today, tokens=prompt_tokens + completion_tokens, cost=cost)
     return record

@@ -45,7 +45,7 @@ def reservation_settle(reservation: Reservation, *, prompt_tokens: int, completi
 
 
 def orphan_calls_settle(*, spare: str = "") -> int:
-    """Settle the calls of dead processes that belong to no reply; returns how many."""
+    """Settle the calls of dead processes that belong to no reply (returns how many); drop expired reservations."""
     orphans = (
         reservations_of_dead_processes(spare=spare).filter(message__isnull=True).select_related("model", "api_key")
     )
@@ -59,4 +59,7 @@ def orphan_calls_settle(*, spare: str = "") -> int:
     ServerProcess.objects.filter(seen_at__lt=timezone.now() - timedelta(seconds=settings.STREAM_STALE_AFTER)).exclude(
         name=spare
     ).delete()
+    # Past RESERVATION_TTL a reservation holds nothing (see ledger_sql.FIGURES), so it goes: a call of a
+    # live process that still runs bills its usage all the same when it ends, with nothing left to drop.
+    Reservation.objects.filter(expires_at__lte=timezone.now()).delete()
     return settled
