@@ -375,6 +375,40 @@ def test_a_reservation_left_by_a_dead_process_stops_counting_after_the_ttl(setti
     assert grant.max_tokens == 900
 
 
+def test_an_expired_reservation_is_dropped_by_the_sweep_and_its_call_still_bills_what_it_used(settings, alice, mini):
+    settings.RESERVATION_TTL = 600
+    start = timezone.now()
+    with frozen_at(start):
+        slow = budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=900)
+        live = budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=900)
+
+    with frozen_at(start + timedelta(seconds=599)):
+        call_command("sweep")
+    assert Reservation.objects.filter(user=alice).count() == 2
+    with frozen_at(start + timedelta(seconds=600)):
+        call_command("sweep")
+        budget_settle(
+            reservation_id=live.reservation_id,
+            user_id=alice.pk,
+            model=mini,
+            kind=UsageRecord.Kind.API,
+            prompt_tokens=90,
+            completion_tokens=10,
+        )
+    assert not Reservation.objects.filter(user=alice).exists()
+    # The call whose reservation expired ends after all: what it used is billed.
+    budget_settle(
+        reservation_id=slow.reservation_id,
+        user_id=alice.pk,
+        model=mini,
+        kind=UsageRecord.Kind.API,
+        prompt_tokens=80,
+        completion_tokens=700,
+    )
+    assert usage_summary(user=alice).tokens_today == 90 + 10 + 80 + 700
+    assert_books_balance(alice)
+
+
 def test_a_reply_whose_process_died_is_settled_with_estimated_usage_when_marked_interrupted(
     settings, alice, alice_client, mini
 ):
@@ -401,21 +435,16 @@ def test_a_reply_whose_process_died_is_settled_with_estimated_usage_when_marked_
 def test_a_reply_whose_process_died_is_billed_its_prompt_even_after_its_reservation_expired(
     settings, alice, alice_client, mini
 ):
-    settings.RESERVATION_TTL = 600
-    settings.STREAM_STALE_AFTER = 30
-    reply = dead_reply(alice, mini, prompt_tokens=120, max_tokens=880)
+    settings.RESERVATION_TTL = 60
+    settings.STREAM_STALE_AFTER = 120
+    start = timezone.now()
+    with frozen_at(start):
+        reply = dead_reply(alice, mini, prompt_tokens=120, max_tokens=880)
 
-    with frozen_at(timezone.now() + timedelta(seconds=601)):
-        # Any later call of Alice's clears her expired reservations.
-        other = budget_reserve(user=alice, model=mini, prompt_tokens=10, max_tokens=100)
-        budget_settle(
-            reservation_id=other.reservation_id,
-            user_id=alice.pk,
-            model=mini,
-            kind=UsageRecord.Kind.REPLY,
-            prompt_tokens=10,
-            completion_tokens=100,
-        )
+    with frozen_at(start + timedelta(seconds=61)):
+        call_command("sweep")  # the reservation has expired and goes; the reply is not stale yet
+    assert not Reservation.objects.filter(message=reply).exists()
+    with frozen_at(start + timedelta(seconds=121)):
         call_command("sweep")
 
     reply.refresh_from_db()
