@@ -10,10 +10,14 @@ deploy checks look for those classes by name, and skip the checks that
 depend on them when they are not there.)
 """
 
+from functools import partial
+
 from asgiref.sync import sync_to_async
-from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.auth.middleware import AuthenticationMiddleware, get_user
 from django.contrib.messages.middleware import MessageMiddleware
 from django.middleware.common import CommonMiddleware
+
+from conversations.db import db_step
 
 
 class OnTheLoop:
@@ -37,7 +41,21 @@ class LoopCommonMiddleware(OnTheLoop, CommonMiddleware):
 
 
 class LoopAuthenticationMiddleware(OnTheLoop, AuthenticationMiddleware):
-    pass  # the user is loaded lazily, by the view
+    """The user is loaded lazily, by the view; from async code in one database step, session and user together.
+
+    Django's own `auser()` goes to a worker thread and back twice, once for
+    the session and once for the user.
+    """
+
+    def process_request(self, request):
+        super().process_request(request)
+        request.auser = partial(_user_in_one_step, request)
+
+
+async def _user_in_one_step(request):
+    if not hasattr(request, "_acached_user"):
+        request._acached_user = await db_step(get_user, request)  # get_user caches it for request.user too
+    return request._acached_user
 
 
 class LoopMessageMiddleware(OnTheLoop, MessageMiddleware):

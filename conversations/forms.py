@@ -58,9 +58,10 @@ class MessageForm(forms.Form):
     # Only read when the message starts a new chat.
     system_prompt = forms.CharField(required=False, widget=forms.Textarea)
 
-    def __init__(self, *args, user, **kwargs):
+    def __init__(self, *args, models, **kwargs):
+        """`models`: those the user may pick (ChatModel.objects.usable_by), built by a caller that uses them too."""
         super().__init__(*args, **kwargs)
-        self.fields["model"].queryset = ChatModel.objects.usable_by(user)
+        self.fields["model"].queryset = models
 
     def clean_system_prompt(self) -> str:
         return clean_system_prompt(self.cleaned_data["system_prompt"])

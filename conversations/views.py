@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -145,6 +146,8 @@ class MessagePrepared:
     plan: ReplyPlan | None = None
     errors: list[str] = field(default_factory=list)
     status: int = 200
+    # The message sent and its reply, as stored.
+    turn: list[Message] = field(default_factory=list)
     # Whether the chat list must show the chat at its top now (it was not there yet).
     list_changed: bool = True
 
@@ -152,12 +155,12 @@ class MessagePrepared:
 def _message_prepare(request, pk: int | None) -> MessagePrepared:
     """Everything message_create does with the database, in one sync step."""
     conversation = _own_conversation(request, pk) if pk is not None else None
-    form = MessageForm(request.POST, request.FILES, user=request.user)
+    usable = ChatModel.objects.usable_by(request.user)
+    form = MessageForm(request.POST, request.FILES, models=usable)
     if not form.is_valid():
         return MessagePrepared(
             conversation, errors=[error for errors in form.errors.values() for error in errors], status=400
         )
-    usable = ChatModel.objects.usable_by(request.user)
     # A model the form chose, or the default, is among the usable ones; a chat's own model may no longer be.
     chosen = form.cleaned_data["model"]
     model = chosen or (conversation.model if conversation else usable.default())
@@ -188,7 +191,7 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
         system_prompt=form.cleaned_data["system_prompt"],
         images=images,
     )
-    return MessagePrepared(reply.conversation, plan, list_changed=list_changed)
+    return MessagePrepared(reply.conversation, plan, turn=[reply.parent, reply], list_changed=list_changed)
 
 
 async def _user_loaded(request) -> None:
@@ -218,7 +221,7 @@ def _message_create_step(request, pk: int | None) -> tuple[HttpResponse, ReplyPl
         response["HX-Retarget"] = "#chat"
         response["HX-Reswap"] = "outerHTML"
         return response, prepared.plan
-    return _render_turn(request, conversation, list_changed=prepared.list_changed), prepared.plan
+    return _render_turn(request, conversation, prepared.turn, list_changed=prepared.list_changed), prepared.plan
 
 
 @login_required
@@ -273,12 +276,13 @@ def _render_new_chat(request, conversation: Conversation) -> HttpResponse:
     return _with_chat_on_top(request, _chat_page(request, conversation))
 
 
-def _render_turn(request, conversation: Conversation, *, list_changed: bool) -> HttpResponse:
-    """The message just sent and its pending reply, to append to the open chat (and move the chat to the list's top)."""
-    latest = conversation.messages.select_related("model").prefetch_related("images").order_by("-created_at", "-id")[:2]
-    response = TemplateResponse(
-        request, f"{CHAT_TEMPLATE}#turn", {"conversation": conversation, "chat_messages": reversed(latest)}
-    )
+def _render_turn(request, conversation: Conversation, turn: list[Message], *, list_changed: bool) -> HttpResponse:
+    """The message just sent and its pending reply, to append to the open chat (and move the chat to the list's top).
+
+    They are rendered as the step stored them, not read back; only the question's images are.
+    """
+    prefetch_related_objects(turn, "images")
+    response = TemplateResponse(request, f"{CHAT_TEMPLATE}#turn", {"conversation": conversation, "chat_messages": turn})
     return _with_chat_on_top(request, response) if list_changed else response
 
 
