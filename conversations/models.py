@@ -6,7 +6,8 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector
 from django.db import models
-from django.db.models import Exists, Q
+from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.urls import reverse
 from django.utils import timezone
 
@@ -39,10 +40,17 @@ class ChatModelQuerySet(models.QuerySet):
         """These models, or only those of a many-to-many list (a user's or a key's allowed models) when it has any.
 
         One query either way: whether the list is empty is asked inside it, not
-        in a round trip of its own before it.
+        in a round trip of its own before it. The two subqueries are written
+        out: built by the ORM they cost about 0.5 ms of CPU each, on every /v1
+        call and message. They refer only to the list's own table, so the query
+        may be nested in another under any alias.
         """
-        rows = chosen.through.objects.filter(**{chosen.source_field_name: chosen.instance})
-        return self.filter(Q(pk__in=rows.values(chosen.target_field_name)) | ~Exists(rows))
+        through = chosen.through._meta
+        owner = through.get_field(chosen.source_field_name).column
+        target = through.get_field(chosen.target_field_name).column
+        listed = f"SELECT {target} FROM {through.db_table} WHERE {owner} = %s"
+        unlisted = RawSQL(f"NOT EXISTS ({listed})", [chosen.instance.pk], output_field=models.BooleanField())
+        return self.filter(Q(pk__in=RawSQL(listed, [chosen.instance.pk])) | Q(unlisted))
 
     def default(self) -> "ChatModel | None":
         enabled = self.for_chat()
