@@ -39,7 +39,7 @@ REPLY_STOP = "reply.stop"  # to the control group: stop generating
 REPLY_WATCH = "reply.watch"  # to the control group: send the text so far, then each frame, to `reply_to`
 REPLY_UNWATCH = "reply.unwatch"  # to the control group: `reply_to` no longer watches
 REPLY_FRAME = "reply.frame"  # to a watching process: `text` at character offset `start`
-REPLY_END = "reply.end"  # to a watching process: the reply ended, `length` characters long
+REPLY_END = "reply.end"  # to a watching process: the reply ended, `length` characters long, stored as `status`
 CHAT_RESET = "chat.reset"  # to the chat's group: staff emptied the chat
 CHAT_TITLE = "chat.title"  # to the chat's group: the chat was named `title`
 
@@ -94,6 +94,8 @@ class LiveText:
     def __init__(self) -> None:
         self.shown = ""
         self.ended = False
+        # Once ended: the reply's status as stored, when its generator could say ("": read the database).
+        self.status = ""
         self.changed = asyncio.Event()
 
     async def catch_up(self) -> None:
@@ -148,14 +150,19 @@ class ReplyBroadcast(LiveText):
         """The whole text so far, shown to watchers or not yet."""
         return self.shown + "".join(self._unshown)
 
-    async def close(self) -> None:
-        """The last frame and the end, to every watcher; then this process stops listening for the reply."""
+    async def close(self, status: str = "") -> None:
+        """The last frame and the end, to every watcher; then this process stops listening for the reply.
+
+        `status`: the reply's as stored (committed), which watchers then need
+        not read from the database; "" when the generator cannot vouch for it.
+        """
         if self._closed:
             return
         self._closed = True
         if self._frame_timer is not None:
             self._frame_timer.cancel()
         self._frame()
+        self.status = status
         self.ended = True
         self._announce()
         board = self._board
@@ -166,7 +173,7 @@ class ReplyBroadcast(LiveText):
         try:
             # The frames still on their way first: a watching process needs them all before the end.
             await asyncio.gather(*self._sending, return_exceptions=True)
-            end = {"type": REPLY_END, "reply_id": self.reply_id, "length": len(self.shown)}
+            end = {"type": REPLY_END, "reply_id": self.reply_id, "length": len(self.shown), "status": self.status}
             await self._send(list(self._watching_processes), end)
         finally:
             await board.layer.group_discard(control_group(self.reply_id), board.channel)
@@ -238,8 +245,9 @@ class RemoteReply(LiveText):
         if self._stitcher.add(start, text):
             self._update()
 
-    def end(self, length: int) -> None:
+    def end(self, length: int, status: str) -> None:
         self._length = length
+        self.status = status
         self._update()
 
     def _update(self) -> None:
@@ -300,7 +308,7 @@ class Switchboard:
             if kind == REPLY_FRAME:
                 remote.frame(message["start"], message["text"])
             else:
-                remote.end(message["length"])
+                remote.end(message["length"], message.get("status", ""))  # a process of an older release sends none
         else:
             broadcast = self.broadcasts.get(message["reply_id"])
             if broadcast is None:

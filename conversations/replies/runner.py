@@ -67,6 +67,7 @@ class ReplyGeneration:
         self.saved_at = time.monotonic()
         self.sent_messages: list[dict] | None = None
         self.reported_model = ""
+        self.stored_status = ""  # the outcome's status once _record wrote it (committed if the call settled)
 
     def stop(self, reason: str = "stop") -> None:
         """End the reply early; closing the upstream stream stops the tokens (and the bill) at once."""
@@ -101,7 +102,7 @@ class ReplyGeneration:
             logger.exception("reply %s failed unexpectedly", self.plan.reply_id)
         finally:
             try:
-                await self.broadcast.close()
+                await self.broadcast.close(status=self.stored_status if self.call.settled else "")
             except Exception as error:  # watchers fall back to the stored reply
                 logger.warning("reply %s: its end could not be broadcast: %r", self.plan.reply_id, error)
         if self.outcome.status == Message.Status.COMPLETE and title_wanted(self.plan):
@@ -119,7 +120,9 @@ class ReplyGeneration:
         kept = reply_record(
             reply_id=self.plan.reply_id, conversation_id=self.plan.conversation_id, outcome=self.outcome, charge=charge
         )
-        if not kept:  # deleted or reset meanwhile: the call is billed all the same, pointing to no reply
+        if kept:
+            self.stored_status = self.outcome.status
+        else:  # deleted or reset meanwhile: the call is billed all the same, pointing to no reply
             self.call.message = None
 
     def _ended(self, status: str = "", **details) -> ReplyOutcome:

@@ -55,7 +55,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
                 have = len(shown)
                 continue  # more may have come, or the end, while the client took this
             if reply.ended:
-                status = await db_step(_reply_status, reply_id)
+                status = reply.status or await db_step(_reply_status, reply_id)
                 break
             await reply.catch_up()
             try:

@@ -7,6 +7,7 @@ import pytest
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from conversations.models import Message
+from conversations.replies import watcher
 from tests.conftest import parse_sse, watch_reply
 from tests.fake_upstream import Reply
 
@@ -96,3 +97,26 @@ async def test_a_watcher_that_falls_behind_gets_the_rest_in_one_piece(alice_asyn
     assert "".join(first + rest) == "".join(words) == reply.content
     assert len(rest) == 1  # what it missed comes as one piece, not frame by frame
     assert events[-1][:2] == ("done", '{"status": "complete"}')
+
+
+@pytest.mark.parametrize("ending", ["complete", "stopped"])
+async def test_a_watcher_here_hears_how_the_reply_ended_from_its_generator_not_the_database(
+    alice_async, upstream, monkeypatch, ending
+):
+    statuses_read = []
+    read = watcher._reply_status
+    monkeypatch.setattr(watcher, "_reply_status", lambda reply_id: statuses_read.append(reply_id) or read(reply_id))
+    upstream.script(Reply(chunks=[f"w{i} " for i in range(30)], first_delay=0.1, delay=0.03))
+    await alice_async.post("/c/new/messages/", {"text": "Go"})
+    reply = await Message.objects.filter(role=Message.Role.ASSISTANT).alast()
+    url = f"/c/{reply.conversation_id}/messages/{reply.pk}/stream/"
+
+    watching = asyncio.create_task(watch_reply(alice_async, url))
+    if ending == "stopped":
+        await asyncio.sleep(0.3)
+        await alice_async.post(f"/c/{reply.conversation_id}/messages/{reply.pk}/stop/")
+    text, status = await watching
+
+    await reply.arefresh_from_db()
+    assert (status, text) == (reply.status, reply.content) == (ending, reply.content)
+    assert statuses_read == []
