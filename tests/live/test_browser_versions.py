@@ -110,7 +110,8 @@ def test_retry_after_an_upstream_error(page, alice, catalog, upstream):
 
 def test_continue_after_a_length_cut_goes_on_in_the_same_reply(page, alice, catalog, upstream):
     rest = [" and", " the", " second", " half."]
-    upstream.script(Reply("The first half", finish_reason="length"), Reply(chunks=rest, first_delay=0.2, delay=0.15))
+    # Slow enough (2 s) that a loaded machine still shows the continuation live before it ends.
+    upstream.script(Reply("The first half", finish_reason="length"), Reply(chunks=rest, first_delay=0.5, delay=0.5))
     log_in(page, alice)
     send(page, "Write a long line")
     reply = last_reply(page)
