@@ -22,7 +22,7 @@ from conversations.forms import MessageForm, RenameForm, SystemPromptForm
 from conversations.models import ChatModel, Conversation, Message
 from conversations.outages import local_model_down
 from conversations.replies import watcher
-from conversations.replies.fanout import reply_stop_request
+from conversations.replies.fanout import generated_here_for, reply_stop_request
 from conversations.replies.runner import reply_runner
 from conversations.services.chat_list import chat_groups, day_label
 from conversations.services.chats import conversation_delete, conversation_reset, message_send
@@ -325,13 +325,14 @@ OFFSET = re.compile(r"[0-9]{1,12}")
 async def reply_stream(request, pk: int, message_pk: int):
     """SSE: the reply's text after `offset` (or Last-Event-ID), live until it ends."""
     await _user_loaded(request)
-    reply = await db_step(_own_message, request, pk, message_pk)
-    if reply.role != Message.Role.ASSISTANT:
-        raise Http404("Only replies stream.")
+    if not generated_here_for(message_pk, conversation_id=pk, user_id=request.user.pk):
+        reply = await db_step(_own_message, request, pk, message_pk)
+        if reply.role != Message.Role.ASSISTANT:
+            raise Http404("Only replies stream.")
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
     if not OFFSET.fullmatch(raw_offset):
         return HttpResponseBadRequest("offset must be a whole number of characters")
-    return _sse_response(watcher.reply_events(reply_id=reply.pk, offset=int(raw_offset)))
+    return _sse_response(watcher.reply_events(reply_id=message_pk, offset=int(raw_offset)))
 
 
 @login_required

@@ -109,10 +109,13 @@ class LiveText:
 class ReplyBroadcast(LiveText):
     """The generator side of one reply being generated in this process."""
 
-    def __init__(self, reply_id: int, *, on_stop: Callable[[], None], prefix: str = ""):
+    def __init__(
+        self, reply_id: int, *, conversation_id: int, user_id: int, on_stop: Callable[[], None], prefix: str = ""
+    ):
         super().__init__()
         self.shown = prefix  # a continued reply goes on from the text it has
         self.reply_id = reply_id
+        self.conversation_id, self.user_id = conversation_id, user_id  # whose it is, for watchers here
         self.on_stop = on_stop
         self._unshown: list[str] = []
         self._frame_timer: asyncio.TimerHandle | None = None
@@ -345,6 +348,16 @@ async def switchboard() -> Switchboard:
 def _local_broadcast(reply_id: int) -> ReplyBroadcast | None:
     board = _boards.get(asyncio.get_running_loop())
     return board.broadcasts.get(reply_id) if board is not None else None
+
+
+def generated_here_for(reply_id: int, *, conversation_id: int, user_id: int) -> bool:
+    """Whether the reply is being generated in this process, in this chat of this user.
+
+    Then it is theirs to watch, and its watcher need not read it from the
+    database first: one thread hop and one query fewer before the stream.
+    """
+    local = _local_broadcast(reply_id)
+    return local is not None and (local.conversation_id, local.user_id) == (conversation_id, user_id)
 
 
 @asynccontextmanager

@@ -54,7 +54,13 @@ class ReplyGeneration:
     def __init__(self, plan: ReplyPlan):
         self.plan = plan
         self.call: MeteredCall = plan.call
-        self.broadcast = ReplyBroadcast(plan.reply_id, on_stop=self.stop, prefix=plan.prefix)
+        self.broadcast = ReplyBroadcast(
+            plan.reply_id,
+            conversation_id=plan.conversation_id,
+            user_id=plan.user_id,
+            on_stop=self.stop,
+            prefix=plan.prefix,
+        )
         self.task: asyncio.Task | None = None
         # Set once the broadcast can be found, by Stop and by watchers, here and in other processes.
         self.ready = asyncio.Event()

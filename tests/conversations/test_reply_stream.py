@@ -1,5 +1,6 @@
 """Watching a reply: GET /c/<id>/messages/<id>/stream/ (SSE)."""
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -9,6 +10,7 @@ from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
 
+from conversations import views
 from conversations.models import ChatModel, Conversation, Message
 from conversations.replies.watcher import KEEPALIVE
 from conversations.services.replies import replies_interrupt_stale
@@ -217,3 +219,32 @@ async def test_post_is_not_allowed(alice_async, upstream):
 
     assert response.status_code == 405
     await watch_reply(alice_async, url(reply))
+
+
+async def test_a_reply_being_written_here_is_watched_by_its_owner_alone_without_reading_it_first(
+    alice_async, bob, upstream, monkeypatch
+):
+    """A reply generated in this process is checked against its generator (its chat and user), not the database."""
+    reads = []
+    own_message = views._own_message
+    monkeypatch.setattr(views, "_own_message", lambda *args: reads.append(args[1:]) or own_message(*args))
+    upstream.script(
+        Reply(chunks=[f"b{i} " for i in range(20)], first_delay=0.2, delay=0.05),
+        Reply(chunks=[f"a{i} " for i in range(20)], first_delay=0.2, delay=0.05),
+    )
+    bob_async = AsyncClient()
+    await bob_async.aforce_login(bob)
+    bobs = await start_reply(bob_async, "Bob's secret")
+    alices = await start_reply(alice_async, "Mine")
+
+    others = [url(bobs), f"/c/{alices.conversation_id}/messages/{bobs.pk}/stream/"]
+    refused = [(await alice_async.get(other)).status_code for other in others]
+    (text, status), (bob_text, _) = await asyncio.gather(
+        watch_reply(alice_async, url(alices)), watch_reply(bob_async, url(bobs))
+    )
+
+    assert refused == [404, 404]
+    assert (text, status) == ("".join(f"a{i} " for i in range(20)), "complete")
+    assert bob_text == "".join(f"b{i} " for i in range(20))
+    # Only the refused requests were read from the database: each owner's own came straight from the generator.
+    assert reads == [(bobs.conversation_id, bobs.pk), (alices.conversation_id, bobs.pk)]
