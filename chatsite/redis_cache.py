@@ -1,13 +1,10 @@
-"""Django's Redis cache, with one Redis client (and so one connection pool) per process, and incr in one round trip."""
+"""Django's Redis cache, with one Redis client (and so one connection pool) per process."""
 
 from django.core.cache.backends.redis import RedisCache
 from django.utils.functional import cached_property
 
 # The client of each (servers, options), shared by every request of the process.
 _clients: dict[str, object] = {}
-
-# Django's incr: INCRBY a key that exists, else "not found" (nil), without creating it (it would have no timeout).
-INCR_IF_EXISTS = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end"
 
 
 class SharedPoolRedisCache(RedisCache):
@@ -27,16 +24,3 @@ class SharedPoolRedisCache(RedisCache):
         if key not in _clients:
             _clients[key] = self._class(self._servers, **self._options)
         return _clients[key]
-
-    def incr(self, key, delta=1, version=None):
-        """Django's incr (ValueError for a key that is not there) in one round trip, not two (EXISTS, then INCRBY).
-
-        The rate limits count every request with it. Run as one script, it is
-        also atomic: a key that expires in between is not recreated without
-        its timeout, as Django's two commands could.
-        """
-        key = self.make_and_validate_key(key, version=version)
-        value = self._cache.get_client(key, write=True).eval(INCR_IF_EXISTS, 1, key, delta)
-        if value is None:
-            raise ValueError(f"Key '{key}' not found.")
-        return value
