@@ -128,15 +128,31 @@ def _held(amount: str) -> str:
     return f", {amount} of them held for replies still being written" if amount else ""
 
 
-def _tokens_refusal(limit: int, window: str, *, used: int, held: int, prompt_tokens: int, max_tokens: int) -> str:
-    """Why a token window (today, this hour) has no room, in the numbers the user's meter shows."""
+def _tokens_room(
+    limit: int,
+    *,
+    window: str,
+    code: str,
+    resets_at: datetime,
+    used: int,
+    held: int,
+    prompt_tokens: int,
+    max_tokens: int,
+) -> int:
+    """max_tokens cut to the room a token window (today, this hour) has left; QuotaExceeded, saying why in the
+    numbers the user's meter shows, when that is under MIN_REPLY_TOKENS."""
+    room = limit - used - held - prompt_tokens
+    if room >= min(MIN_REPLY_TOKENS, max_tokens):
+        return min(max_tokens, room)
     left = limit - used  # what the meter shows left
     if left <= held:
-        return f"You have used your {limit:,} tokens for {window}."
-    return (
-        f"{left:,} of your {limit:,} tokens for {window} are left{_held(f'{held:,}' if held else '')}; "
-        f"the chat so far may need up to {prompt_tokens:,} of them and a reply up to {max_tokens:,}."
-    )
+        why = f"You have used your {limit:,} tokens for {window}."
+    else:
+        why = (
+            f"{left:,} of your {limit:,} tokens for {window} are left{_held(f'{held:,}' if held else '')}; "
+            f"the chat so far may need up to {prompt_tokens:,} of them and a reply up to {max_tokens:,}."
+        )
+    raise QuotaExceeded(code, f"{why} {resets_in(resets_at)}", resets_at)
 
 
 @dataclass(frozen=True)
@@ -213,19 +229,20 @@ def _max_tokens_that_fit(
     midnight is settled into the new day (or month), so it is held against it too.
     """
     today = local_today(now)
-    tokens_held, cost_held = figures.tokens_held, figures.usd_held
-    tokens_used, cost_used = figures.tokens_today, figures.usd_this_month
+    cost_held, cost_used = figures.usd_held, figures.usd_this_month
     if limits.max_tokens_per_request is not None:
         max_tokens = min(max_tokens, limits.max_tokens_per_request)
     if limits.tokens_per_day is not None:
-        room = limits.tokens_per_day - tokens_used - tokens_held - prompt_tokens
-        if room < min(MIN_REPLY_TOKENS, max_tokens):
-            why = _tokens_refusal(
-                limits.tokens_per_day, "today", used=tokens_used, held=tokens_held,
-                prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-            )  # fmt: skip
-            raise QuotaExceeded("tokens_per_day", f"{why} {resets_in(day_end(today))}", day_end(today))
-        max_tokens = min(max_tokens, room)
+        max_tokens = _tokens_room(
+            limits.tokens_per_day,
+            window="today",
+            code="tokens_per_day",
+            resets_at=day_end(today),
+            used=figures.tokens_today,
+            held=figures.tokens_held,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+        )
     if limits.usd_per_month is not None:
         room_usd = limits.usd_per_month - cost_used - cost_held - prices.cost(prompt_tokens=prompt_tokens)
         per_token = prices.output / 1_000_000
@@ -243,15 +260,16 @@ def _max_tokens_that_fit(
             raise QuotaExceeded("usd_per_month", f"{why} {resets_in(month_end(today))}", month_end(today))
         max_tokens = min(max_tokens, room)
     if limits.tokens_per_hour is not None:
-        used_this_hour = figures.tokens_this_hour
-        room = limits.tokens_per_hour - used_this_hour - tokens_held - prompt_tokens
-        if room < min(MIN_REPLY_TOKENS, max_tokens):
-            why = _tokens_refusal(
-                limits.tokens_per_hour, "this hour", used=used_this_hour, held=tokens_held,
-                prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-            )  # fmt: skip
-            raise QuotaExceeded("tokens_per_hour", f"{why} {resets_in(hour_end(now))}", hour_end(now))
-        max_tokens = min(max_tokens, room)
+        max_tokens = _tokens_room(
+            limits.tokens_per_hour,
+            window="this hour",
+            code="tokens_per_hour",
+            resets_at=hour_end(now),
+            used=figures.tokens_this_hour,
+            held=figures.tokens_held,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+        )
     return max_tokens
 
 

@@ -6,12 +6,9 @@ as `make run` does on a laptop.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.test_deploy_check import manage
 
 SCRIPT = """
 import json, uuid
@@ -53,20 +50,18 @@ print(json.dumps({
 """
 
 
-def manage(tmp_path: Path, *args: str) -> str:
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "VAR_DIR": str(tmp_path / "var")}
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+def manage_ok(tmp_path: Path, *args: str) -> str:
+    """`manage.py ARGS` with no DATABASE_URL (so on SQLite under tmp_path), its output; it must succeed."""
+    result = manage(tmp_path, *args)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
 
 def test_reserving_settling_and_refusing_keep_the_books_on_sqlite(tmp_path):
-    manage(tmp_path, "migrate", "--verbosity", "0")
-    manage(tmp_path, "seedcatalog")
+    manage_ok(tmp_path, "migrate", "--verbosity", "0")
+    manage_ok(tmp_path, "seedcatalog")
 
-    books = json.loads(manage(tmp_path, "shell", "--no-imports", "--command", SCRIPT).splitlines()[-1])
+    books = json.loads(manage_ok(tmp_path, "shell", "--no-imports", "--command", SCRIPT).splitlines()[-1])
 
     # 2,000 tokens a day: two calls of 1,000 each fit, a third does not until they settle to 400 each.
     assert books["refused"] == "tokens_per_day"

@@ -75,10 +75,17 @@ async def eventually(check) -> None:
     raise AssertionError("timed out waiting")
 
 
-def spend(user: User, model_id: str = "gpt-4o-mini", *, prompt_tokens: int = 0, completion_tokens: int = 0):
-    """Earlier usage of the user's, settled now."""
+def spend(
+    user: User,
+    model_id: str = "gpt-4o-mini",
+    *,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    reservation_id: int | None = None,
+):
+    """Usage of the user's, settled now (in place of its reservation, if given)."""
     return budget_settle(
-        reservation_id=None,
+        reservation_id=reservation_id,
         user_id=user.pk,
         model=ChatModel.objects.get(model_id=model_id),
         kind=UsageRecord.Kind.REPLY,
@@ -387,24 +394,10 @@ def test_an_expired_reservation_is_dropped_by_the_sweep_and_its_call_still_bills
     assert Reservation.objects.filter(user=alice).count() == 2
     with frozen_at(start + timedelta(seconds=600)):
         call_command("sweep")
-        budget_settle(
-            reservation_id=live.reservation_id,
-            user_id=alice.pk,
-            model=mini,
-            kind=UsageRecord.Kind.API,
-            prompt_tokens=90,
-            completion_tokens=10,
-        )
+        spend(alice, reservation_id=live.reservation_id, prompt_tokens=90, completion_tokens=10)
     assert not Reservation.objects.filter(user=alice).exists()
     # The call whose reservation expired ends after all: what it used is billed.
-    budget_settle(
-        reservation_id=slow.reservation_id,
-        user_id=alice.pk,
-        model=mini,
-        kind=UsageRecord.Kind.API,
-        prompt_tokens=80,
-        completion_tokens=700,
-    )
+    spend(alice, reservation_id=slow.reservation_id, prompt_tokens=80, completion_tokens=700)
     assert usage_summary(user=alice).tokens_today == 90 + 10 + 80 + 700
     assert_books_balance(alice)
 
