@@ -24,6 +24,7 @@ import contextlib
 import json
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,19 +125,19 @@ async def read_llm_deltas(llm, url: str) -> int:
 
 
 def _llm(base_url: str):
-    """conversations/llm.py with the settings it reads, pointed at the fake."""
-    from django.conf import settings
+    """conversations/llm.py with the site's settings, pointed at the fake (no database is touched)."""
+    import os
 
-    if not settings.configured:
-        settings.configure(
-            OPENAI_BASE_URL=base_url,
-            OPENAI_API_KEY=API_KEY,
-            UPSTREAM_CONNECT_TIMEOUT=10.0,
-            UPSTREAM_READ_TIMEOUT=60.0,
-            UPSTREAM_RETRIES=0,
-            UPSTREAM_RETRY_BASE_DELAY=0.5,
-            UPSTREAM_RETRY_MAX_WAIT=20.0,
-        )
+    import django
+
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="chatsite.settings",
+        OPENAI_BASE_URL=base_url,
+        OPENAI_API_KEY=API_KEY,
+        UPSTREAM_RETRIES="0",
+        VAR_DIR=str(Path(tempfile.gettempdir()) / "upstream-read-bench"),
+    )
+    django.setup()
     from conversations import llm
 
     return llm

@@ -28,6 +28,7 @@ import openai
 from django.conf import settings
 
 from accounts.billing.metered import Usage
+from conversations.upstream_socket import AsyncioTransport
 
 
 class UpstreamError(Exception):
@@ -277,15 +278,14 @@ def _client() -> _OpenAIWithOurRetries:
         for stale in [stale for stale in _clients if stale[0].is_closed()]:
             del _clients[stale]
         timeout = httpx2.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT)
+        limits = httpx2.Limits(max_connections=None, max_keepalive_connections=100)
         client = _clients[key] = _OpenAIWithOurRetries(
             api_key=settings.OPENAI_API_KEY,
             base_url=settings.OPENAI_BASE_URL,
             max_retries=settings.UPSTREAM_RETRIES,
             timeout=timeout,
             # The SDK's default pool stops at 1,000 connections; a process holds up to 2,000 streams.
-            http_client=openai.DefaultAsyncHttpxClient(
-                timeout=timeout, limits=httpx2.Limits(max_connections=None, max_keepalive_connections=100)
-            ),
+            http_client=openai.DefaultAsyncHttpxClient(timeout=timeout, transport=AsyncioTransport(limits=limits)),
         )
     return client
 

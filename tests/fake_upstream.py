@@ -28,6 +28,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import string
 import struct
 import threading
@@ -472,12 +473,22 @@ class FakeUpstream:
     given, is the only Bearer token accepted; otherwise any non-empty one is.
     """
 
-    def __init__(self, port: int = 0, *, api_key: str | None = None, record_requests: bool = True) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        api_key: str | None = None,
+        record_requests: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive_timeout: float = 75.0,
+    ) -> None:
         self.default: Behaviour = Reply()
         # What GET /v1/models lists; a test may narrow it, or set None for a 503 (reset() restores it).
         self.models: tuple[str, ...] | None = MODEL_IDS
         self.port = port
         self._api_key = api_key
+        self._ssl_context = ssl_context  # HTTPS with this server context, as the real provider speaks
+        self._keepalive_timeout = keepalive_timeout  # seconds an idle connection is kept (aiohttp's default)
         self._record_requests = record_requests  # benchmarks turn it off to keep memory flat
         self._cond = threading.Condition()
         self._queue: collections.deque[Behaviour] = collections.deque()
@@ -492,7 +503,7 @@ class FakeUpstream:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self._ssl_context else 'http'}://127.0.0.1:{self.port}/v1"
 
     # Lifecycle
 
@@ -534,9 +545,15 @@ class FakeUpstream:
         # handler_cancellation: a client that goes away cancels its handler at once, which
         # is how a Stop in the site shows up here (and how a hang ends).
         # A short shutdown_timeout: stop() must not wait for hanging streams to finish.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1)
+        self._runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=0.1,
+            keepalive_timeout=self._keepalive_timeout,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024, ssl_context=self._ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

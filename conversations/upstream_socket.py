@@ -1,0 +1,224 @@
+"""The upstream's connections on asyncio's own transports, under the SDK's httpx client.
+
+httpx reaches the network through httpcore's network backend, which on asyncio
+is anyio's: every read opens a cancel scope for its timeout and goes through
+anyio's stream and task machinery. A relayed reply is one read per token, for
+every reply in flight, so that machinery was about a sixth of the CPU of a
+relayed chunk. This backend is the same contract (httpcore's
+AsyncNetworkBackend) written on an asyncio Protocol: a read returns what the
+connection has buffered at once, and waits on one future, with one timer for
+its timeout, only when nothing is there. Everything above the socket (the
+SDK, httpx, httpcore's HTTP/1.1 and its pool) is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore2
+import httpx2
+
+# A connection stops reading from its socket once this much is buffered unread (TCP then slows the sender).
+HIGH_WATER = 256 * 1024
+
+
+class _Connection(asyncio.Protocol):
+    """What the socket delivered and not yet read, and the one read waiting for more."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.closed: Exception | None = None  # why no more will come: EOF is a plain ConnectionError
+        self.waiter: asyncio.Future | None = None
+        self.paused = False
+        self.drained: asyncio.Future | None = None
+        self.writing_paused = False
+        self.lost = asyncio.get_running_loop().create_future()  # done once the socket is closed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > HIGH_WATER and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = self.closed or ConnectionError("the server closed the connection")
+        self._wake()
+        return False  # close our side too: HTTP/1.1 has nothing to send after the server's EOF
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = self.closed or exc or ConnectionError("the connection was closed")
+        self._wake()
+        self.lost.set_result(None)
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_exception(self.closed)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+async def _within(timeout: float | None, future: asyncio.Future) -> None:
+    """Wait for `future`; TimeoutError after `timeout` seconds (None: no limit)."""
+    if timeout is None:
+        await future
+        return
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+    try:
+        await future
+    finally:
+        timer.cancel()
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+class AsyncioStream(httpcore2.AsyncNetworkStream):
+    def __init__(self, transport: asyncio.Transport, connection: _Connection) -> None:
+        self._transport = transport
+        self._connection = connection
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        connection = self._connection
+        if not connection.buffer:
+            if connection.closed is not None:
+                return b""  # httpcore reads an empty read as the server having closed
+            connection.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await _within(timeout, connection.waiter)
+            except TimeoutError:
+                raise httpcore2.ReadTimeout("the upstream sent nothing in time") from None
+            finally:
+                connection.waiter = None
+            if not connection.buffer:
+                return b""
+        data = bytes(connection.buffer[:max_bytes])
+        del connection.buffer[:max_bytes]
+        if connection.paused and len(connection.buffer) <= HIGH_WATER // 4:
+            connection.paused = False
+            self._transport.resume_reading()
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        connection = self._connection
+        if connection.closed is not None or self._transport.is_closing():
+            raise httpcore2.WriteError(str(connection.closed or "the connection is closing"))
+        self._transport.write(buffer)
+        if connection.writing_paused:
+            connection.drained = asyncio.get_running_loop().create_future()
+            try:
+                await _within(timeout, connection.drained)
+            except TimeoutError:
+                raise httpcore2.WriteTimeout("the upstream took nothing in time") from None
+            except OSError as error:
+                raise httpcore2.WriteError(str(error)) from error
+
+    async def aclose(self) -> None:
+        # Closed before this returns, as anyio's is: a stream closed to stop a reply hangs up on the
+        # provider at once. Unsent bytes are dropped: nothing is ever sent after a request we give up on.
+        self._transport.abort()
+        await self._connection.lost
+
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore2.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport = await loop.start_tls(
+                    self._transport, self._connection, ssl_context, server_hostname=server_hostname
+                )
+        except TimeoutError:
+            self._transport.close()
+            raise httpcore2.ConnectTimeout("the TLS handshake with the upstream took too long") from None
+        except (OSError, ssl.SSLError) as error:
+            self._transport.close()
+            raise httpcore2.ConnectError(str(error)) from error
+        self._connection.transport = transport
+        return AsyncioStream(transport, self._connection)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "ssl_object":
+            return self._transport.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._transport.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._transport.get_extra_info("peername")
+        if info == "socket":
+            return self._transport.get_extra_info("socket")
+        if info == "is_readable":
+            # Asked of an idle kept-alive connection: anything that came (bytes or the close) means
+            # the server ended it, as a readable socket would for anyio's.
+            return bool(self._connection.buffer) or self._connection.closed is not None
+        return None
+
+
+class AsyncioBackend(httpcore2.AsyncNetworkBackend):
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore2._types.SOCKET_OPTION] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        local = (local_address, 0) if local_address else None
+        return await self._connect(
+            timeout, socket_options, lambda loop, c: loop.create_connection(lambda: c, host, port, local_addr=local)
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore2._types.SOCKET_OPTION] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        return await self._connect(
+            timeout, socket_options, lambda loop, c: loop.create_unix_connection(lambda: c, path)
+        )
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    @staticmethod
+    async def _connect(timeout, socket_options, open_connection) -> AsyncioStream:
+        loop = asyncio.get_running_loop()
+        connection = _Connection()
+        try:
+            async with asyncio.timeout(timeout):
+                transport, _ = await open_connection(loop, connection)
+        except TimeoutError:
+            raise httpcore2.ConnectTimeout("the upstream did not answer the connection in time") from None
+        except OSError as error:
+            raise httpcore2.ConnectError(str(error)) from error
+        sock: socket.socket | None = transport.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return AsyncioStream(transport, connection)
+
+
+class AsyncioTransport(httpx2.AsyncHTTPTransport):
+    """httpx's own transport (its pool, HTTP/1.1, proxies from the environment), its sockets on AsyncioBackend."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # httpx builds the pool and takes no backend for it; the pool reads this when it connects.
+        self._pool._network_backend = AsyncioBackend()

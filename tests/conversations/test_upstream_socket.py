@@ -1,0 +1,93 @@
+"""The upstream's connections (conversations/upstream_socket.py): HTTPS as the provider speaks it, and kept-alive
+connections the provider ends.
+
+The rest of what the connections do (cuts, hangs, timeouts, closing a stream,
+reusing a connection) is in test_upstream_client.py and test_upstream_failures.py.
+"""
+
+import asyncio
+import ssl
+
+import pytest
+import trustme
+
+from conversations.llm import UpstreamError, stream_open
+from tests.fake_upstream import FakeUpstream, Reply
+
+MESSAGES = [{"role": "user", "content": "Hello?"}]
+
+
+@pytest.fixture(scope="module")
+def authority():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def https_upstream(authority):
+    """The fake upstream over HTTPS, with a certificate for 127.0.0.1 from `authority`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    with FakeUpstream(ssl_context=context) as fake:
+        yield fake
+
+
+@pytest.fixture
+def pointed_at(settings):
+    """Points the site at a fake upstream for this test."""
+
+    def point(fake: FakeUpstream) -> FakeUpstream:
+        fake.reset()
+        settings.OPENAI_BASE_URL = fake.base_url
+        settings.OPENAI_API_KEY = "sk-upstream-secret"
+        settings.UPSTREAM_RETRY_BASE_DELAY = 0.01
+        return fake
+
+    return point
+
+
+async def reply_text() -> str:
+    stream = await stream_open({"model": "gpt-4o-mini", "messages": MESSAGES})
+    try:
+        return "".join([text async for text in stream.deltas()])
+    finally:
+        await stream.close()
+
+
+async def test_a_reply_streams_whole_over_https_on_one_kept_alive_connection(
+    https_upstream, pointed_at, authority, tmp_path, monkeypatch
+):
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # read when the client is built, as a deployment's would be
+    fake = pointed_at(https_upstream)
+    fake.script(Reply(chunks=["Über ", "日本 ", "🙂"]), Reply(text="Again"))
+
+    assert await reply_text() == "Über 日本 🙂"
+    assert await reply_text() == "Again"
+
+    first, second = fake.requests
+    assert first.headers["Authorization"] == "Bearer sk-upstream-secret"
+    assert first.peer == second.peer
+
+
+async def test_a_provider_whose_certificate_is_not_trusted_never_hears_the_request(https_upstream, pointed_at):
+    fake = pointed_at(https_upstream)  # no SSL_CERT_FILE: the system's authorities do not know the test's
+
+    with pytest.raises(UpstreamError) as raised:
+        await reply_text()
+
+    assert raised.value.code == "connection_failed"
+    assert fake.requests == []  # nor our provider key
+
+
+async def test_a_connection_the_provider_closed_while_idle_is_not_used_again(pointed_at):
+    with FakeUpstream(keepalive_timeout=0.2) as fake:
+        pointed_at(fake)
+        fake.script(Reply(text="First"), Reply(text="Second"))
+
+        assert await reply_text() == "First"
+        await asyncio.sleep(0.6)  # the provider closes the idle connection
+        assert await reply_text() == "Second"
+
+        first, second = fake.requests
+        assert first.peer != second.peer
