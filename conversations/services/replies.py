@@ -3,10 +3,11 @@ whose process died."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -26,20 +27,28 @@ INTERRUPTED_TEXT = "The server restarted while this reply was being written. The
 
 
 def replies_flush(*, texts: dict[int, str]) -> set[int]:
-    """Save the text so far of replies being written (doubles as their heartbeat).
+    """Save the text so far of replies being written (doubles as their heartbeat), in one statement.
 
     Returns the ids of those no longer live: deleted, reset or ended elsewhere.
+    Every reply in flight is saved each STREAM_FLUSH_INTERVAL, and one ORM
+    update apiece cost a busy process about a tenth of its CPU.
     """
-    now = timezone.now()
-    gone = set()
-    with transaction.atomic():
-        for reply_id, text in texts.items():
-            updated = Message.objects.filter(pk=reply_id, status__in=Message.LIVE_STATUSES).update(
-                content=text, status=Message.Status.STREAMING, updated_at=now
-            )
-            if not updated:
-                gone.add(reply_id)
-    return gone
+    if not texts:
+        return set()
+    table = connection.ops.quote_name(Message._meta.db_table)
+    statement = f"""
+        WITH texts (id, content) AS (VALUES {", ".join(["(%s, %s)"] * len(texts))})
+        UPDATE {table} SET content = texts.content, status = %s, updated_at = %s
+        FROM texts
+        WHERE {table}.id = texts.id AND {table}.status IN (%s, %s)
+        RETURNING {table}.id
+    """
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    params = [*itertools.chain.from_iterable(texts.items()), Message.Status.STREAMING, now, *Message.LIVE_STATUSES]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        saved = {row[0] for row in cursor.fetchall()}
+    return set(texts) - saved
 
 
 @dataclass
