@@ -399,7 +399,7 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 CHAT_IMAGE_MAX_BYTES = env_int("CHAT_IMAGE_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
 CHAT_IMAGES_PER_MESSAGE = env_int("CHAT_IMAGES_PER_MESSAGE", 4, minimum=1)
 
-# Streaming: live text reaches watchers in frames at most this often (seconds),
+# Streaming: live text reaches watchers and /v1 apps in frames at most this often (seconds),
 # and is written to the database at most this often while a reply streams.
 STREAM_FRAME_INTERVAL = env_float("STREAM_FRAME_INTERVAL", 0.05)
 STREAM_FLUSH_INTERVAL = env_float("STREAM_FLUSH_INTERVAL", 1.0)

@@ -25,9 +25,8 @@ from gateway.metering import (
     chat_body,
     chat_completion,
     chat_stream_open,
-    event_stream_response,
     metered_call_open,
-    relay_ends_with_request,
+    relay_response,
 )
 
 
@@ -53,8 +52,7 @@ async def chat_completions(request):
     if chat.stream:
         stream = await chat_stream_open(call, upstream_body)
         relay = _relay(stream, call, chat.include_usage)
-        relay_ends_with_request(relay, stream, call)
-        return event_stream_response(relay)
+        return relay_response(relay, stream, call)
     async with call:
         completion = await chat_completion(call, upstream_body)
         choice = completion["choices"][0]

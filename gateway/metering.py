@@ -28,6 +28,7 @@ from conversations.replies.runner import reply_runner
 from gateway.auth import api_model, caller_authenticate, rate_limit_check
 from gateway.decorators import json_body
 from gateway.errors import ApiError, quota_error, upstream_passed_through
+from gateway.frames import framed
 
 Checked = TypeVar("Checked")
 
@@ -133,12 +134,13 @@ async def chat_completion(call: MeteredCall, body: dict) -> dict:
     return completion
 
 
-# Relays being ended after their request ended without them (see relay_ends_with_request).
+# Relays being ended after their request ended without them (see relay_response).
 _relays_ending: set[asyncio.Task] = set()
 
 
-def relay_ends_with_request(relay: AsyncIterator[bytes], stream: ReplyStream, call: MeteredCall) -> None:
-    """When the request's task ends, end its relay too, if the relay did not end itself.
+def relay_response(relay: AsyncIterator[bytes], stream: ReplyStream, call: MeteredCall) -> StreamingHttpResponse:
+    """The relay (an async generator) as server-sent events in frames (gateway/frames.py), never buffered on
+    the way (nginx included), and ended with its request, however the request ends.
 
     A client that goes away after the view returned but before its body
     started (in a middleware, or while the headers are sent) makes Django drop
@@ -147,25 +149,22 @@ def relay_ends_with_request(relay: AsyncIterator[bytes], stream: ReplyStream, ca
     held until it expires. One cut while the relay waits at a `yield` leaves it
     to the garbage collector; this ends it at once.
     """
+    frames = framed(relay)
 
     def request_ended(_) -> None:
         if not call.settled:
-            ending = asyncio.ensure_future(_relay_end(relay, stream, call))
+            ending = asyncio.ensure_future(_relay_end(frames, stream, call))
             _relays_ending.add(ending)
             ending.add_done_callback(_relays_ending.discard)
 
     asyncio.current_task().add_done_callback(request_ended)
-
-
-async def _relay_end(relay, stream: ReplyStream, call: MeteredCall) -> None:
-    await relay.aclose()  # a relay left at a yield runs its `finally`: the stream closes, the call settles
-    await stream.close()  # for a relay that never started
-    await call.asettle()
-
-
-def event_stream_response(relay: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    """The relay as server-sent events, never buffered on the way (nginx included)."""
-    response = StreamingHttpResponse(relay, content_type="text/event-stream")
+    response = StreamingHttpResponse(frames, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+async def _relay_end(frames, stream: ReplyStream, call: MeteredCall) -> None:
+    await frames.aclose()  # frames left at a yield run their `finally`: the stream closes, the call settles
+    await stream.close()  # for a relay that never started
+    await call.asettle()

@@ -20,9 +20,8 @@ from gateway.metering import (
     chat_body,
     chat_completion,
     chat_stream_open,
-    event_stream_response,
     metered_call_open,
-    relay_ends_with_request,
+    relay_response,
 )
 from gateway.responses_output import ResponseEvents, response_from_completion, response_object
 from gateway.responses_request import ResponsesRequest, responses_request_parse
@@ -43,8 +42,7 @@ async def responses(request):
     if asked.stream:
         stream = await chat_stream_open(call, upstream_body)
         relay = _relay(stream, call, ResponseEvents(response))
-        relay_ends_with_request(relay, stream, call)
-        return event_stream_response(relay)
+        return relay_response(relay, stream, call)
     async with call:
         completion = await chat_completion(call, upstream_body)
         choice = completion["choices"][0]

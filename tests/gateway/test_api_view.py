@@ -13,18 +13,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from accounts.models import Reservation
-from accounts.services import api_key_create
 from tests.fake_upstream import SERVER_ERROR_MESSAGE, Refuse, Reply, Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
-
-
-@pytest.fixture
-def secret(alice, catalog):
-    return api_key_create(user=alice, name="app")[1]
 
 
 def chat(client: AsyncClient, body=BODY, **headers):

@@ -15,11 +15,6 @@ URL = "/v1/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
 
 
-@pytest.fixture
-def secret(alice, catalog):
-    return api_key_create(user=alice, name="app")[1]
-
-
 def post(client: AsyncClient, secret: str, body=BODY, **headers):
     return client.post(
         URL, json.dumps(body) if not isinstance(body, bytes) else body, content_type="application/json",

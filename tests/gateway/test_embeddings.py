@@ -12,7 +12,6 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts.models import Reservation, UsageRecord
-from accounts.services import api_key_create
 from conversations.models import ChatModel
 from gateway.chat_request import InvalidRequest
 from gateway.embeddings import embeddings_request_parse
@@ -22,11 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 URL = "/v1/embeddings"
 MODEL = "text-embedding-3-small"
-
-
-@pytest.fixture
-def secret(alice, catalog):
-    return api_key_create(user=alice, name="app")[1]
 
 
 def post(secret: str, body, url: str = URL):

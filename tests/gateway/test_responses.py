@@ -12,7 +12,6 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts.models import Reservation, UsageRecord
-from accounts.services import api_key_create
 from conversations.models import ChatModel
 from gateway.chat_request import InvalidRequest
 from gateway.responses_request import responses_request_parse
@@ -21,11 +20,6 @@ from tests.fake_upstream import Reply, Status
 URL = "/v1/responses"
 BODY = {"model": "gpt-4o-mini", "input": "Hi"}
 WEATHER = {"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {}}}
-
-
-@pytest.fixture
-def secret(alice, catalog):
-    return api_key_create(user=alice, name="app")[1]
 
 
 def post(secret: str, body) -> object:
