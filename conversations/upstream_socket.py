@@ -34,6 +34,10 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.closed: Exception | None = None  # why no more will come: EOF is a plain ConnectionError
         self.waiter: asyncio.Future | None = None
+        # The waiting read's deadline, and the one timer that checks it. Reads come a token apart and
+        # their timeout is a minute: one timer, moved on when it fires early, instead of one per read.
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
         self.paused = False
         self.drained: asyncio.Future | None = None
         self.writing_paused = False
@@ -58,6 +62,8 @@ class _Connection(asyncio.Protocol):
         self.closed = self.closed or exc or ConnectionError("the connection was closed")
         self._wake()
         self.lost.set_result(None)
+        if self.timer is not None:
+            self.timer.cancel()
         if self.drained is not None and not self.drained.done():
             self.drained.set_exception(self.closed)
 
@@ -68,6 +74,32 @@ class _Connection(asyncio.Protocol):
         self.writing_paused = False
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
+
+    async def readable(self, timeout: float | None) -> None:
+        """Until something comes or the connection ends; TimeoutError after `timeout` seconds (None: no limit)."""
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        if timeout is not None:
+            self.deadline = loop.time() + timeout
+            if self.timer is not None and self.timer.when() > self.deadline:
+                self.timer.cancel()
+                self.timer = None
+            if self.timer is None:
+                self.timer = loop.call_at(self.deadline, self._check_deadline)
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        if self.waiter is None or self.waiter.done():
+            return  # no read is waiting: the next one sets a timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self.deadline:
+            self.waiter.set_exception(TimeoutError())
+        else:
+            self.timer = loop.call_at(self.deadline, self._check_deadline)
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -101,13 +133,10 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         if not connection.buffer:
             if connection.closed is not None:
                 return b""  # httpcore reads an empty read as the server having closed
-            connection.waiter = asyncio.get_running_loop().create_future()
             try:
-                await _within(timeout, connection.waiter)
+                await connection.readable(timeout)
             except TimeoutError:
                 raise httpcore2.ReadTimeout("the upstream sent nothing in time") from None
-            finally:
-                connection.waiter = None
             if not connection.buffer:
                 return b""
         data = bytes(connection.buffer[:max_bytes])
