@@ -26,12 +26,14 @@ _SHOWS = re.compile(rb'(?:content|refusal|arguments|delta)":"[^"]')
 class _Pump:
     """Reads the events in a task of its own, so that they are read as they come while a frame waits for its time."""
 
+    __slots__ = ("_waiter", "_wake_on_piece", "pieces", "task")  # one per open stream
+
     def __init__(self, events: AsyncIterator[bytes]) -> None:
         self.pieces: list[bytes] = []
         self._waiter: asyncio.Future | None = None
         self._wake_on_piece = False
         self.task = asyncio.create_task(self._run(events))
-        self.task.add_done_callback(lambda _: self._wake())
+        self.task.add_done_callback(self._ended)
 
     async def _run(self, events: AsyncIterator[bytes]) -> None:
         async for piece in events:
@@ -51,6 +53,9 @@ class _Pump:
             self._waiter = None
             if timer is not None:
                 timer.cancel()
+
+    def _ended(self, _: asyncio.Task) -> None:
+        self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
