@@ -28,7 +28,7 @@ import openai
 from django.conf import settings
 
 from accounts.billing.metered import Usage
-from conversations.upstream_socket import AsyncioTransport
+from conversations.upstream_socket import AsyncioHttpxClient
 
 
 class UpstreamError(Exception):
@@ -285,7 +285,7 @@ def _client() -> _OpenAIWithOurRetries:
             max_retries=settings.UPSTREAM_RETRIES,
             timeout=timeout,
             # The SDK's default pool stops at 1,000 connections; a process holds up to 2,000 streams.
-            http_client=openai.DefaultAsyncHttpxClient(timeout=timeout, transport=AsyncioTransport(limits=limits)),
+            http_client=AsyncioHttpxClient(timeout=timeout, limits=limits),
         )
     return client
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpcore2
 import httpx2
+import openai
 
 # A connection stops reading from its socket once this much is buffered unread (TCP then slows the sender).
 HIGH_WATER = 256 * 1024
@@ -245,9 +246,21 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
 
 
 class AsyncioTransport(httpx2.AsyncHTTPTransport):
-    """httpx's own transport (its pool, HTTP/1.1, proxies from the environment), its sockets on AsyncioBackend."""
+    """httpx's own transport (its pool, HTTP/1.1, a proxy if given), its sockets on AsyncioBackend."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # httpx builds the pool and takes no backend for it; the pool reads this when it connects.
         self._pool._network_backend = AsyncioBackend()
+
+
+class AsyncioHttpxClient(openai.DefaultAsyncHttpxClient):
+    """The SDK's default httpx client, its direct connections on AsyncioTransport.
+
+    Given a `transport`, httpx would stop reading HTTP(S)_PROXY and NO_PROXY
+    from the environment, so the transport is made where httpx makes its own:
+    a deployment that reaches the provider through a proxy still does.
+    """
+
+    def _init_transport(self, *, transport: httpx2.AsyncBaseTransport | None = None, **kwargs: Any):
+        return transport or AsyncioTransport(**kwargs)

@@ -91,3 +91,14 @@ async def test_a_connection_the_provider_closed_while_idle_is_not_used_again(poi
 
         first, second = fake.requests
         assert first.peer != second.peer
+
+
+async def test_a_provider_reached_through_a_proxy_from_the_environment_still_is(upstream, monkeypatch, settings):
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{upstream.port}")  # the fake takes the proxy's part too
+    settings.OPENAI_BASE_URL = "http://provider.invalid/v1"  # resolvable by the proxy alone
+    upstream.script(Reply(text="Through the proxy"))
+
+    assert await reply_text() == "Through the proxy"
+    assert upstream.requests[0].path == "/v1/chat/completions"
