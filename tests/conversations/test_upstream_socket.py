@@ -1,17 +1,20 @@
-"""The upstream's connections (conversations/upstream_socket.py): HTTPS as the provider speaks it, and kept-alive
-connections the provider ends.
+"""The upstream's connections (conversations/upstream_socket.py): HTTPS as the provider speaks it, kept-alive
+connections the provider ends, a proxy from the environment, large requests and a provider slow to take them.
 
 The rest of what the connections do (cuts, hangs, timeouts, closing a stream,
 reusing a connection) is in test_upstream_client.py and test_upstream_failures.py.
 """
 
 import asyncio
+import contextlib
 import ssl
 
+import httpcore2
 import pytest
 import trustme
 
 from conversations.llm import UpstreamError, stream_open
+from conversations.upstream_socket import AsyncioBackend
 from tests.fake_upstream import FakeUpstream, Reply
 
 MESSAGES = [{"role": "user", "content": "Hello?"}]
@@ -102,3 +105,63 @@ async def test_a_provider_reached_through_a_proxy_from_the_environment_still_is(
 
     assert await reply_text() == "Through the proxy"
     assert upstream.requests[0].path == "/v1/chat/completions"
+
+
+async def test_a_request_larger_than_the_sockets_buffers_reaches_the_provider_whole(upstream):
+    # A long chat or images as data URLs: written as the provider takes them, more than a socket takes at once.
+    prompt = "".join(f"{n:07d} Grüße 日本語 🙂\n" for n in range(30_000))  # 0.9 MB: under the fake's 1 MB cap
+    upstream.script(Reply(text="Read it"))
+
+    stream = await stream_open({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]})
+    try:
+        assert "".join([text async for text in stream.deltas()]) == "Read it"
+    finally:
+        await stream.close()
+
+    assert upstream.requests[0].json["messages"][0]["content"] == prompt
+
+
+@contextlib.asynccontextmanager
+async def slow_reader(starts_reading_after: float):
+    """A server that reads nothing for `starts_reading_after` seconds (None: never), then all; yields its port
+    and what it read."""
+    received = bytearray()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if starts_reading_after is None:
+            await asyncio.sleep(3600)
+        await asyncio.sleep(starts_reading_after)
+        while data := await reader.read(1 << 20):
+            received.extend(data)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], received
+    finally:
+        server.close()
+
+
+# More than the kernel's socket buffers on both sides take (tcp_wmem and tcp_rmem top out at a few MB).
+BIG = bytes(range(256)) * (128 * 1024)  # 32 MB
+
+
+async def test_a_write_waits_for_a_slow_provider_to_take_it_and_arrives_whole():
+    async with slow_reader(starts_reading_after=0.3) as (port, received):
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        await stream.write(BIG, timeout=30)
+        for _ in range(300):
+            if len(received) == len(BIG):
+                break
+            await asyncio.sleep(0.01)
+        await stream.aclose()
+
+    assert received == BIG
+
+
+async def test_a_write_a_provider_never_takes_times_out():
+    async with slow_reader(starts_reading_after=None) as (port, _):
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        with pytest.raises(httpcore2.WriteTimeout):
+            await stream.write(BIG, timeout=0.3)
+        await stream.aclose()
