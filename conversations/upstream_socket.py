@@ -107,23 +107,6 @@ class _Connection(asyncio.Protocol):
             self.waiter.set_result(None)
 
 
-async def _within(timeout: float | None, future: asyncio.Future) -> None:
-    """Wait for `future`; TimeoutError after `timeout` seconds (None: no limit)."""
-    if timeout is None:
-        await future
-        return
-    timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
-    try:
-        await future
-    finally:
-        timer.cancel()
-
-
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
-
-
 class AsyncioStream(httpcore2.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, connection: _Connection) -> None:
         self._transport = transport
@@ -155,7 +138,8 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         if connection.writing_paused:
             connection.drained = asyncio.get_running_loop().create_future()
             try:
-                await _within(timeout, connection.drained)
+                async with asyncio.timeout(timeout):
+                    await connection.drained
             except TimeoutError:
                 raise httpcore2.WriteTimeout("the upstream took nothing in time") from None
             except OSError as error:
