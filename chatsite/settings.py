@@ -85,22 +85,46 @@ INSTALLED_APPS = [
     "gateway",
 ]
 
-MIDDLEWARE = [
-    "conversations.csp.content_security_policy",
-    "django.middleware.security.SecurityMiddleware",
-    "gateway.middleware.api_middleware",
-    "conversations.outages.OutageMiddleware",
-    # The Loop* ones are Django's with their hooks run on the event loop, not each in a thread hop (see
-    # the module). Security, sessions, CSRF and X-Frame-Options stay Django's: `check --deploy` finds
-    # them by these names.
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "chatsite.loop_middleware.LoopCommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "chatsite.loop_middleware.LoopAuthenticationMiddleware",
-    "chatsite.loop_middleware.LoopMessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
-]
+
+class Middleware(list):
+    """MIDDLEWARE, which also says it holds each Django middleware that a Loop* one stands in for.
+
+    The Loop* ones are Django's own, with their hooks run on the event loop
+    rather than each in a thread hop (chatsite/loop_middleware.py). Django's
+    deploy checks look for Security, sessions, CSRF and X-Frame-Options by
+    their dotted names, and skip the checks of their settings when they are
+    not found.
+    """
+
+    STANDS_IN_FOR = {
+        "django.middleware.security.SecurityMiddleware": "LoopSecurityMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware": "LoopSessionMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware": "LoopCsrfViewMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware": "LoopXFrameOptionsMiddleware",
+    }
+
+    def __contains__(self, name) -> bool:
+        if super().__contains__(name):
+            return True
+        stand_in = self.STANDS_IN_FOR.get(name)
+        return stand_in is not None and super().__contains__(f"chatsite.loop_middleware.{stand_in}")
+
+
+MIDDLEWARE = Middleware(
+    [
+        "conversations.csp.content_security_policy",
+        "chatsite.loop_middleware.LoopSecurityMiddleware",
+        "gateway.middleware.api_middleware",
+        "conversations.outages.OutageMiddleware",
+        "chatsite.loop_middleware.LoopSessionMiddleware",
+        "chatsite.loop_middleware.LoopCommonMiddleware",
+        "chatsite.loop_middleware.LoopCsrfViewMiddleware",
+        "chatsite.loop_middleware.LoopAuthenticationMiddleware",
+        "chatsite.loop_middleware.LoopMessageMiddleware",
+        "chatsite.loop_middleware.LoopXFrameOptionsMiddleware",
+        "django_htmx.middleware.HtmxMiddleware",
+    ]
+)
 
 ROOT_URLCONF = "chatsite.urls"
 ASGI_APPLICATION = "chatsite.asgi.application"

@@ -33,6 +33,9 @@ class WorkerThread(ThreadPoolExecutor):
         try:
             return function(*args, **kwargs)
         finally:
+            # Whatever ran here (a step, a sync view, a middleware's hook) hands its connections back as it
+            # ends, so the next call on this thread starts with none: chatsite/asgi.py relies on that.
+            connections_release()
             self.finished += 1
 
     def queued(self) -> int:

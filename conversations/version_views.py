@@ -8,12 +8,12 @@ background, as one to a new message is (views.message_create).
 
 from collections.abc import Callable
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.decorators import login_required
 from accounts.ratelimits import refusing_window, too_many
 from conversations.branches import branch_messages, message_with_versions
 from conversations.db import db_step_to_end
@@ -29,6 +29,7 @@ from conversations.views import (
     _own_message,
     _reply_start_after_cancel,
     _user_loaded,
+    rendered,
 )
 
 CONTROLS_TEMPLATE = "conversations/_message_controls.html"
@@ -54,8 +55,9 @@ def _reply_starting_step(request, pk: int, message_pk: int, change: Change) -> t
     """As _branch_change_step, for a control that calls the model: counted against the user's message rate."""
     window = refusing_window(request, group="messages", key="user", setting="RATELIMIT_MESSAGES")
     if window:
-        return too_many(request, what="messages", window=window), None
-    return _branch_change_step(request, pk, message_pk, change)
+        return rendered(too_many(request, what="messages", window=window)), None
+    response, plan = _branch_change_step(request, pk, message_pk, change)
+    return rendered(response), plan
 
 
 async def _reply_start(request, pk: int, message_pk: int, change: Change) -> HttpResponse:

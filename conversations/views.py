@@ -3,17 +3,17 @@ import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.template.response import TemplateResponse
+from django.template.response import SimpleTemplateResponse, TemplateResponse
 from django.urls import Resolver404, resolve
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
 from accounts.billing.budget import usage_summary
+from accounts.decorators import login_required
 from accounts.models import local_today
 from accounts.ratelimits import refusing_window, too_many
 from conversations.branches import branch_messages
@@ -204,8 +204,28 @@ async def _user_loaded(request) -> None:
     request.user = await request.auser()
 
 
+def rendered(response: HttpResponse) -> HttpResponse:
+    """A template response rendered, as a plain HttpResponse; any other response as it is.
+
+    For a step to call on its thread: Django's async handler renders a
+    template response that an async view returns in a thread hop of its own
+    (about 100 µs of CPU), even one rendered already.
+    """
+    if not isinstance(response, SimpleTemplateResponse):
+        return response
+    response.render()
+    plain = HttpResponse(response.content, status=response.status_code, headers=response.headers)
+    plain.cookies = response.cookies
+    return plain
+
+
 def _message_create_step(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | None]:
     """All of message_create's database work and rendering, in one sync step: the answer, and the reply to start."""
+    response, plan = _message_answer(request, pk)
+    return rendered(response), plan
+
+
+def _message_answer(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | None]:
     window = refusing_window(request, group="messages", key="user", setting="RATELIMIT_MESSAGES")
     if window:
         return too_many(request, what="messages", window=window), None
