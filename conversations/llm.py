@@ -28,7 +28,10 @@ import openai
 from django.conf import settings
 
 from accounts.billing.metered import Usage
-from conversations.upstream_socket import AsyncioHttpxClient
+from conversations.upstream_socket import AsyncioHttpxClient, AsyncioStream
+
+# A reader in frames has the upstream's socket left unread for at most this long at a time (ReplyStream.read_before).
+READ_HELD_AT_MOST = 0.1
 
 
 class UpstreamError(Exception):
@@ -114,6 +117,24 @@ class ReplyStream:
     async def close(self) -> None:
         """Close the connection, so the provider stops generating (and billing) at once."""
         await self.response.aclose()
+
+    def read_before(self, next_frame_at: float) -> None:
+        """Read nothing more until shortly before the caller's next frame (the loop's time), then all that came.
+
+        For a reader that passes the text on in frames (the /v1 relay, the
+        chat's fan-out): the tokens that come while a frame waits are read in
+        one piece rather than one at a time (AsyncioStream.hold). The hold
+        ends a tenth of the wait before the frame, so that they are parsed in
+        time for it, and at most READ_HELD_AT_MOST after it starts, so that a
+        long frame interval cannot hold back the reply's end.
+        """
+        network = self.response.extensions.get("network_stream")
+        if not isinstance(network, AsyncioStream):
+            return  # a connection of another transport (a proxy's tunnel, a test's): read as it comes
+        now = asyncio.get_running_loop().time()
+        until = min(next_frame_at - (next_frame_at - now) / 10, now + READ_HELD_AT_MOST)
+        if until > now:
+            network.hold(until)
 
     async def _events(self) -> AsyncIterator[tuple[bytes, bytes | None]]:
         """Each SSE event with the blank line that ends it, and its data (None for a comment), until [DONE].

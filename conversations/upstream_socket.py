@@ -39,7 +39,10 @@ class _Connection(asyncio.Protocol):
         # their timeout is a minute: one timer, moved on when it fires early, instead of one per read.
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self.paused = False
+        self.paused = False  # too much buffered unread
+        # Asked not to read until the loop's time `held_until` (AsyncioStream.hold): what comes meanwhile
+        # waits in the kernel, to be read in one piece.
+        self.hold_timer: asyncio.TimerHandle | None = None
         self.drained: asyncio.Future | None = None
         self.writing_paused = False
         self.lost = asyncio.get_running_loop().create_future()  # done once the socket is closed
@@ -51,8 +54,26 @@ class _Connection(asyncio.Protocol):
         self.buffer += data
         if len(self.buffer) > HIGH_WATER and not self.paused:
             self.paused = True
-            self.transport.pause_reading()
+            self.reading_update()
         self._wake()
+
+    def reading_update(self) -> None:
+        """Read from the socket unless too much is buffered or a hold is on."""
+        if self.transport is None or self.closed is not None:
+            return
+        if self.paused or self.hold_timer is not None:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def hold(self, until: float) -> None:
+        if self.hold_timer is None and self.closed is None:
+            self.hold_timer = asyncio.get_running_loop().call_at(until, self._hold_end)
+            self.reading_update()
+
+    def _hold_end(self) -> None:
+        self.hold_timer = None
+        self.reading_update()
 
     def eof_received(self) -> bool:
         self.closed = self.closed or ConnectionError("the server closed the connection")
@@ -63,8 +84,9 @@ class _Connection(asyncio.Protocol):
         self.closed = self.closed or exc or ConnectionError("the connection was closed")
         self._wake()
         self.lost.set_result(None)
-        if self.timer is not None:
-            self.timer.cancel()
+        for timer in (self.timer, self.hold_timer):
+            if timer is not None:
+                timer.cancel()
         if self.drained is not None and not self.drained.done():
             self.drained.set_exception(self.closed)
 
@@ -127,8 +149,19 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         del connection.buffer[:max_bytes]
         if connection.paused and len(connection.buffer) <= HIGH_WATER // 4:
             connection.paused = False
-            self._transport.resume_reading()
+            connection.reading_update()
         return data
+
+    def hold(self, until: float) -> None:
+        """Read nothing more from the socket until the loop's time `until`, then all that came meanwhile at once.
+
+        A reply comes a token at a time, each in a packet of its own: read as
+        it comes, each is a wake-up of the loop and a pass through httpcore,
+        h11 and the SDK. A reader that only passes the text on at its next
+        frame loses nothing by reading it just before. What is buffered already
+        is still read meanwhile; a hold already on is left as it is.
+        """
+        self._connection.hold(until)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         connection = self._connection

@@ -149,7 +149,7 @@ def relay_response(relay: AsyncIterator[bytes], stream: ReplyStream, call: Meter
     held until it expires. One cut while the relay waits at a `yield` leaves it
     to the garbage collector; this ends it at once.
     """
-    frames = framed(relay)
+    frames = framed(relay, read_before=stream.read_before)
 
     def request_ended(_) -> None:
         if not call.settled:

@@ -124,6 +124,8 @@ class ReplyBroadcast(LiveText):
         self._sending: set[asyncio.Task] = set()
         self._board: Switchboard | None = None
         self._closed = False
+        # Told each next frame's time, it may leave the upstream unread until just before (ReplyStream.read_before).
+        self.read_before: Callable[[float], None] | None = None
 
     async def open(self) -> None:
         """Be found: by watchers in this process, and by Stop and watchers from others (the control group)."""
@@ -198,6 +200,8 @@ class ReplyBroadcast(LiveText):
         start = len(self.shown)
         self.shown += piece
         self._last_frame_at = asyncio.get_running_loop().time()
+        if self.read_before is not None and not self._closed:
+            self.read_before(self._last_frame_at + settings.STREAM_FRAME_INTERVAL)
         self._announce()
         if self._watching_processes:
             frame = {"type": REPLY_FRAME, "reply_id": self.reply_id, "start": start, "text": piece}

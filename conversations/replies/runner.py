@@ -152,6 +152,7 @@ class ReplyGeneration:
                 # Our count of the prompt's tokens was too low for this model: try once with fewer turns.
                 stream = await self._open(self.plan.trimmed_harder())
             publish = self.broadcast.publish
+            self.broadcast.read_before = stream.read_before
             async for delta in stream.deltas():
                 if self.call.first_token_at is None:
                     self.call.first_token()

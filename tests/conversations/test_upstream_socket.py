@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from conversations.llm import UpstreamError, stream_open
-from conversations.upstream_socket import AsyncioBackend
+from conversations.upstream_socket import HIGH_WATER, AsyncioBackend
 from tests.fake_upstream import FakeUpstream, Reply
 
 MESSAGES = [{"role": "user", "content": "Hello?"}]
@@ -165,3 +165,53 @@ async def test_a_write_a_provider_never_takes_times_out():
         with pytest.raises(httpcore2.WriteTimeout):
             await stream.write(BIG, timeout=0.3)
         await stream.aclose()
+
+
+@contextlib.asynccontextmanager
+async def sender(*pieces: bytes, apart: float):
+    """A server that sends `pieces`, `apart` seconds from each other, to whoever connects; yields its port."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(apart)
+        await reader.read()  # until the client hangs up
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_a_held_connection_reads_what_came_meanwhile_in_one_piece_when_the_hold_ends():
+    loop = asyncio.get_running_loop()
+    async with sender(b"first", b"-second", b"-third", apart=0.02) as port:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        assert await stream.read(1024, timeout=5) == b"first"
+        held_from = loop.time()
+        stream.hold(held_from + 0.2)
+
+        later = await stream.read(1024, timeout=5)
+
+        assert later == b"-second-third"
+        assert loop.time() - held_from >= 0.2
+        await stream.aclose()
+
+
+async def test_more_than_a_connection_buffers_arrives_whole_after_a_hold():
+    """A hold and a full buffer both stop the socket's reading; either ending alone does not start it again."""
+    loop = asyncio.get_running_loop()
+    async with sender(BIG[: 3 * HIGH_WATER], apart=0) as port:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        stream.hold(loop.time() + 0.1)
+        received = bytearray()
+        while len(received) < 3 * HIGH_WATER:
+            received += await stream.read(64 * 1024, timeout=5)
+            if len(received) == 64 * 1024:
+                stream.hold(loop.time() + 0.05)  # with the buffer full: reading waits for both
+        await stream.aclose()
+
+    assert received == BIG[: 3 * HIGH_WATER]

@@ -60,3 +60,28 @@ async def test_without_a_frame_interval_every_event_is_written_as_it_comes(secre
         [" two"],
         [" three"],
     ]
+
+
+def role_of(event: bytes) -> str | None:
+    return json.loads(event.removeprefix(b"data: "))["choices"][0]["delta"].get("role")
+
+
+async def test_the_opening_chunk_goes_with_the_first_text_in_one_write(secret, upstream, settings):
+    settings.STREAM_FRAME_INTERVAL = 5
+    upstream.script(Reply(chunks=["One", " two"], first_delay=0.2, delay=0.01))
+
+    response = await post(AsyncClient(), secret, BODY | {"stream": True})
+    frames = [events_of(frame) async for frame in response.streaming_content]
+
+    assert [role_of(frames[0][0]), text_of(frames[0][1])] == ["assistant", "One"]
+
+
+async def test_the_opening_chunk_waits_no_longer_than_a_frame_for_text(secret, upstream, settings):
+    settings.STREAM_FRAME_INTERVAL = 0.05
+    upstream.script(Reply(chunks=["One"], first_delay=0.5))
+
+    response = await post(AsyncClient(), secret, BODY | {"stream": True})
+    frames = [events_of(frame) async for frame in response.streaming_content]
+
+    assert [role_of(event) for event in frames[0]] == ["assistant"]  # written before the text came
+    assert text_of(frames[1][0]) == "One"
