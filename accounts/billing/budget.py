@@ -24,9 +24,9 @@ from django.utils import timezone
 from accounts.billing.ledger_sql import (
     LedgerFigures,
     ledger_figures,
+    ledger_settle,
     locked_limits,
     reservation_drop,
-    rollup_add,
     row_insert,
 )
 from accounts.models import (
@@ -288,7 +288,7 @@ def budget_settle(
     prices: Prices | None = None,
     call_id: uuid.UUID | None = None,
 ) -> UsageRecord | None:
-    """Replace a reservation by what the call really used: a ledger row and the daily rollup, in one transaction.
+    """Replace a reservation by what the call really used: a ledger row and the daily rollup, as one change.
 
     Nothing is recorded for a call that used nothing (it never reached the
     upstream), nor for a call (`call_id`) that is on the ledger already.
@@ -296,35 +296,26 @@ def budget_settle(
     prices = prices or model.prices()
     now = timezone.now()
     today = local_today(now)
-    # Callers settle inside a transaction of their own (with the reply's record, say), and none
-    # carries on after an error in here: a savepoint would only cost two more round trips.
     # No lock on the user: a reservation reads what is held and what is spent in one statement,
-    # so this transaction's commit moves the call from one to the other as far as it can see.
-    with transaction.atomic(savepoint=False):
+    # so settling moves the call from one to the other as far as it can see.
+    if not prompt_tokens and not completion_tokens:
         if reservation_id is not None:
             reservation_drop(reservation_id)
-        if not prompt_tokens and not completion_tokens:
-            return None
-        cost = prices.cost(
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
-        )
-        record = UsageRecord(
-            user_id=user_id,
-            kind=kind,
-            model=model,
-            message=message,
-            api_key=api_key,
-            call_id=call_id,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cached_tokens=cached_tokens,
-            cost=cost,
-            estimated=estimated,
-            day=today,
-            created_at=now,
-        )
-        # The ledger takes one row per call id: a call the sweep settled meanwhile is not billed twice.
-        if not row_insert(record, unique="call_id"):
-            return None
-        rollup_add(user_id=user_id, model_id=model.pk, day=today, tokens=prompt_tokens + completion_tokens, cost=cost)
-    return record
+        return None
+    cost = prices.cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens)
+    record = UsageRecord(
+        user_id=user_id,
+        kind=kind,
+        model=model,
+        message=message,
+        api_key=api_key,
+        call_id=call_id,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
+        cost=cost,
+        estimated=estimated,
+        day=today,
+        created_at=now,
+    )
+    return record if ledger_settle(reservation_id, record) else None

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from functools import cache
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Model
 
 from accounts.billing.prices import MONEY_PLACES
@@ -100,6 +100,18 @@ def _insert_statement(model: type[Model], unique: str) -> tuple[str, list]:
     return statement, fields
 
 
+def _insert_values(instance: Model, fields: list) -> list:
+    return [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields]
+
+
+def _inserted(instance: Model, row: tuple | None) -> bool:
+    if row is None:
+        return False
+    instance.pk = row[0]
+    instance._state.adding, instance._state.db = False, connection.alias
+    return True
+
+
 def row_insert(instance: Model, *, unique: str = "") -> bool:
     """Write a new model instance's row and set its primary key, in one statement.
 
@@ -107,12 +119,7 @@ def row_insert(instance: Model, *, unique: str = "") -> bool:
     instance's value there wins: nothing is written and the answer is False.
     """
     statement, fields = _insert_statement(type(instance), unique)
-    row = _row(statement, [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields])
-    if row is None:
-        return False
-    instance.pk = row[0]
-    instance._state.adding, instance._state.db = False, connection.alias
-    return True
+    return _inserted(instance, _row(statement, _insert_values(instance, fields)))
 
 
 def reservation_drop(reservation_id: int) -> None:
@@ -127,8 +134,40 @@ ON CONFLICT (user_id, model_id, day) DO UPDATE SET
 """
 
 
-def rollup_add(*, user_id: int, model_id: int, day, tokens: int, cost: Decimal) -> None:
-    """Count one settled call in the daily rollup, in its row for the user, model and day (made by the first)."""
-    cost_field = DailyUsage._meta.get_field("cost")
-    day_value = connection.ops.adapt_datefield_value(day)
-    _row(ROLLUP_ADD, [user_id, model_id, day_value, tokens, cost_field.get_db_prep_save(cost, connection)])
+def _rollup_values(record: UsageRecord) -> list:
+    cost = DailyUsage._meta.get_field("cost").get_db_prep_save(record.cost, connection)
+    tokens = record.prompt_tokens + record.completion_tokens
+    return [record.user_id, record.model_id, connection.ops.adapt_datefield_value(record.day), tokens, cost]
+
+
+@cache
+def _settle_statement() -> str:
+    """PostgreSQL's one statement for ledger_settle: its parts see one snapshot, and the rollup counts the row
+    only if the ledger took it."""
+    record, _ = _insert_statement(UsageRecord, "call_id")
+    rollup = ROLLUP_ADD.replace("VALUES (%s, %s, %s, 1, %s, %s)", "SELECT %s, %s, %s, 1, %s, %s FROM record")
+    return (
+        f"WITH dropped AS (DELETE FROM {Reservation._meta.db_table} WHERE id = %s), "
+        f"record AS ({record}), rollup AS ({rollup}) SELECT * FROM record"
+    )
+
+
+def ledger_settle(reservation_id: int | None, record: UsageRecord) -> bool:
+    """Replace a call's reservation (if any) by its ledger row, counted in the daily rollup, as one change.
+
+    The ledger takes one row per call id: a call on it already (settled by
+    the sweep meanwhile) is neither written nor counted again, and the answer
+    is False. On PostgreSQL this is one statement, so one round trip with no
+    transaction of its own to begin and commit; SQLite takes three.
+    """
+    _, fields = _insert_statement(UsageRecord, "call_id")
+    if connection.vendor == "postgresql":
+        params = [reservation_id, *_insert_values(record, fields), *_rollup_values(record)]
+        return _inserted(record, _row(_settle_statement(), params))
+    with transaction.atomic(savepoint=False):
+        if reservation_id is not None:
+            reservation_drop(reservation_id)
+        if not row_insert(record, unique="call_id"):
+            return False
+        _row(ROLLUP_ADD, _rollup_values(record))
+    return True
