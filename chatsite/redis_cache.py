@@ -24,3 +24,15 @@ class SharedPoolRedisCache(RedisCache):
         if key not in _clients:
             _clients[key] = self._class(self._servers, **self._options)
         return _clients[key]
+
+    # Django's incr asks whether the key exists, then adds: two round trips for every rate-limit window of
+    # every request (django-ratelimit counts with add, then incr). One script does both, at once.
+    _INCR_IF_THERE = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end"
+
+    def incr(self, key, delta=1, version=None):
+        key = self.make_and_validate_key(key, version=version)
+        client = self._cache.get_client(key, write=True)
+        value = client.eval(self._INCR_IF_THERE, 1, key, delta)
+        if value is None:
+            raise ValueError(f"Key '{key}' not found.")
+        return value
