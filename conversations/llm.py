@@ -231,6 +231,14 @@ class _OpenAIWithOurRetries(openai.AsyncOpenAI):
     def user_agent(self) -> str:
         return f"AsyncOpenAI/Python {self._version}"  # the SDK names itself after the class
 
+    @property
+    def default_headers(self) -> dict[str, str | openai.Omit]:
+        # Without the SDK's X-Stainless-* headers (the server's OS, CPU and Python, the SDK's version,
+        # async or not; per call, its retry count and read timeout: see NO_TELEMETRY): nothing a provider
+        # needs to answer, and more than half of each request's headers, built, checked and held again
+        # for every call and every open stream.
+        return {name: value for name, value in super().default_headers.items() if not name.startswith("X-Stainless")}
+
     def _should_retry(self, response: httpx2.Response) -> bool:
         if response.status_code != 429 and response.status_code < 500:
             return False  # 401 and 403 above all: the key will not get better by asking again
@@ -280,6 +288,9 @@ def _telling_when_sent(sent: Callable[[], None]):
 
 
 _clients: dict[tuple, _OpenAIWithOurRetries] = {}
+
+# The two X-Stainless headers the SDK adds to each request unless a caller's own headers name them.
+NO_TELEMETRY = {"X-Stainless-Retry-Count": openai.Omit(), "X-Stainless-Read-Timeout": openai.Omit()}
 
 
 def _client() -> _OpenAIWithOurRetries:
@@ -427,7 +438,7 @@ async def _post(path: str, body: dict, *, model_id: str, stream: bool = False, r
     """POST `body` unchanged to the upstream's `path`, retried by the SDK unless not to `retry`; its 200 response,
     unread if `stream`."""
     client = _client()
-    options = {} if retry else {"max_retries": 0}
+    options = {"headers": NO_TELEMETRY} if retry else {"headers": NO_TELEMETRY, "max_retries": 0}
     try:
         return await client.post(path, body=body, cast_to=httpx2.Response, stream=stream, options=options)
     except openai.APIConnectionError as error:  # APITimeoutError included

@@ -152,6 +152,25 @@ async def test_the_callers_body_reaches_the_provider_unchanged(upstream):
     assert sent.headers["Authorization"] == "Bearer sk-upstream-secret"
 
 
+@pytest.mark.parametrize("streamed", [True, False])
+async def test_the_provider_hears_who_calls_but_nothing_of_the_server_it_runs_on(upstream, settings, streamed):
+    settings.UPSTREAM_RETRIES = 2
+    upstream.script(Status(503, retry_after=0), Reply(text="Hi"))
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+
+    if streamed:
+        await relayed()
+    else:
+        await completion_create(body)
+
+    for sent in upstream.requests:  # the retry's too
+        assert sent.headers["Authorization"] == "Bearer sk-upstream-secret"
+        assert sent.headers["User-Agent"].startswith("AsyncOpenAI/Python ")
+        assert sent.headers["Content-Type"] == "application/json"
+        assert not [name for name in sent.headers if name.lower().startswith("x-stainless")]
+    assert len(upstream.requests) == 2
+
+
 async def test_a_retry_after_within_the_cap_is_waited_for(upstream, settings):
     settings.UPSTREAM_RETRY_MAX_WAIT = 1
     upstream.script(Status(429, retry_after=0.2), Reply(text="After the wait."))
