@@ -14,6 +14,7 @@ SDK, httpx, httpcore's HTTP/1.1 and its pool) is unchanged.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from collections.abc import Iterable
@@ -67,9 +68,14 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def hold(self, until: float) -> None:
-        if self.hold_timer is None and self.closed is None:
+        if self.hold_timer is None and self.closed is None and not self.buffer and not self._socket_readable():
             self.hold_timer = asyncio.get_running_loop().call_at(until, self._hold_end)
             self.reading_update()
+
+    def _socket_readable(self) -> bool:
+        """Whether the kernel has something for us already: a reply that came whole is read, not held."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        return sock is not None and bool(select.select([sock], [], [], 0)[0])
 
     def _hold_end(self) -> None:
         self.hold_timer = None
@@ -159,7 +165,9 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         it comes, each is a wake-up of the loop and a pass through httpcore,
         h11 and the SDK. A reader that only passes the text on at its next
         frame loses nothing by reading it just before. What is buffered already
-        is still read meanwhile; a hold already on is left as it is.
+        is still read meanwhile; a hold already on is left as it is. Nothing is
+        held while something is there to read: what has come (a fast reply's
+        end, say) is read at once.
         """
         self._connection.hold(until)
 

@@ -215,3 +215,20 @@ async def test_more_than_a_connection_buffers_arrives_whole_after_a_hold():
         await stream.aclose()
 
     assert received == BIG[: 3 * HIGH_WATER]
+
+
+async def test_a_connection_with_something_to_read_is_not_held():
+    """A reply that has come whole (a fast one's end) is read at once, not a frame later."""
+    loop = asyncio.get_running_loop()
+    async with sender(b"first", b"-second", apart=0.05) as port:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        assert await stream.read(1024, timeout=5) == b"first"
+        await asyncio.sleep(0.15)  # "-second" waits in the kernel
+        asked_at = loop.time()
+        stream.hold(asked_at + 5)
+
+        later = await stream.read(1024, timeout=5)
+
+        assert later == b"-second"
+        assert loop.time() - asked_at < 1
+        await stream.aclose()
