@@ -438,7 +438,7 @@ async def _post(path: str, body: dict, *, model_id: str, stream: bool = False, r
     """POST `body` unchanged to the upstream's `path`, retried by the SDK unless not to `retry`; its 200 response,
     unread if `stream`."""
     client = _client()
-    options = {"headers": NO_TELEMETRY} if retry else {"headers": NO_TELEMETRY, "max_retries": 0}
+    options = {"headers": NO_TELEMETRY} | ({} if retry else {"max_retries": 0})
     try:
         return await client.post(path, body=body, cast_to=httpx2.Response, stream=stream, options=options)
     except openai.APIConnectionError as error:  # APITimeoutError included

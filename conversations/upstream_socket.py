@@ -41,8 +41,8 @@ class _Connection(asyncio.Protocol):
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.paused = False  # too much buffered unread
-        # Asked not to read until the loop's time `held_until` (AsyncioStream.hold): what comes meanwhile
-        # waits in the kernel, to be read in one piece.
+        # Set while asked not to read (AsyncioStream.hold), ending the hold when it fires: what comes
+        # meanwhile waits in the kernel, to be read in one piece.
         self.hold_timer: asyncio.TimerHandle | None = None
         self.drained: asyncio.Future | None = None
         self.writing_paused = False

@@ -126,9 +126,12 @@ def reservation_drop(reservation_id: int) -> None:
     _row(f"DELETE FROM {Reservation._meta.db_table} WHERE id = %s", [reservation_id])
 
 
-ROLLUP_ADD = f"""
+def _rollup_add(source: str) -> str:
+    """Count one settled call in the daily rollup, in its row for the user, model and day (made by the first);
+    `source` gives the row's values (user, model, day, tokens, cost)."""
+    return f"""
 INSERT INTO {DailyUsage._meta.db_table} AS rollup (user_id, model_id, day, calls, tokens, cost)
-VALUES (%s, %s, %s, 1, %s, %s)
+{source}
 ON CONFLICT (user_id, model_id, day) DO UPDATE SET
     calls = rollup.calls + 1, tokens = rollup.tokens + excluded.tokens, cost = rollup.cost + excluded.cost
 """
@@ -145,7 +148,7 @@ def _settle_statement() -> str:
     """PostgreSQL's one statement for ledger_settle: its parts see one snapshot, and the rollup counts the row
     only if the ledger took it."""
     record, _ = _insert_statement(UsageRecord, "call_id")
-    rollup = ROLLUP_ADD.replace("VALUES (%s, %s, %s, 1, %s, %s)", "SELECT %s, %s, %s, 1, %s, %s FROM record")
+    rollup = _rollup_add("SELECT %s, %s, %s, 1, %s, %s FROM record")  # nothing when the ledger took no row
     return (
         f"WITH dropped AS (DELETE FROM {Reservation._meta.db_table} WHERE id = %s), "
         f"record AS ({record}), rollup AS ({rollup}) SELECT * FROM record"
@@ -169,5 +172,5 @@ def ledger_settle(reservation_id: int | None, record: UsageRecord) -> bool:
             reservation_drop(reservation_id)
         if not row_insert(record, unique="call_id"):
             return False
-        _row(ROLLUP_ADD, _rollup_values(record))
+        _row(_rollup_add("VALUES (%s, %s, %s, 1, %s, %s)"), _rollup_values(record))
     return True
