@@ -26,6 +26,9 @@ import openai
 
 # A connection stops reading from its socket once this much is buffered unread (TCP then slows the sender).
 HIGH_WATER = 256 * 1024
+# A connection is held (AsyncioStream.hold) only while what it receives comes at least this far apart: a
+# reply that comes all at once, a packet or two a moment after another, is read to its end straight away.
+TRICKLE_GAP = 0.002
 
 
 class _Connection(asyncio.Protocol):
@@ -44,6 +47,8 @@ class _Connection(asyncio.Protocol):
         # Set while asked not to read (AsyncioStream.hold), ending the hold when it fires: what comes
         # meanwhile waits in the kernel, to be read in one piece.
         self.hold_timer: asyncio.TimerHandle | None = None
+        self.arrived_at = 0.0  # the loop's time when the socket last delivered, and how long after the time before
+        self.gap = 0.0
         self.drained: asyncio.Future | None = None
         self.writing_paused = False
         self.lost = asyncio.get_running_loop().create_future()  # done once the socket is closed
@@ -52,6 +57,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        self.gap = now - self.arrived_at if self.arrived_at else 0.0
+        self.arrived_at = now
         self.buffer += data
         if len(self.buffer) > HIGH_WATER and not self.paused:
             self.paused = True
@@ -68,14 +76,26 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def hold(self, until: float) -> None:
-        if self.hold_timer is None and self.closed is None and not self.buffer and not self._socket_readable():
+        if (
+            self.hold_timer is None
+            and self.closed is None
+            and self.gap >= TRICKLE_GAP
+            and not self.buffer
+            and not self._socket_readable()
+        ):
             self.hold_timer = asyncio.get_running_loop().call_at(until, self._hold_end)
             self.reading_update()
 
     def _socket_readable(self) -> bool:
         """Whether the kernel has something for us already: a reply that came whole is read, not held."""
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        return sock is not None and bool(select.select([sock], [], [], 0)[0])
+        if sock is None:
+            return False
+        # poll, not select: select refuses a descriptor past 1,023, and a process relaying a thousand
+        # streams has two thousand sockets open.
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     def _hold_end(self) -> None:
         self.hold_timer = None
@@ -166,8 +186,9 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         h11 and the SDK. A reader that only passes the text on at its next
         frame loses nothing by reading it just before. What is buffered already
         is still read meanwhile; a hold already on is left as it is. Nothing is
-        held while something is there to read: what has come (a fast reply's
-        end, say) is read at once.
+        held while something is there to read, nor before the connection has
+        been seen to trickle (its last two deliveries TRICKLE_GAP apart): a
+        reply that comes at once is read to its end at once.
         """
         self._connection.hold(until)
 

@@ -7,6 +7,8 @@ reusing a connection) is in test_upstream_client.py and test_upstream_failures.p
 
 import asyncio
 import contextlib
+import os
+import resource
 import ssl
 
 import httpcore2
@@ -186,17 +188,43 @@ async def sender(*pieces: bytes, apart: float):
         server.close()
 
 
-async def test_a_held_connection_reads_what_came_meanwhile_in_one_piece_when_the_hold_ends():
+@contextlib.contextmanager
+def descriptors_taken(count: int):
+    """`count` more file descriptors held open, so that the next socket's number is past them all."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 256
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"this process may open only {hard} files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    taken = []
+    try:
+        for _ in range(count):
+            taken.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for descriptor in taken:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# A process relaying a thousand streams has two thousand sockets open: select() refuses any past the 1,024th.
+@pytest.mark.parametrize("descriptors_before", [0, 1100], ids=["a first socket", "a socket past the 1024th"])
+async def test_a_held_connection_reads_what_came_meanwhile_in_one_piece_when_the_hold_ends(descriptors_before):
     loop = asyncio.get_running_loop()
-    async with sender(b"first", b"-second", b"-third", apart=0.02) as port:
+    async with contextlib.AsyncExitStack() as taken:
+        taken.enter_context(descriptors_taken(descriptors_before))
+        port = await taken.enter_async_context(sender(b"first", b"-second", b"-third", b"-fourth", apart=0.02))
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        assert stream.get_extra_info("socket").fileno() > descriptors_before
         assert await stream.read(1024, timeout=5) == b"first"
+        assert await stream.read(1024, timeout=5) == b"-second"  # it trickles: a hold is worth it
         held_from = loop.time()
         stream.hold(held_from + 0.2)
 
         later = await stream.read(1024, timeout=5)
 
-        assert later == b"-second-third"
+        assert later == b"-third-fourth"
         assert loop.time() - held_from >= 0.2
         await stream.aclose()
 
@@ -204,8 +232,10 @@ async def test_a_held_connection_reads_what_came_meanwhile_in_one_piece_when_the
 async def test_more_than_a_connection_buffers_arrives_whole_after_a_hold():
     """A hold and a full buffer both stop the socket's reading; either ending alone does not start it again."""
     loop = asyncio.get_running_loop()
-    async with sender(BIG[: 3 * HIGH_WATER], apart=0) as port:
+    async with sender(b"first", b"-second", BIG[: 3 * HIGH_WATER], apart=0.02) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        assert await stream.read(1024, timeout=5) == b"first"
+        assert await stream.read(1024, timeout=5) == b"-second"
         stream.hold(loop.time() + 0.1)
         received = bytearray()
         while len(received) < 3 * HIGH_WATER:
@@ -220,15 +250,32 @@ async def test_more_than_a_connection_buffers_arrives_whole_after_a_hold():
 async def test_a_connection_with_something_to_read_is_not_held():
     """A reply that has come whole (a fast one's end) is read at once, not a frame later."""
     loop = asyncio.get_running_loop()
-    async with sender(b"first", b"-second", apart=0.05) as port:
+    async with sender(b"first", b"-second", b"-third", apart=0.05) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         assert await stream.read(1024, timeout=5) == b"first"
-        await asyncio.sleep(0.15)  # "-second" waits in the kernel
+        assert await stream.read(1024, timeout=5) == b"-second"  # it trickles
+        await asyncio.sleep(0.15)  # "-third" waits in the kernel
         asked_at = loop.time()
         stream.hold(asked_at + 5)
 
         later = await stream.read(1024, timeout=5)
 
-        assert later == b"-second"
+        assert later == b"-third"
+        assert loop.time() - asked_at < 1
+        await stream.aclose()
+
+
+async def test_a_connection_not_yet_seen_to_trickle_is_not_held():
+    """A reply that comes at once has its end read as it comes, not held back to the next frame."""
+    loop = asyncio.get_running_loop()
+    async with sender(b"first", b"-the-rest", apart=0.05) as port:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        assert await stream.read(1024, timeout=5) == b"first"  # one delivery: nothing says it trickles
+        asked_at = loop.time()
+        stream.hold(asked_at + 5)
+
+        later = await stream.read(1024, timeout=5)
+
+        assert later == b"-the-rest"
         assert loop.time() - asked_at < 1
         await stream.aclose()
