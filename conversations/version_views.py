@@ -19,7 +19,7 @@ from conversations.branches import branch_messages, message_with_versions
 from conversations.db import db_step_to_end
 from conversations.forms import MessageForm
 from conversations.models import ChatModel, Message
-from conversations.replies.runner import reply_runner
+from conversations.replies.runner import in_turn, reply_runner
 from conversations.services import versions
 from conversations.services.context import ReplyPlan
 from conversations.views import (
@@ -60,6 +60,7 @@ def _reply_starting_step(request, pk: int, message_pk: int, change: Change) -> t
     return rendered(response), plan
 
 
+@in_turn
 async def _reply_start(request, pk: int, message_pk: int, change: Change) -> HttpResponse:
     await _user_loaded(request)
     response, plan = await db_step_to_end(

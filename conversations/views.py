@@ -23,7 +23,7 @@ from conversations.models import ChatModel, Conversation, Message
 from conversations.outages import local_model_down
 from conversations.replies import watcher
 from conversations.replies.fanout import generated_here_for, reply_stop_request
-from conversations.replies.runner import reply_runner
+from conversations.replies.runner import in_turn, reply_runner
 from conversations.services.chat_list import chat_groups, day_label
 from conversations.services.chats import conversation_delete, conversation_reset, message_send
 from conversations.services.context import ReplyPlan
@@ -246,6 +246,7 @@ def _message_answer(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | 
 
 @login_required
 @require_POST
+@in_turn
 async def message_create(request, pk: int | None = None):
     """Store the message, start the reply in the background, and answer at once.
 
