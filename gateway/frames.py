@@ -106,3 +106,6 @@ async def framed(
     finally:
         pump.task.cancel()
         await asyncio.gather(pump.task, return_exceptions=True)
+        # The task keeps what ended it, whose traceback keeps the pump: a cycle that only the garbage
+        # collector's rare full pass would free, with the stream's whole request and connection.
+        del pump.task
