@@ -243,6 +243,9 @@ class Reservation(models.Model):
     owner = models.CharField(max_length=100, blank=True, help_text="The server process running the call.")
     prompt_tokens = models.PositiveIntegerField(help_text="The prompt's upper bound.")
     prompt_estimate = models.PositiveIntegerField(default=0, help_text="About how many tokens the prompt has.")
+    text_before = models.PositiveIntegerField(
+        default=0, help_text="Characters of its reply written by earlier calls, billed with them (a continued reply)."
+    )
     tokens = models.PositiveBigIntegerField(help_text="Prompt plus max_tokens: the most the call can use.")
     cost = models.DecimalField(max_digits=16, decimal_places=8)
     input_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)

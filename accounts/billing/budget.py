@@ -174,6 +174,7 @@ def budget_reserve(
     call_id: uuid.UUID | None = None,
     owner: str = "",
     prompt_estimate: int | None = None,
+    text_before: int = 0,
 ) -> Grant:
     """Hold the worst case of a call (prompt plus max_tokens, at its prices) against the user's limits.
 
@@ -205,6 +206,7 @@ def budget_reserve(
                 prompt_tokens=prompt_tokens,
                 # Without an estimate, the bound is what a swept call is billed.
                 prompt_estimate=prompt_tokens if prompt_estimate is None else prompt_estimate,
+                text_before=text_before,
                 tokens=prompt_tokens + max_tokens,
                 cost=prices.cost(prompt_tokens=prompt_tokens, completion_tokens=max_tokens),
                 input_price=prices.input,

@@ -76,6 +76,7 @@ class MeteredCall:
         prompt_extra_tokens: int = 0,
         api_key: ApiKey | None = None,
         message: Message | None = None,
+        text_before: int = 0,
     ):
         self.call_id = uuid.uuid4()
         self.user = user
@@ -91,6 +92,8 @@ class MeteredCall:
         self.max_tokens = max_tokens
         self.api_key = api_key
         self.message = message
+        # Characters of the message's text that earlier calls wrote: a continued reply's, not this call's to bill.
+        self.text_before = text_before
         self.reservation_id: int | None = None
         # Filled in while the call runs.
         self.reached_upstream = False
@@ -121,6 +124,7 @@ class MeteredCall:
             call_id=self.call_id,
             owner=PROCESS_NAME,
             prompt_estimate=self.prompt_estimate,
+            text_before=self.text_before,
         )
         self.reservation_id, self.max_tokens = grant.reservation_id, grant.max_tokens
         in_flight.add(self)

@@ -103,6 +103,7 @@ def reply_call(*, reply: Message, continuing: bool = False) -> ReplyPlan:
         prompt_extra_tokens=SUMMARY_MAX_TOKENS if plan.to_summarise else 0,
         max_tokens=plan.max_tokens,
         message=reply,
+        text_before=len(plan.prefix),
     )
     call.reserve()
     plan.call = call

@@ -101,27 +101,30 @@ def reply_record(*, reply_id: int, conversation_id: int, outcome: ReplyOutcome, 
 def replies_interrupt_stale() -> int:
     """Mark replies left live by a dead process as interrupted, keeping their text and settling their calls.
 
-    Each is billed its prompt's estimate and its text's, at the prices its call
-    started with; a reply whose reservation expired is billed its prompt
-    counted again at today's prices, since the prompt did go upstream.
+    Each is billed its prompt's estimate and the estimate of the text its call
+    wrote (of a continued reply, what came after the text earlier calls were
+    billed for), at the prices its call started with, added to what the reply
+    holds; a reply whose reservation expired is billed its prompt counted
+    again at today's prices, since the prompt did go upstream.
     """
     count = 0
     for reply in Message.objects.stale_streaming().select_related("model", "conversation"):
         with transaction.atomic():
             reservation = Reservation.objects.filter(message=reply).first()
-            completion_tokens = estimate_tokens(reply.content)
             if reservation is not None:
                 prompt_tokens, prices = reservation.prompt_estimate, reservation.prices()
+                completion_tokens = estimate_tokens(reply.content[reservation.text_before :])
             else:
                 prompt_tokens, prices = prompt_tokens_estimate(reply_plan(reply=reply).messages), reply.model.prices()
+                completion_tokens = estimate_tokens(reply.content)
             if not Message.objects.filter(pk=reply.pk, status__in=Message.LIVE_STATUSES).update(
                 status=Message.Status.INTERRUPTED,
                 error_code="interrupted",
                 error_text=INTERRUPTED_TEXT,
                 usage_estimated=True,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cost=prices.cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+                prompt_tokens=F("prompt_tokens") + prompt_tokens,
+                completion_tokens=F("completion_tokens") + completion_tokens,
+                cost=F("cost") + prices.cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
                 updated_at=timezone.now(),
             ):
                 continue  # finished meanwhile

@@ -21,6 +21,7 @@ from accounts.billing.processes import process_heartbeat
 from accounts.billing.prompt_bound import estimate_tokens
 from accounts.models import DailyUsage, Reservation, ServerProcess, UsageRecord
 from conversations.models import ChatModel, Message
+from conversations.services import versions
 from tests.cancelling import held_at_await
 from tests.conftest import make_conversation, make_message
 
@@ -227,4 +228,33 @@ def test_the_sweep_interrupts_a_dead_processes_reply_keeping_its_text_and_settle
     assert len(records_of(api_call)) == 1
     assert list(Reservation.objects.values_list("call_id", flat=True)) == [alive.call_id]
     alive.settle()
+    books_balance(alice)
+
+
+def test_a_continued_reply_swept_is_billed_only_the_text_its_own_call_wrote(settings, alice, mini):
+    settings.STREAM_STALE_AFTER = 30
+    process_heartbeat()
+    chat = make_conversation(alice, model=mini, title="Rivers")
+    make_message(chat, "user", PROMPT[0]["content"])
+    first_call = {"prompt_tokens": 20, "completion_tokens": 9, "cost": mini.cost(prompt_tokens=20, completion_tokens=9)}
+    reply = make_message(chat, "assistant", "The Danube,\nthe Rhine,", model=mini, finish_reason="length", **first_call)
+    plan = versions.reply_continue(reply=reply, user=alice)
+    # The continuation wrote a line, saved with the rest, before its process died.
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.STREAMING, content=ANSWER)
+
+    process_dies()
+    said = sweep()
+
+    assert said == "Interrupted 1 replies and settled 0 other calls of dead processes."
+    call, written = plan.call, estimate_tokens("\nthe Loire.")
+    own_cost = mini.cost(prompt_tokens=call.prompt_estimate, completion_tokens=written)
+    assert records_of(call) == [(call.prompt_estimate, written, own_cost, True)]
+    reply.refresh_from_db()
+    assert (reply.status, reply.content) == (Message.Status.INTERRUPTED, ANSWER)
+    # What the reply shows it cost: both its calls.
+    assert (reply.prompt_tokens, reply.completion_tokens, reply.cost) == (
+        20 + call.prompt_estimate,
+        9 + written,
+        first_call["cost"] + own_cost,
+    )
     books_balance(alice)
