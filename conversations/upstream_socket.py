@@ -291,6 +291,48 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         return AsyncioStream(transport, connection)
 
 
+class _LoopEvent:
+    """An event for httpcore's pool on the loop alone: a future only once somebody waits, none if it is set before."""
+
+    __slots__ = ("_is_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._waiter: asyncio.Future | None = None
+
+    def set(self) -> None:
+        self._is_set = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    async def wait(self) -> None:
+        if self._is_set:
+            return  # anyio's yields to the loop once even then: a loop turn per request
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._waiter)  # a waiter cancelled does not cancel the event for the others
+
+
+def _lock_on_the_loop(lock: httpcore2._synchronization.AsyncLock) -> None:
+    lock._backend, lock._anyio_lock = "asyncio", asyncio.Lock()
+
+
+def _event_on_the_loop(event: httpcore2._synchronization.AsyncEvent) -> None:
+    event._backend, event._anyio_event = "asyncio", _LoopEvent()
+
+
+# httpcore's connections each hold two locks, and each request in its pool an event, for as long as a reply
+# streams. On asyncio it makes them anyio's, which make their deque of waiters (760 bytes) at once: 2.3 KB of
+# every open stream. asyncio's lock and _LoopEvent make nothing until somebody waits, which on this pool
+# (no connection limit) is rare. Only the primitives change: httpcore calls them as it did (acquire, release,
+# set, wait under anyio's fail_after). The process runs on asyncio alone (daphne's reactor is asyncio's).
+httpcore2._synchronization.AsyncLock.setup = _lock_on_the_loop
+httpcore2._synchronization.AsyncEvent.setup = _event_on_the_loop
+
+
 class AsyncioTransport(httpx2.AsyncHTTPTransport):
     """httpx's own transport (its pool, HTTP/1.1, a proxy if given), its sockets on AsyncioBackend."""
 

@@ -12,11 +12,12 @@ import resource
 import ssl
 
 import httpcore2
+import httpx2
 import pytest
 import trustme
 
 from conversations.llm import UpstreamError, stream_open
-from conversations.upstream_socket import HIGH_WATER, AsyncioBackend
+from conversations.upstream_socket import HIGH_WATER, AsyncioBackend, AsyncioHttpxClient
 from tests.fake_upstream import FakeUpstream, Reply
 
 MESSAGES = [{"role": "user", "content": "Hello?"}]
@@ -279,3 +280,30 @@ async def test_a_connection_not_yet_seen_to_trickle_is_not_held():
         assert later == b"-the-rest"
         assert loop.time() - asked_at < 1
         await stream.aclose()
+
+
+async def test_calls_beyond_the_pools_connections_wait_their_turn_and_one_given_up_leaves_the_rest(upstream):
+    """httpcore's locks and its pool's events run on asyncio's own (upstream_socket.py): a call that waits for a
+    connection gets one when it is free, and a call given up while waiting takes nothing with it."""
+    upstream.script(Reply(chunks=["slow "] * 5, first_delay=0.2, delay=0.05), Reply(text="next"))
+    headers = {"Authorization": "Bearer sk-upstream-secret"}
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    async with AsyncioHttpxClient(limits=httpx2.Limits(max_connections=1), trust_env=False, timeout=5) as client:
+        url = f"{upstream.base_url}/chat/completions"
+        async with client.stream("POST", url, json=body | {"stream": True}, headers=headers) as first:
+            given_up = asyncio.create_task(client.post(url, json=body, headers=headers))
+            waiting = asyncio.create_task(client.post(url, json=body, headers=headers))
+            await asyncio.sleep(0.1)
+            assert not given_up.done() and not waiting.done()  # the one connection is the first call's
+            given_up.cancel()
+            streamed = b"".join([piece async for piece in first.aiter_bytes()])
+
+        async with asyncio.timeout(5):
+            answer = await waiting
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+
+    assert streamed.count(b"slow ") == 5
+    assert answer.status_code == 200
+    assert answer.json()["choices"][0]["message"]["content"] == "next"
+    assert len(upstream.requests) == 2
