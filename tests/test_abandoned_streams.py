@@ -21,30 +21,12 @@ from accounts.models import Reservation
 from accounts.services import api_key_create
 from chatsite.asgi import application
 from conversations.llm import ReplyStream
+from tests.asgi_scope import http_scope
 from tests.fake_upstream import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 WITHIN = 10.0  # seconds any wait here may take
-
-
-def scope(secret: str, body: bytes) -> dict:
-    headers = {"host": "localhost", "authorization": f"Bearer {secret}", "content-type": "application/json"}
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(name.encode(), value.encode()) for name, value in headers.items()]
-        + [(b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("localhost", 80),
-    }
 
 
 async def call_abandoned_after_its_first_text(secret: str) -> None:
@@ -63,7 +45,8 @@ async def call_abandoned_after_its_first_text(secret: str) -> None:
                 from_app.put_nowait({"type": "http.disconnect"})
 
     async with asyncio.timeout(WITHIN):
-        await application(scope(secret, body), from_app.get, send)
+        headers = {"authorization": f"Bearer {secret}", "content-type": "application/json"}
+        await application(http_scope("/v1/chat/completions", body, headers), from_app.get, send)
     assert texts, "the call was abandoned before any text came"
 
 

@@ -20,6 +20,7 @@ from django.test import Client
 from accounts.models import Reservation, UsageRecord
 from accounts.services import api_key_create
 from conversations.models import Message
+from tests.asgi_scope import http_scope
 from tests.cancelling import held_at_await
 from tests.fake_upstream import Reply
 
@@ -70,24 +71,6 @@ async def serve_cut_at(scope: dict, body: bytes, n: int) -> bool:
     finally:
         loop.set_task_factory(default_factory)
     return gone.is_set()
-
-
-def http_scope(path: str, body: bytes, headers: dict[str, str]) -> dict:
-    headers = {"host": "testserver", "content-length": str(len(body))} | headers
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(name.encode(), value.encode()) for name, value in headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
 
 
 async def cleaned_up(user) -> None:

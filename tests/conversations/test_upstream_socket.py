@@ -17,7 +17,7 @@ import pytest
 import trustme
 
 from conversations.llm import UpstreamError, stream_open
-from conversations.upstream_socket import HIGH_WATER, AsyncioBackend, AsyncioHttpxClient
+from conversations.upstream_socket import HIGH_WATER, AsyncioBackend, AsyncioHttpxClient, AsyncioStream
 from tests.fake_upstream import FakeUpstream, Reply
 
 MESSAGES = [{"role": "user", "content": "Hello?"}]
@@ -209,10 +209,18 @@ def descriptors_taken(count: int):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+async def read_after_asking_a_hold(stream: AsyncioStream, seconds: float) -> tuple[bytes, float]:
+    """Ask the stream to hold for `seconds`, then read: what came, and how long after the asking."""
+    loop = asyncio.get_running_loop()
+    asked_at = loop.time()
+    stream.hold(asked_at + seconds)
+    later = await stream.read(1024, timeout=5)
+    return later, loop.time() - asked_at
+
+
 # A process relaying a thousand streams has two thousand sockets open: select() refuses any past the 1,024th.
 @pytest.mark.parametrize("descriptors_before", [0, 1100], ids=["a first socket", "a socket past the 1024th"])
 async def test_a_held_connection_reads_what_came_meanwhile_in_one_piece_when_the_hold_ends(descriptors_before):
-    loop = asyncio.get_running_loop()
     async with contextlib.AsyncExitStack() as taken:
         taken.enter_context(descriptors_taken(descriptors_before))
         port = await taken.enter_async_context(sender(b"first", b"-second", b"-third", b"-fourth", apart=0.02))
@@ -220,13 +228,11 @@ async def test_a_held_connection_reads_what_came_meanwhile_in_one_piece_when_the
         assert stream.get_extra_info("socket").fileno() > descriptors_before
         assert await stream.read(1024, timeout=5) == b"first"
         assert await stream.read(1024, timeout=5) == b"-second"  # it trickles: a hold is worth it
-        held_from = loop.time()
-        stream.hold(held_from + 0.2)
 
-        later = await stream.read(1024, timeout=5)
+        later, after = await read_after_asking_a_hold(stream, 0.2)
 
         assert later == b"-third-fourth"
-        assert loop.time() - held_from >= 0.2
+        assert after >= 0.2
         await stream.aclose()
 
 
@@ -250,35 +256,29 @@ async def test_more_than_a_connection_buffers_arrives_whole_after_a_hold():
 
 async def test_a_connection_with_something_to_read_is_not_held():
     """A reply that has come whole (a fast one's end) is read at once, not a frame later."""
-    loop = asyncio.get_running_loop()
     async with sender(b"first", b"-second", b"-third", apart=0.05) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         assert await stream.read(1024, timeout=5) == b"first"
         assert await stream.read(1024, timeout=5) == b"-second"  # it trickles
         await asyncio.sleep(0.15)  # "-third" waits in the kernel
-        asked_at = loop.time()
-        stream.hold(asked_at + 5)
 
-        later = await stream.read(1024, timeout=5)
+        later, after = await read_after_asking_a_hold(stream, 5)
 
         assert later == b"-third"
-        assert loop.time() - asked_at < 1
+        assert after < 1
         await stream.aclose()
 
 
 async def test_a_connection_not_yet_seen_to_trickle_is_not_held():
     """A reply that comes at once has its end read as it comes, not held back to the next frame."""
-    loop = asyncio.get_running_loop()
     async with sender(b"first", b"-the-rest", apart=0.05) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         assert await stream.read(1024, timeout=5) == b"first"  # one delivery: nothing says it trickles
-        asked_at = loop.time()
-        stream.hold(asked_at + 5)
 
-        later = await stream.read(1024, timeout=5)
+        later, after = await read_after_asking_a_hold(stream, 5)
 
         assert later == b"-the-rest"
-        assert loop.time() - asked_at < 1
+        assert after < 1
         await stream.aclose()
 
 
