@@ -17,7 +17,12 @@ from conversations.branches import branch_end
 from conversations.models import ChatModel, Conversation, Message, title_from_text
 from conversations.replies.fanout import chat_reset_announce, reply_stop_request
 from conversations.services.context import SUMMARY_MAX_TOKENS, ReplyPlan, reply_plan
-from conversations.services.images import CheckedImage, image_files_delete_on_commit, images_attach
+from conversations.services.images import (
+    CheckedImage,
+    image_files_delete,
+    image_files_delete_on_commit,
+    images_attach,
+)
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -41,31 +46,36 @@ def message_send(
     plan is None, and nothing is sent upstream.
     """
     now = timezone.now()
-    with transaction.atomic():
-        if conversation is None:
-            conversation = Conversation.objects.create(
+    written: list[str] = []  # image files on disk: a rollback does not take them back
+    try:
+        with transaction.atomic():
+            if conversation is None:
+                conversation = Conversation.objects.create(
+                    user=user,
+                    model=model,
+                    title=title_from_text(text),
+                    system_prompt=system_prompt,
+                    created_at=now,
+                    updated_at=now,
+                )
+            elif conversation.model_id != model.pk:
+                conversation.model = model
+                conversation.save(update_fields=["model"])
+            question = Message.objects.create(
+                conversation=conversation,
                 user=user,
-                model=model,
-                title=title_from_text(text),
-                system_prompt=system_prompt,
+                role=Message.Role.USER,
+                content=text,
+                parent_id=branch_end(conversation),
                 created_at=now,
                 updated_at=now,
             )
-        elif conversation.model_id != model.pk:
-            conversation.model = model
-            conversation.save(update_fields=["model"])
-        question = Message.objects.create(
-            conversation=conversation,
-            user=user,
-            role=Message.Role.USER,
-            content=text,
-            parent_id=branch_end(conversation),
-            created_at=now,
-            updated_at=now,
-        )
-        images_attach(message=question, images=images)
-        reply = reply_create(question=question, model=model)
-        return reply, reply_reserve(reply=reply)
+            images_attach(message=question, images=images, written=written)
+            reply = reply_create(question=question, model=model)
+            return reply, reply_reserve(reply=reply)
+    except BaseException:
+        image_files_delete(written)
+        raise
 
 
 def reply_create(*, question: Message, model: ChatModel) -> Message:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -65,8 +66,13 @@ def image_check(upload: UploadedFile) -> CheckedImage:
     return CheckedImage(name=name, data=data, content_type=content_type, width=size[0], height=size[1])
 
 
-def images_attach(*, message: Message, images: list[CheckedImage]) -> None:
-    """Store the images as the message's: each file under MEDIA_ROOT/chat-images/<user id>/, with its row."""
+def images_attach(*, message: Message, images: Sequence[CheckedImage], written: list[str]) -> None:
+    """Store the images as the message's: each file under MEDIA_ROOT/chat-images/<user id>/, with its row.
+
+    Each file's name goes into `written` as soon as it is on disk, for the
+    caller to delete if its transaction fails (image_files_delete): files are
+    not rolled back with the rows.
+    """
     for image in images:
         row = MessageImage(
             message=message,
@@ -77,7 +83,13 @@ def images_attach(*, message: Message, images: list[CheckedImage]) -> None:
             bytes=len(image.data),
         )
         row.file.save(image.name, ContentFile(image.data), save=False)
+        written.append(row.file.name)
         row.save()
+
+
+def image_files_delete(names: Iterable[str]) -> None:
+    for name in names:
+        default_storage.delete(name)
 
 
 def images_copy(*, source: Message, target: Message) -> None:
@@ -100,12 +112,8 @@ def image_files_delete_on_commit(messages) -> None:
     """When the transaction that deletes these messages commits, delete their image files too."""
     names = set(MessageImage.objects.filter(message__in=messages).values_list("file", flat=True))
 
-    def delete_files():
-        for name in names:
-            default_storage.delete(name)
-
     if names:
-        transaction.on_commit(delete_files)
+        transaction.on_commit(lambda: image_files_delete(names))
 
 
 def image_data_url(image: MessageImage) -> str | None:

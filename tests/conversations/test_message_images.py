@@ -8,12 +8,14 @@ import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import DatabaseError
 from django.test import AsyncClient, Client
 
 from accounts.billing.image_tokens import image_size
 from accounts.billing.prompt_bound import prompt_tokens_bound
 from accounts.models import User
 from conversations.models import ChatModel, Conversation, Message, MessageImage
+from conversations.services import chats
 from tests.conftest import HTMX, PASSWORD, watch_reply
 from tests.dom import parse_html
 from tests.fake_upstream import Reply
@@ -328,6 +330,23 @@ def test_deleting_the_chat_deletes_its_image_files(alice_client, alice, upstream
     assert not MessageImage.objects.filter(message__conversation=doomed.pk).exists()
     [left] = stored_files(media_root)
     assert left.name == MessageImage.objects.get(message__conversation=kept).file.name.rsplit("/", 1)[1]
+
+
+def test_a_send_that_fails_after_its_images_were_written_leaves_no_file_behind(
+    alice, catalog, upstream, media_root, monkeypatch
+):
+    def reservation_fails(**_):
+        raise DatabaseError("the connection broke while reserving")
+
+    monkeypatch.setattr(chats, "reply_reserve", reservation_fails)
+    client = Client(raise_request_exception=False)
+    client.force_login(alice)
+
+    response = client.post("/c/new/messages/", {"text": "Look", "images": [upload(), upload("b.png", png_image(2, 2))]})
+
+    assert response.status_code >= 500
+    assert not Message.objects.exists() and not MessageImage.objects.exists()
+    assert stored_files(media_root) == []
 
 
 def test_a_staff_reset_deletes_the_image_files(alice, catalog, upstream, media_root):
