@@ -19,8 +19,8 @@ from conversations.replies.fanout import chat_reset_announce, reply_stop_request
 from conversations.services.context import SUMMARY_MAX_TOKENS, ReplyPlan, reply_plan
 from conversations.services.images import (
     CheckedImage,
-    image_files_delete,
     image_files_delete_on_commit,
+    image_files_deleted_on_failure,
     images_attach,
 )
 
@@ -46,36 +46,31 @@ def message_send(
     plan is None, and nothing is sent upstream.
     """
     now = timezone.now()
-    written: list[str] = []  # image files on disk: a rollback does not take them back
-    try:
-        with transaction.atomic():
-            if conversation is None:
-                conversation = Conversation.objects.create(
-                    user=user,
-                    model=model,
-                    title=title_from_text(text),
-                    system_prompt=system_prompt,
-                    created_at=now,
-                    updated_at=now,
-                )
-            elif conversation.model_id != model.pk:
-                conversation.model = model
-                conversation.save(update_fields=["model"])
-            question = Message.objects.create(
-                conversation=conversation,
+    with image_files_deleted_on_failure() as written, transaction.atomic():
+        if conversation is None:
+            conversation = Conversation.objects.create(
                 user=user,
-                role=Message.Role.USER,
-                content=text,
-                parent_id=branch_end(conversation),
+                model=model,
+                title=title_from_text(text),
+                system_prompt=system_prompt,
                 created_at=now,
                 updated_at=now,
             )
-            images_attach(message=question, images=images, written=written)
-            reply = reply_create(question=question, model=model)
-            return reply, reply_reserve(reply=reply)
-    except BaseException:
-        image_files_delete(written)
-        raise
+        elif conversation.model_id != model.pk:
+            conversation.model = model
+            conversation.save(update_fields=["model"])
+        question = Message.objects.create(
+            conversation=conversation,
+            user=user,
+            role=Message.Role.USER,
+            content=text,
+            parent_id=branch_end(conversation),
+            created_at=now,
+            updated_at=now,
+        )
+        images_attach(message=question, images=images, written=written)
+        reply = reply_create(question=question, model=model)
+        return reply, reply_reserve(reply=reply)
 
 
 def reply_create(*, question: Message, model: ChatModel) -> Message:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -70,8 +71,7 @@ def images_attach(*, message: Message, images: Sequence[CheckedImage], written: 
     """Store the images as the message's: each file under MEDIA_ROOT/chat-images/<user id>/, with its row.
 
     Each file's name goes into `written` as soon as it is on disk, for the
-    caller to delete if its transaction fails (image_files_delete): files are
-    not rolled back with the rows.
+    caller to delete if its transaction fails (image_files_deleted_on_failure).
     """
     for image in images:
         row = MessageImage(
@@ -90,6 +90,18 @@ def images_attach(*, message: Message, images: Sequence[CheckedImage], written: 
 def image_files_delete(names: Iterable[str]) -> None:
     for name in names:
         default_storage.delete(name)
+
+
+@contextmanager
+def image_files_deleted_on_failure() -> Iterator[list[str]]:
+    """A list for the names of the image files written within (images_attach), deleted if the block raises:
+    a rollback takes back the rows, not the files."""
+    written: list[str] = []
+    try:
+        yield written
+    except BaseException:
+        image_files_delete(written)
+        raise
 
 
 def images_copy(*, source: Message, target: Message) -> None:
