@@ -45,16 +45,22 @@ class ChatModelQuerySet(models.QuerySet):
         call and message. They refer only to the list's own table, so the query
         may be nested in another under any alias.
         """
-        through = chosen.through._meta
-        owner = through.get_field(chosen.source_field_name).column
-        target = through.get_field(chosen.target_field_name).column
-        listed = f"SELECT {target} FROM {through.db_table} WHERE {owner} = %s"
+        listed = model_list_query(chosen)
         unlisted = RawSQL(f"NOT EXISTS ({listed})", [chosen.instance.pk], output_field=models.BooleanField())
         return self.filter(Q(pk__in=RawSQL(listed, [chosen.instance.pk])) | Q(unlisted))
 
     def default(self) -> "ChatModel | None":
         enabled = self.for_chat()
         return enabled.filter(is_default=True).first() or enabled.order_by("display_name").first()
+
+
+def model_list_query(chosen) -> str:
+    """The model ids of a many-to-many list (a user's or a key's allowed models, its related manager), as SQL
+    that takes the owner's id as its one parameter."""
+    through = chosen.through._meta
+    owner = through.get_field(chosen.source_field_name).column
+    target = through.get_field(chosen.target_field_name).column
+    return f"SELECT {target} FROM {through.db_table} WHERE {owner} = %s"
 
 
 class ChatModel(models.Model):

@@ -13,7 +13,7 @@ import json
 import re
 
 import pytest
-from asgiref.sync import SyncToAsync
+from asgiref.sync import SyncToAsync, async_to_sync
 from django.conf import settings as django_settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.core.cache import cache
@@ -25,6 +25,7 @@ from conversations.db import db_step, worker_threads
 from conversations.models import ChatModel, Conversation, Message
 from conversations.replies.runner import runner_of_this_loop
 from conversations.services.catalog import catalog_seed
+from conversations.upstream import upstream_offer
 from tests.fake_upstream import FakeUpstream
 
 PASSWORD = "a-long-test-password-1"
@@ -101,6 +102,17 @@ def upstream(fake_upstream, settings):
 @pytest.fixture
 def catalog(db, upstream):
     catalog_seed()
+
+
+@pytest.fixture
+def listing(upstream, catalog, settings):
+    """The fake upstream with every catalog chat model enabled, its list read again on every look."""
+    settings.UPSTREAM_MODELS_INTERVAL = 0.001
+    ChatModel.objects.update(enabled=True)
+    yield upstream
+    # Leave the whole list known, as the tests after this one expect it.
+    upstream.reset()
+    async_to_sync(upstream_offer)()
 
 
 @pytest.fixture

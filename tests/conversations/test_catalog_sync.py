@@ -3,7 +3,7 @@
 import logging
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from accounts.models import UsageRecord
@@ -15,17 +15,6 @@ from tests.dom import parse_html
 from tests.fake_upstream import MODEL_IDS, Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def listing(upstream, catalog, settings):
-    """The fake upstream with every catalog chat model enabled, its list read again on every look."""
-    settings.UPSTREAM_MODELS_INTERVAL = 0.001
-    ChatModel.objects.update(enabled=True)
-    yield upstream
-    # Leave the whole list known, as the tests after this one expect it.
-    upstream.reset()
-    async_to_sync(upstream_offer)()
 
 
 def picker_options(page) -> list[str]:
