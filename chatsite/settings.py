@@ -167,10 +167,10 @@ if WORKER_THREADS > DB_POOL_MAX_SIZE:
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A pool instead of a new connection (about 10 ms with SCRAM) per request. Django
     # hands every connection it takes from the pool back at the end of each request or
-    # database step (CONN_MAX_AGE stays 0), and with CONN_HEALTH_CHECKS the pool checks a
-    # connection before handing it out, so one broken by a PostgreSQL restart is replaced,
-    # never used.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # database step (CONN_MAX_AGE stays 0), and the pool checks a connection before
+    # handing it out (chatsite/postgresql/base.py, in place of CONN_HEALTH_CHECKS' round
+    # trip), so one broken by a PostgreSQL restart is replaced, never used.
+    DATABASES["default"]["ENGINE"] = "chatsite.postgresql"
     DATABASES["default"]["OPTIONS"] = {
         # Parameters go to PostgreSQL apart from the query, not quoted into it by psycopg (a
         # measurable part of each query's CPU here), and the pool's connections keep the

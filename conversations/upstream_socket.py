@@ -14,7 +14,6 @@ SDK, httpx, httpcore's HTTP/1.1 and its pool) is unchanged.
 from __future__ import annotations
 
 import asyncio
-import select
 import socket
 import ssl
 from collections.abc import Iterable
@@ -23,6 +22,8 @@ from typing import Any
 import httpcore2
 import httpx2
 import openai
+
+from chatsite.sockets import readable
 
 # A connection stops reading from its socket once this much is buffered unread (TCP then slows the sender).
 HIGH_WATER = 256 * 1024
@@ -89,13 +90,7 @@ class _Connection(asyncio.Protocol):
     def _socket_readable(self) -> bool:
         """Whether the kernel has something for us already: a reply that came whole is read, not held."""
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        if sock is None:
-            return False
-        # poll, not select: select refuses a descriptor past 1,023, and a process relaying a thousand
-        # streams has two thousand sockets open.
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
+        return sock is not None and readable(sock.fileno())
 
     def _hold_end(self) -> None:
         self.hold_timer = None

@@ -34,7 +34,7 @@ def site_env(var_dir, **overrides: str) -> dict[str, str]:
     if not redis_url:
         pytest.skip("REDIS_URL is not set: live servers share Redis for streaming (make test starts one)")
     db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
+    if db["ENGINE"] != "chatsite.postgresql":
         pytest.skip("DATABASE_URL is not PostgreSQL: live servers share the test database (make test starts one)")
     user, password = quote(db["USER"], safe=""), quote(db["PASSWORD"], safe="")
     return {
