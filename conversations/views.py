@@ -25,7 +25,7 @@ from conversations.replies import watcher
 from conversations.replies.fanout import generated_here_for, reply_stop_request
 from conversations.replies.runner import in_turn, reply_runner
 from conversations.services.chat_list import chat_groups, day_label
-from conversations.services.chats import conversation_delete, conversation_reset, message_send
+from conversations.services.chats import conversation_delete, conversation_reset, message_send, send_target
 from conversations.services.context import ReplyPlan
 from conversations.services.export import chat_export_json, chat_export_markdown, export_filename
 from conversations.services.search import chat_search
@@ -154,7 +154,10 @@ class MessagePrepared:
 
 def _message_prepare(request, pk: int | None) -> MessagePrepared:
     """Everything message_create does with the database, in one sync step."""
-    conversation = _own_conversation(request, pk) if pk is not None else None
+    target = send_target(user=request.user, pk=pk) if pk is not None else None
+    if pk is not None and target is None:
+        raise Http404("No such chat.")
+    conversation = target.conversation if target else None
     usable = ChatModel.objects.usable_by(request.user)
     form = MessageForm(request.POST, request.FILES, models=usable)
     if not form.is_valid():
@@ -176,13 +179,12 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
     if images and not model.accepts_images:
         error = f"{model.display_name} does not take images. Pick a model that does, or send the text alone."
         return MessagePrepared(conversation, errors=[error], status=400)
-    if conversation and conversation.messages.filter(status__in=Message.LIVE_STATUSES).exists():
+    if target and target.reply_live:
         return MessagePrepared(
             conversation, errors=["Wait for the reply to finish, or press Stop, before sending another."], status=409
         )
     # The usual case, chatting on in the newest chat, leaves the chat list as it is: no need to send it.
-    newest = Conversation.objects.for_user(request.user).values_list("pk", flat=True).first()
-    list_changed = conversation is None or newest != conversation.pk
+    list_changed = target is None or not target.newest
     reply, plan = message_send(
         user=request.user,
         conversation=conversation,

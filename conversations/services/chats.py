@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import AuditEntry, UsageRecord
+from accounts.rows import columns, instance_from
 from accounts.services import audit_record
 from conversations.branches import branch_end
 from conversations.models import ChatModel, Conversation, Message, title_from_text
@@ -26,6 +28,45 @@ from conversations.services.images import (
 
 if TYPE_CHECKING:
     from accounts.models import User
+
+
+@dataclass(frozen=True)
+class SendTarget:
+    """The chat a message is sent in, with what the send must know of the user's other chats and replies."""
+
+    conversation: Conversation
+    reply_live: bool  # a reply in the chat is still being written: no new message until it ends or is stopped
+    newest: bool  # the chat is at the top of the user's list already
+
+
+def send_target(*, user: User, pk: int) -> SendTarget | None:
+    """The user's chat `pk` with its model, whether a reply in it is live, and whether it is the user's newest
+    chat, in one written-out statement: each is a query of its own through the ORM, on every message sent.
+    None when the user has no such chat."""
+    chats, messages, models = Conversation._meta, Message._meta, ChatModel._meta
+    quote = connection.ops.quote_name
+    chat_id, user_id, model_id = (quote(chats.get_field(name).column) for name in ("id", "user", "model"))
+    updated_at = quote(chats.get_field("updated_at").column)
+    message_chat, message_status = (quote(messages.get_field(name).column) for name in ("conversation", "status"))
+    live = ", ".join(["%s"] * len(Message.LIVE_STATUSES))
+    statement = f"""
+        SELECT {columns(Conversation, "c")}, {columns(ChatModel, "m")},
+            EXISTS (SELECT 1 FROM {messages.db_table} r
+                    WHERE r.{message_chat} = c.{chat_id} AND r.{message_status} IN ({live})),
+            (SELECT n.{chat_id} FROM {chats.db_table} n WHERE n.{user_id} = c.{user_id}
+             ORDER BY n.{updated_at} DESC, n.{chat_id} DESC LIMIT 1) = c.{chat_id}
+        FROM {chats.db_table} c JOIN {models.db_table} m ON m.{quote(models.pk.column)} = c.{model_id}
+        WHERE c.{chat_id} = %s AND c.{user_id} = %s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [*Message.LIVE_STATUSES, pk, user.pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(chats.concrete_fields)
+    conversation = instance_from(Conversation, row[:split])
+    conversation.model = instance_from(ChatModel, row[split : split + len(models.concrete_fields)])
+    return SendTarget(conversation, reply_live=bool(row[-2]), newest=bool(row[-1]))
 
 
 def message_send(
