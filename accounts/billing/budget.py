@@ -25,7 +25,7 @@ from accounts.billing.ledger_sql import (
     LedgerFigures,
     ledger_figures,
     ledger_settle,
-    locked_limits,
+    limits_locked_with_figures,
     reservation_drop,
     row_insert,
 )
@@ -97,7 +97,7 @@ def usage_summary(*, user: User) -> UsageSummary:
     now = timezone.now()
     today = local_today(now)
     limits = user.limits()
-    figures = ledger_figures(user.pk, now, hourly=limits.tokens_per_hour is not None)
+    figures = ledger_figures(user.pk, now)
     return UsageSummary(
         tokens_today=figures.tokens_today,
         usd_this_month=figures.usd_this_month,
@@ -187,8 +187,7 @@ def budget_reserve(
     # No savepoint inside a caller's transaction (two round trips): a refusal is raised after the
     # block, which wrote nothing, and the caller goes on to store it (a web reply says it).
     with transaction.atomic(savepoint=False):
-        limits = locked_limits(user.pk)
-        figures = ledger_figures(user.pk, now, hourly=limits.tokens_per_hour is not None)
+        limits, figures = limits_locked_with_figures(user.pk, now)
         try:
             max_tokens = _max_tokens_that_fit(limits, figures, prices, now, prompt_tokens, max_tokens)
         except QuotaExceeded as exceeded:

@@ -7,11 +7,13 @@ spent are read in one statement: a call settled meanwhile is seen either
 still held or already spent, never as neither.
 """
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Model
 
@@ -30,16 +32,17 @@ def _money(value) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(MONEY_PLACES)
 
 
-def locked_limits(user_id: int) -> Limits:
-    """The user's limits, their row locked until the transaction ends: one caller's reservations go one at a time."""
-    fields = [User._meta.get_field(name) for name in User.LIMIT_FIELDS]
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite locks the whole database
-    columns = ", ".join(field.column for field in fields)
-    row = _row(f"SELECT {columns} FROM {User._meta.db_table} WHERE id = %s{lock}", [user_id])
-    if row is None:
-        raise User.DoesNotExist(f"No user {user_id}.")
-    own = {field.attname: field.to_python(value) for field, value in zip(fields, row, strict=True)}
-    return User(pk=user_id, **own).limits()
+def _rows(*statements: tuple[str, object]) -> list[tuple]:
+    """The first row of each statement, run in order. On PostgreSQL they go in one round trip (psycopg's
+    pipeline mode), and each still runs as a statement of its own: it sees what was committed before it began."""
+    with contextlib.ExitStack() as stack:
+        if connection.vendor == "postgresql":
+            connection.ensure_connection()
+            stack.enter_context(connection.connection.pipeline())
+        cursors = [stack.enter_context(connection.cursor()) for _ in statements]
+        for cursor, (statement, params) in zip(cursors, statements, strict=True):
+            cursor.execute(statement, params)
+        return [cursor.fetchone() for cursor in cursors]
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,14 @@ class LedgerFigures:
     usd_held: Decimal
     tokens_today: int
     usd_this_month: Decimal
-    tokens_this_hour: int  # 0 unless asked for: only an hourly limit needs it, and it reads the ledger itself
+    tokens_this_hour: int  # 0 for a user without an hourly limit: only that limit needs it, and it reads the ledger
 
 
-FIGURES = f"""
+@cache
+def _figures_statement() -> str:
+    user = User._meta
+    hourly = user.get_field("tokens_per_hour").column
+    return f"""
 SELECT held.tokens, held.cost, spent.tokens, spent.cost, this_hour.tokens
 FROM
     (SELECT COALESCE(SUM(tokens), 0) AS tokens, COALESCE(SUM(cost), 0) AS cost
@@ -65,27 +72,51 @@ FROM
      WHERE user_id = %(user)s AND day >= %(month)s AND day <= %(today)s) AS spent,
     (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS tokens
      FROM {UsageRecord._meta.db_table}
-     WHERE %(hourly)s AND user_id = %(user)s AND day = %(today)s AND created_at >= %(hour)s) AS this_hour
+     WHERE (%(hourly_default)s OR EXISTS (SELECT 1 FROM {user.db_table} WHERE id = %(user)s AND {hourly} IS NOT NULL))
+        AND user_id = %(user)s AND day = %(today)s AND created_at >= %(hour)s) AS this_hour
 """
 
 
-def ledger_figures(user_id: int, now: datetime, *, hourly: bool) -> LedgerFigures:
-    """What the user's reservations hold (those not expired), their tokens today and dollars this month
-    (the daily rollup), and with `hourly` their tokens this clock hour (the ledger: the rollup is per day)."""
+def _figures(user_id: int, now: datetime) -> tuple[str, dict]:
     today = local_today(now)
     ops = connection.ops
-    held_tokens, held_cost, tokens_today, cost_month, tokens_hour = _row(
-        FIGURES,
-        {
-            "user": user_id,
-            "now": ops.adapt_datetimefield_value(now),
-            "today": ops.adapt_datefield_value(today),
-            "month": ops.adapt_datefield_value(month_start(today)),
-            "hour": ops.adapt_datetimefield_value(hour_start(now)),
-            "hourly": hourly,
-        },
-    )
+    params = {
+        "user": user_id,
+        "now": ops.adapt_datetimefield_value(now),
+        "today": ops.adapt_datefield_value(today),
+        "month": ops.adapt_datefield_value(month_start(today)),
+        "hour": ops.adapt_datetimefield_value(hour_start(now)),
+        # The user's hourly limit is their own or, without one, the site's (User.limits).
+        "hourly_default": settings.QUOTA_TOKENS_PER_HOUR is not None,
+    }
+    return _figures_statement(), params
+
+
+def _figures_from(row: tuple) -> LedgerFigures:
+    held_tokens, held_cost, tokens_today, cost_month, tokens_hour = row
     return LedgerFigures(int(held_tokens), _money(held_cost), int(tokens_today), _money(cost_month), int(tokens_hour))
+
+
+def ledger_figures(user_id: int, now: datetime) -> LedgerFigures:
+    """What the user's reservations hold (those not expired), their tokens today and dollars this month
+    (the daily rollup), and if they have an hourly limit their tokens this clock hour (the ledger: the rollup
+    is per day)."""
+    return _figures_from(_rows(_figures(user_id, now))[0])
+
+
+def limits_locked_with_figures(user_id: int, now: datetime) -> tuple[Limits, LedgerFigures]:
+    """The user's limits, their row locked until the transaction ends (one caller's reservations go one at a
+    time), and then their ledger_figures(), read once the lock is held: in one round trip on PostgreSQL."""
+    fields = [User._meta.get_field(name) for name in User.LIMIT_FIELDS]
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite locks the whole database
+    columns = ", ".join(field.column for field in fields)
+    limits_row, figures_row = _rows(
+        (f"SELECT {columns} FROM {User._meta.db_table} WHERE id = %s{lock}", [user_id]), _figures(user_id, now)
+    )
+    if limits_row is None:
+        raise User.DoesNotExist(f"No user {user_id}.")
+    own = {field.attname: field.to_python(value) for field, value in zip(fields, limits_row, strict=True)}
+    return User(pk=user_id, **own).limits(), _figures_from(figures_row)
 
 
 @cache
