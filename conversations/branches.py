@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conversations.models import Conversation, Message
+from django.db import connection
+
+from conversations.models import Conversation, Message, MessageImage
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,38 @@ def leaf_through(message: Message) -> int:
     return _Tree(message.conversation).newest_leaf_below(message.pk)
 
 
-def branch_ids(*, conversation: Conversation, upto: Message) -> list[int]:
-    """The ids of the messages before `upto` on its branch, first first (what the model reads before it)."""
-    tree = _Tree(conversation)
-    path, pk = [], tree.parent.get(upto.pk)
-    while pk is not None:
-        path.append(pk)
-        pk = tree.parent[pk]
-    return path[::-1]
+@dataclass(frozen=True)
+class Turn:
+    """A message of a branch as the model reads it."""
+
+    pk: int
+    role: str
+    content: str
+    has_images: bool
+
+
+def branch_through(pk: int) -> list[Turn]:
+    """Message `pk` and those before it on its branch, first first (what the model reads), in one statement.
+
+    It walks up the message's parents alone, however many other versions and
+    branches the chat has.
+    """
+    messages, images = Message._meta, MessageImage._meta
+    quote = connection.ops.quote_name
+    parent, role, content = (quote(messages.get_field(name).column) for name in ("parent", "role", "content"))
+    key, image_message = quote(messages.pk.column), quote(images.get_field("message").column)
+    statement = f"""
+        WITH RECURSIVE path (id, depth) AS (
+            SELECT CAST(%s AS bigint), 0
+            UNION ALL
+            SELECT m.{parent}, path.depth + 1 FROM {messages.db_table} m JOIN path ON m.{key} = path.id
+            WHERE m.{parent} IS NOT NULL
+        )
+        SELECT m.{key}, m.{role}, m.{content},
+            EXISTS (SELECT 1 FROM {images.db_table} i WHERE i.{image_message} = m.{key})
+        FROM path JOIN {messages.db_table} m ON m.{key} = path.id
+        ORDER BY path.depth DESC
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [pk])
+        return [Turn(*row[:3], has_images=bool(row[3])) for row in cursor.fetchall()]

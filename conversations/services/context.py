@@ -9,7 +9,7 @@ from django.conf import settings
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import UsageRecord, User
-from conversations.branches import branch_ids
+from conversations.branches import Turn, branch_through
 from conversations.models import ChatModel, Conversation, Message, MessageImage
 from conversations.services.images import content_with_images
 
@@ -77,9 +77,10 @@ def _turns_fitting(turns: list[dict], room: int) -> int:
     return kept
 
 
-def _images_by_message(path: list[int]) -> dict[int, list[MessageImage]]:
+def _images_by_message(turns: list[Turn]) -> dict[int, list[MessageImage]]:
     images = {}
-    for image in MessageImage.objects.filter(message_id__in=path):
+    with_images = [turn.pk for turn in turns if turn.has_images]
+    for image in MessageImage.objects.filter(message_id__in=with_images) if with_images else ():
         images.setdefault(image.message_id, []).append(image)
     return images
 
@@ -106,20 +107,18 @@ def reply_plan(*, reply: Message, continuing: bool = False) -> ReplyPlan:
     head = []
     if conversation.system_prompt.strip():
         head.append({"role": "system", "content": conversation.system_prompt})
-    path = branch_ids(conversation=conversation, upto=reply)
-    if continuing:
-        path.append(reply.pk)
+    start = reply.pk if continuing else reply.parent_id
+    path = branch_through(start) if start is not None else []
     # The summary stands for the first turns of the branch it was made on: of this branch, if it ends on it.
     earlier_summary = ""
-    if conversation.summary and conversation.summary_upto in path:
+    ids = [turn.pk for turn in path]
+    if conversation.summary and conversation.summary_upto in ids:
         earlier_summary = conversation.summary
         head.append({"role": "system", "content": SUMMARY_PREFIX + earlier_summary})
-        path = path[path.index(conversation.summary_upto) + 1 :]
-    texts = {
-        t["pk"]: t for t in Message.objects.filter(pk__in=path).exclude(content="").values("pk", "role", "content")
-    }
-    turns = [texts[pk] for pk in path if pk in texts]
+        path = path[ids.index(conversation.summary_upto) + 1 :]
+    path = [turn for turn in path if turn.content]
     images = _images_by_message(path)
+    turns = [{"pk": turn.pk, "role": turn.role, "content": turn.content} for turn in path]
     if continuing:
         turns.append({"pk": None, "role": "user", "content": CONTINUE_PROMPT})
     room = model.context_window - model.max_output_tokens - context_tokens(head)
