@@ -8,6 +8,7 @@ from django.test import AsyncClient, Client
 
 from conversations.models import ChatModel, Conversation, Message
 from tests.conftest import HTMX, watch_reply
+from tests.dom import parse_html
 from tests.fake_upstream import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -257,3 +258,18 @@ async def test_replies_reuse_the_connection_to_the_upstream(alice_async, upstrea
 
     assert len(upstream.requests) == 2
     assert upstream.requests[0].peer == upstream.requests[1].peer
+
+
+async def test_a_chat_whose_reply_ends_last_is_at_the_top_of_the_list(alice_async, upstream):
+    upstream.script(Reply(text="A slow answer", first_delay=0.5), Reply(text="A quick answer"))
+    await alice_async.post("/c/new/messages/", {"text": "Slow one"})
+    slow = await latest_reply()
+    await alice_async.post("/c/new/messages/", {"text": "Quick one"})  # sent later: on top while the slow one runs
+    await watch_reply(alice_async, stream_url(await latest_reply()))
+
+    await watch_reply(alice_async, stream_url(slow))
+
+    page = parse_html((await alice_async.get("/")).content)
+    listed = [item.attrs["id"] for item in page.find(id="conversation-list").find_all("li", class_="chat-item")]
+    assert listed[0] == f"chat-item-{slow.conversation_id}"
+    assert len(listed) == 2

@@ -291,6 +291,24 @@ async def test_continue_appends_to_the_reply_cut_at_its_length_limit_as_a_call_o
     assert (cut.prompt_tokens, cut.completion_tokens, cut.cost) == (100, 9, Decimal("0.00002040"))
 
 
+async def test_a_continued_reply_whose_first_call_was_estimated_still_says_its_cost_is_estimated(alice_async, upstream):
+    upstream.script(
+        Reply(text="The first half", finish_reason="length", usage=False),  # counted from the text
+        Reply(text=" and the second half.", prompt_tokens=60, completion_tokens=5, first_delay=0.3),
+    )
+    cut = await chat_start(alice_async, "Write a long line")
+    assert cut.usage_estimated
+
+    await alice_async.post(url(cut, "continue"), headers=HTMX)
+    await watch_reply(alice_async, f"{url(cut, 'stream')}?offset={len('The first half')}")
+
+    page = await alice_async.get(f"/c/{cut.conversation_id}/")
+    await cut.arefresh_from_db()
+    assert (cut.content, cut.usage_estimated) == ("The first half and the second half.", True)
+    assert cut.completion_tokens > 5  # the estimate of the first half, and the upstream's 5
+    assert "(estimated)" in parse_html(page.content).find("article", id=f"message-{cut.pk}").text
+
+
 async def test_continue_past_the_daily_limit_is_refused_and_the_reply_stays(alice_async, alice, upstream):
     upstream.script(Reply(text="Cut here", finish_reason="length", prompt_tokens=50, completion_tokens=10))
     cut = await chat_start(alice_async, "Long please")
