@@ -1,8 +1,9 @@
-"""Model instances from the rows of written-out statements, their values converted as the ORM converts them.
+"""Rows read and written by written-out statements: model instances from them, their values converted as the
+ORM converts them, and new instances' rows inserted.
 
-For the lookups every request makes, where building the query costs more
-than running it (an API key with its user: 1.1 ms of CPU through the ORM,
-0.1 ms written out, measured in-process on PostgreSQL).
+For the lookups and writes every request makes, where building the query
+costs more than running it (an API key with its user: 1.1 ms of CPU through
+the ORM, 0.1 ms written out, measured in-process on PostgreSQL).
 """
 
 from functools import cache
@@ -41,3 +42,45 @@ def _converters(model: type[Model], vendor: str) -> list[tuple[int, Col, list]]:
         if converters:
             found.append((index, column, converters))
     return found
+
+
+def first_row(statement: str, params) -> tuple | None:
+    """The statement's first row; None when it has none, or returns no rows at all."""
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchone() if cursor.description else None
+
+
+@cache
+def insert_statement(model: type[Model], unique: str) -> tuple[str, list]:
+    """The INSERT of a new row of `model` returning its primary key, and the fields its parameters are of."""
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    conflict = f" ON CONFLICT ({quote(model._meta.get_field(unique).column)}) DO NOTHING" if unique else ""
+    statement = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}){conflict} RETURNING {quote(model._meta.pk.column)}"
+    )
+    return statement, fields
+
+
+def insert_values(instance: Model, fields: list) -> list:
+    return [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields]
+
+
+def inserted(instance: Model, row: tuple | None) -> bool:
+    if row is None:
+        return False
+    instance.pk = row[0]
+    instance._state.adding, instance._state.db = False, connection.alias
+    return True
+
+
+def row_insert(instance: Model, *, unique: str = "") -> bool:
+    """Write a new model instance's row and set its primary key, in one statement.
+
+    With `unique` (a field with a unique index), a row that already has the
+    instance's value there wins: nothing is written and the answer is False.
+    """
+    statement, fields = insert_statement(type(instance), unique)
+    return inserted(instance, first_row(statement, insert_values(instance, fields)))

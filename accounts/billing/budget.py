@@ -27,7 +27,6 @@ from accounts.billing.ledger_sql import (
     ledger_settle,
     limits_locked_with_figures,
     reservation_drop,
-    row_insert,
 )
 from accounts.models import (
     Limits,
@@ -39,6 +38,7 @@ from accounts.models import (
     local_today,
     month_end,
 )
+from accounts.rows import row_insert
 
 if TYPE_CHECKING:
     from accounts.billing.prices import Prices

@@ -15,16 +15,10 @@ from functools import cache
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Model
 
 from accounts.billing.prices import MONEY_PLACES
 from accounts.models import DailyUsage, Limits, Reservation, UsageRecord, User, hour_start, local_today, month_start
-
-
-def _row(statement: str, params) -> tuple | None:
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        return cursor.fetchone() if cursor.description else None
+from accounts.rows import first_row, insert_statement, insert_values, inserted, row_insert
 
 
 def _money(value) -> Decimal:
@@ -119,42 +113,8 @@ def limits_locked_with_figures(user_id: int, now: datetime) -> tuple[Limits, Led
     return User(pk=user_id, **own).limits(), _figures_from(figures_row)
 
 
-@cache
-def _insert_statement(model: type[Model], unique: str) -> tuple[str, list]:
-    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
-    quote = connection.ops.quote_name
-    conflict = f" ON CONFLICT ({quote(model._meta.get_field(unique).column)}) DO NOTHING" if unique else ""
-    statement = (
-        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}){conflict} RETURNING {quote(model._meta.pk.column)}"
-    )
-    return statement, fields
-
-
-def _insert_values(instance: Model, fields: list) -> list:
-    return [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields]
-
-
-def _inserted(instance: Model, row: tuple | None) -> bool:
-    if row is None:
-        return False
-    instance.pk = row[0]
-    instance._state.adding, instance._state.db = False, connection.alias
-    return True
-
-
-def row_insert(instance: Model, *, unique: str = "") -> bool:
-    """Write a new model instance's row and set its primary key, in one statement.
-
-    With `unique` (a field with a unique index), a row that already has the
-    instance's value there wins: nothing is written and the answer is False.
-    """
-    statement, fields = _insert_statement(type(instance), unique)
-    return _inserted(instance, _row(statement, _insert_values(instance, fields)))
-
-
 def reservation_drop(reservation_id: int) -> None:
-    _row(f"DELETE FROM {Reservation._meta.db_table} WHERE id = %s", [reservation_id])
+    first_row(f"DELETE FROM {Reservation._meta.db_table} WHERE id = %s", [reservation_id])
 
 
 def _rollup_add(source: str) -> str:
@@ -178,7 +138,7 @@ def _rollup_values(record: UsageRecord) -> list:
 def _settle_statement() -> str:
     """PostgreSQL's one statement for ledger_settle: its parts see one snapshot, and the rollup counts the row
     only if the ledger took it."""
-    record, _ = _insert_statement(UsageRecord, "call_id")
+    record, _ = insert_statement(UsageRecord, "call_id")
     rollup = _rollup_add("SELECT %s, %s, %s, 1, %s, %s FROM record")  # nothing when the ledger took no row
     return (
         f"WITH dropped AS (DELETE FROM {Reservation._meta.db_table} WHERE id = %s), "
@@ -194,14 +154,14 @@ def ledger_settle(reservation_id: int | None, record: UsageRecord) -> bool:
     is False. On PostgreSQL this is one statement, so one round trip with no
     transaction of its own to begin and commit; SQLite takes three.
     """
-    _, fields = _insert_statement(UsageRecord, "call_id")
+    _, fields = insert_statement(UsageRecord, "call_id")
     if connection.vendor == "postgresql":
-        params = [reservation_id, *_insert_values(record, fields), *_rollup_values(record)]
-        return _inserted(record, _row(_settle_statement(), params))
+        params = [reservation_id, *insert_values(record, fields), *_rollup_values(record)]
+        return inserted(record, first_row(_settle_statement(), params))
     with transaction.atomic(savepoint=False):
         if reservation_id is not None:
             reservation_drop(reservation_id)
         if not row_insert(record, unique="call_id"):
             return False
-        _row(_rollup_add("VALUES (%s, %s, %s, 1, %s, %s)"), _rollup_values(record))
+        first_row(_rollup_add("VALUES (%s, %s, %s, 1, %s, %s)"), _rollup_values(record))
     return True

@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import AuditEntry, UsageRecord
-from accounts.rows import columns, instance_from
+from accounts.rows import columns, first_row, instance_from, row_insert
 from accounts.services import audit_record
 from conversations.branches import branch_end
 from conversations.models import ChatModel, Conversation, Message, title_from_text
@@ -89,7 +89,7 @@ def message_send(
     now = timezone.now()
     with image_files_deleted_on_failure() as written, transaction.atomic():
         if conversation is None:
-            conversation = Conversation.objects.create(
+            conversation = Conversation(
                 user=user,
                 model=model,
                 title=title_from_text(text),
@@ -97,10 +97,11 @@ def message_send(
                 created_at=now,
                 updated_at=now,
             )
+            row_insert(conversation)
         elif conversation.model_id != model.pk:
             conversation.model = model
             conversation.save(update_fields=["model"])
-        question = Message.objects.create(
+        question = Message(
             conversation=conversation,
             user=user,
             role=Message.Role.USER,
@@ -109,6 +110,7 @@ def message_send(
             created_at=now,
             updated_at=now,
         )
+        row_insert(question)
         images_attach(message=question, images=images, written=written)
         reply = reply_create(question=question, model=model)
         return reply, reply_reserve(reply=reply)
@@ -117,7 +119,7 @@ def message_send(
 def reply_create(*, question: Message, model: ChatModel) -> Message:
     """A pending reply to a user's message, which now ends the branch on screen."""
     now = timezone.now()
-    reply = Message.objects.create(
+    reply = Message(
         conversation=question.conversation,
         user=question.user,
         role=Message.Role.ASSISTANT,
@@ -127,9 +129,16 @@ def reply_create(*, question: Message, model: ChatModel) -> Message:
         created_at=now,
         updated_at=now,
     )
+    row_insert(reply)  # written out, as the question: the ORM took longer to build each INSERT than to run it
     conversation = question.conversation
     conversation.leaf, conversation.updated_at = reply, now
-    Conversation.objects.filter(pk=conversation.pk).update(leaf=reply, updated_at=now)
+    chats, quote = Conversation._meta, connection.ops.quote_name
+    leaf, updated_at = chats.get_field("leaf"), chats.get_field("updated_at")
+    first_row(
+        f"UPDATE {quote(chats.db_table)} SET {quote(leaf.column)} = %s, {quote(updated_at.column)} = %s "
+        f"WHERE {quote(chats.pk.column)} = %s",
+        [reply.pk, updated_at.get_db_prep_save(now, connection), conversation.pk],
+    )
     return reply
 
 
