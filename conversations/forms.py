@@ -1,21 +1,23 @@
 from django import forms
 from django.conf import settings
 
-from conversations.models import ChatModel, Conversation
+from conversations.models import ChatModel, Conversation, usable_model
 from conversations.services.images import CheckedImage, ImageRefused, image_check
 
 
-class ModelField(forms.ModelChoiceField):
-    """A catalog model by its id, among the enabled ones (narrowed to a user's by the form)."""
+class ModelField(forms.CharField):
+    """A catalog model by its id, among those the form's user may pick (conversations.models.usable_model)."""
 
-    def __init__(self, **kwargs):
-        super().__init__(
-            queryset=ChatModel.objects.for_chat(),
-            to_field_name="model_id",
-            empty_label=None,
-            error_messages={"invalid_choice": "That model is not available. Pick one from the list."},
-            **kwargs,
-        )
+    user = None  # set by the form
+
+    def clean(self, value) -> ChatModel | None:
+        model_id = super().clean(value)
+        if not model_id:
+            return None
+        model = usable_model(model_id, user=self.user)
+        if model is None:
+            raise forms.ValidationError("That model is not available. Pick one from the list.")
+        return model
 
 
 def clean_system_prompt(prompt: str) -> str:
@@ -58,10 +60,10 @@ class MessageForm(forms.Form):
     # Only read when the message starts a new chat.
     system_prompt = forms.CharField(required=False, widget=forms.Textarea)
 
-    def __init__(self, *args, models, **kwargs):
-        """`models`: those the user may pick (ChatModel.objects.usable_by), built by a caller that uses them too."""
+    def __init__(self, *args, user, **kwargs):
+        """`user`: whose models may be picked."""
         super().__init__(*args, **kwargs)
-        self.fields["model"].queryset = models
+        self.fields["model"].user = user
 
     def clean_system_prompt(self) -> str:
         return clean_system_prompt(self.cleaned_data["system_prompt"])

@@ -18,7 +18,7 @@ from accounts.ratelimits import refusing_window, too_many
 from conversations.branches import branch_messages, message_with_versions
 from conversations.db import db_step_to_end
 from conversations.forms import MessageForm
-from conversations.models import ChatModel, Message
+from conversations.models import Message
 from conversations.replies.runner import in_turn, reply_runner
 from conversations.services import versions
 from conversations.services.context import ReplyPlan
@@ -88,7 +88,7 @@ async def message_edit(request, pk: int, message_pk: int):
     """Send an edited version of the user's message: a new branch, with its own reply."""
 
     def edit(message: Message) -> ReplyPlan | None:
-        form = MessageForm(request.POST, models=ChatModel.objects.usable_by(request.user))
+        form = MessageForm(request.POST, user=request.user)
         if not form.is_valid():
             raise versions.VersionRefused(" ".join(form.errors.get("text", [])) or "Type a message first.", status=400)
         return versions.message_edit(message=message, user=request.user, text=form.cleaned_data["text"])[1]

@@ -19,7 +19,7 @@ from accounts.ratelimits import refusing_window, too_many
 from conversations.branches import branch_messages
 from conversations.db import db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
-from conversations.models import ChatModel, Conversation, Message
+from conversations.models import ChatModel, Conversation, Message, usable_model
 from conversations.outages import local_model_down
 from conversations.replies import watcher
 from conversations.replies.fanout import generated_here_for, reply_stop_request
@@ -29,6 +29,7 @@ from conversations.services.chats import conversation_delete, conversation_reset
 from conversations.services.context import ReplyPlan
 from conversations.services.export import chat_export_json, chat_export_markdown, export_filename
 from conversations.services.search import chat_search
+from conversations.upstream import served_model_ids
 
 CHAT_TEMPLATE = "conversations/chat.html"
 SIDEBAR_SIZE = 200
@@ -158,19 +159,22 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
     if pk is not None and target is None:
         raise Http404("No such chat.")
     conversation = target.conversation if target else None
-    usable = ChatModel.objects.usable_by(request.user)
-    form = MessageForm(request.POST, request.FILES, models=usable)
+    form = MessageForm(request.POST, request.FILES, user=request.user)
     if not form.is_valid():
         return MessagePrepared(
             conversation, errors=[error for errors in form.errors.values() for error in errors], status=400
         )
     # A model the form chose, or the default, is among the usable ones; a chat's own model may no longer be.
-    chosen = form.cleaned_data["model"]
-    model = chosen or (conversation.model if conversation else usable.default())
-    if model is None or (not chosen and conversation and not usable.filter(pk=model.pk).exists()):
-        unserved = model is not None and not ChatModel.objects.served().filter(pk=model.pk).exists()
+    model = form.cleaned_data["model"]
+    if model is None and conversation is None:
+        model = ChatModel.objects.usable_by(request.user).default()
+    elif model is None:
+        model = usable_model(conversation.model.model_id, user=request.user)
+    if model is None:
+        served = served_model_ids()
+        unserved = conversation is not None and served is not None and conversation.model.model_id not in served
         error = (
-            f"The model provider does not serve {model.display_name} at the moment. Pick another model."
+            f"The model provider does not serve {conversation.model.display_name} at the moment. Pick another model."
             if unserved
             else "This chat's model is no longer available to you. Pick another."
         )

@@ -1,13 +1,9 @@
 """Who is calling /v1: the site key, its user, its limits and the models it may use."""
 
-from django.db import connection
-
 from accounts.models import ApiKey, User
 from accounts.ratelimits import client_ip, refusing_window
-from accounts.rows import columns, instance_from
 from accounts.services import api_key_authenticate
-from conversations.models import ChatModel, model_list_query
-from conversations.upstream import served_model_ids
+from conversations.models import ChatModel, usable_model
 from gateway.errors import ApiError
 
 NO_KEY = "You didn't provide an API key: send it as 'Authorization: Bearer KEY' (or 'api-key: KEY')."
@@ -73,7 +69,7 @@ def api_model(
     request, model_id: str, *, param: str = "model", realtime: bool = False, embedding: bool = False
 ) -> ChatModel:
     """The model of this id if the request's caller may use it, else OpenAI's 404 model_not_found."""
-    model = _usable_model(model_id, user=request.api_user, key=request.api_key, realtime=realtime, embedding=embedding)
+    model = usable_model(model_id, user=request.api_user, key=request.api_key, realtime=realtime, embedding=embedding)
     if model is None:
         raise ApiError(
             404,
@@ -82,28 +78,3 @@ def api_model(
             param=param,
         )
     return model
-
-
-def _usable_model(
-    model_id: str, *, user: User, key: ApiKey | None, realtime: bool, embedding: bool
-) -> ChatModel | None:
-    """api_models(...).filter(model_id=model_id).first(), written out: every /v1 call looks its model up, and
-    through the ORM building that query took more CPU than the rest of the call's database work."""
-    served = served_model_ids()
-    if not realtime and not embedding and served is not None and model_id not in served:
-        return None
-    pk = connection.ops.quote_name(ChatModel._meta.pk.column)
-    rules, params = [], [model_id, True, realtime, embedding]
-    for chosen in (user.allowed_models, key.allowed_models if key is not None else None):
-        if chosen is not None:
-            listed = model_list_query(chosen)
-            rules.append(f" AND (m.{pk} IN ({listed}) OR NOT EXISTS ({listed}))")
-            params += [chosen.instance.pk, chosen.instance.pk]
-    statement = (
-        f"SELECT {columns(ChatModel, 'm')} FROM {ChatModel._meta.db_table} m "
-        f"WHERE m.model_id = %s AND m.enabled = %s AND m.realtime = %s AND m.embedding = %s{''.join(rules)}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        row = cursor.fetchone()
-    return None if row is None else instance_from(ChatModel, row)
