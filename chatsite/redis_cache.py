@@ -1,5 +1,6 @@
 """Django's Redis cache, with one Redis client (and so one connection pool) per process."""
 
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache
 from django.utils.functional import cached_property
 
@@ -36,3 +37,45 @@ class SharedPoolRedisCache(RedisCache):
         if value is None:
             raise ValueError(f"Key '{key}' not found.")
         return value
+
+
+class RateCounterCache(SharedPoolRedisCache):
+    """The cache django-ratelimit counts in (RATELIMIT_USE_CACHE): a request is counted in one round trip.
+
+    django-ratelimit counts a request in a window with add(key, 1, timeout)
+    and, when the key is there already, incr(key): two round trips for each
+    window of each request, on every message and /v1 call. Here add() counts
+    at once (INCRBY, and the timeout if the key is new) and says whether the
+    key was new; the incr() that django-ratelimit then makes for that key
+    answers the count add() got, without counting again. Other uses of add
+    (a value that is not a positive count) and of incr are Django's.
+    """
+
+    _COUNT = (
+        "local count = redis.call('INCRBY', KEYS[1], ARGV[1]) "
+        "if count == tonumber(ARGV[1]) and tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end "
+        "return count"
+    )
+
+    def __init__(self, server, params):
+        super().__init__(server, params)
+        # The count of the last add() that found its key, for the incr() that follows it. Django makes a cache
+        # object per thread and async context, so no other request's add comes between.
+        self._counted: tuple[str, int] | None = None
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        if type(value) is not int or value <= 0:
+            return super().add(key, value, timeout, version)
+        key = self.make_and_validate_key(key, version=version)
+        seconds = self.get_backend_timeout(timeout)
+        count = self._cache.get_client(key, write=True).eval(self._COUNT, 1, key, value, seconds or 0)
+        if count == value:
+            return True
+        self._counted = (key, count)
+        return False
+
+    def incr(self, key, delta=1, version=None):
+        counted, self._counted = self._counted, None
+        if counted is not None and counted[0] == self.make_and_validate_key(key, version=version):
+            return counted[1]
+        return super().incr(key, delta, version)

@@ -198,9 +198,19 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+
+def redis_caches(url: str) -> dict:
+    """The cache, and the one the rate limits count in (one round trip a count), on the Redis at `url`."""
+    return {
+        "default": {"BACKEND": "chatsite.redis_cache.SharedPoolRedisCache", "LOCATION": url},
+        "ratelimit": {"BACKEND": "chatsite.redis_cache.RateCounterCache", "LOCATION": url},
+    }
+
+
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+RATELIMIT_USE_CACHE = "ratelimit"
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "chatsite.redis_cache.SharedPoolRedisCache", "LOCATION": REDIS_URL}}
+    CACHES = redis_caches(REDIS_URL)
     # Pub/sub: a published frame reaches every subscribed process at once and
     # nothing is queued for subscribers that are gone.
     CHANNEL_LAYERS = {
@@ -210,7 +220,10 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "ratelimit": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"},
+    }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 AUTH_USER_MODEL = "accounts.User"

@@ -3,6 +3,8 @@ import socket
 import pytest
 from django.test import Client
 
+from chatsite.settings import redis_caches
+
 
 @pytest.fixture(autouse=True)
 def _an_upstream_is_configured(settings):
@@ -38,9 +40,7 @@ def test_it_reports_redis_ok_when_redis_is_configured(db, settings):
 
 def test_it_fails_when_redis_is_unreachable(db, settings, closed_port):
     settings.REDIS_URL = f"redis://127.0.0.1:{closed_port}/0"
-    settings.CACHES = {
-        "default": {"BACKEND": "chatsite.redis_cache.SharedPoolRedisCache", "LOCATION": settings.REDIS_URL}
-    }
+    settings.CACHES = redis_caches(settings.REDIS_URL)
 
     response = Client().get("/healthz")
 

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from accounts.services import api_key_create
 from chatsite.asgi import application
+from chatsite.settings import redis_caches
 from conversations.db import worker_threads
 from conversations.models import Message
 from tests.conftest import HTMX
@@ -43,12 +44,7 @@ def closed_port() -> int:
 @pytest.fixture
 def cache_down(settings, closed_port):
     """The cache and rate limits on a Redis nobody answers; the channels layer stays as the test has it."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "chatsite.redis_cache.SharedPoolRedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port}/0",
-        }
-    }
+    settings.CACHES = redis_caches(f"redis://127.0.0.1:{closed_port}/0")
 
 
 def database_accepts_connections(allowed: bool) -> None:
