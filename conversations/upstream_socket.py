@@ -27,6 +27,9 @@ from chatsite.sockets import readable
 
 # A connection stops reading from its socket once this much is buffered unread (TCP then slows the sender).
 HIGH_WATER = 256 * 1024
+# A write smaller than this goes at the end of the loop's turn, in one send with what is written after it (a
+# request's head and body); a larger one is sent at once, and waits while the socket's buffers are full.
+SENT_WITH_WHAT_FOLLOWS = 64 * 1024
 # A connection is held (AsyncioStream.hold) only while what it receives comes at least this far apart: a
 # reply that comes all at once, a packet or two a moment after another, is read to its end straight away.
 TRICKLE_GAP = 0.002
@@ -52,6 +55,7 @@ class _Connection(asyncio.Protocol):
         self.gap = 0.0
         self.drained: asyncio.Future | None = None
         self.writing_paused = False
+        self.unsent: list[bytes] = []  # written this turn of the loop, sent together at its end (send_soon)
         self.lost = asyncio.get_running_loop().create_future()  # done once the socket is closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -110,6 +114,22 @@ class _Connection(asyncio.Protocol):
                 timer.cancel()
         if self.drained is not None and not self.drained.done():
             self.drained.set_exception(self.closed)
+
+    def send_soon(self, data: bytes) -> None:
+        """Send `data` at the end of this turn of the loop, with whatever else is written meanwhile.
+
+        httpcore writes a request's head and its body apart, one after the
+        other, and each send to the socket costs about 200 µs of CPU here.
+        """
+        if not self.unsent:
+            asyncio.get_running_loop().call_soon(self.send)
+        self.unsent.append(data)
+
+    def send(self) -> None:
+        """Send what is written and not sent yet, now."""
+        data, self.unsent = b"".join(self.unsent), []
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -191,7 +211,10 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         connection = self._connection
         if connection.closed is not None or self._transport.is_closing():
             raise httpcore2.WriteError(str(connection.closed or "the connection is closing"))
-        self._transport.write(buffer)
+        connection.send_soon(buffer)
+        if len(buffer) < SENT_WITH_WHAT_FOLLOWS:
+            return
+        connection.send()
         if connection.writing_paused:
             connection.drained = asyncio.get_running_loop().create_future()
             try:

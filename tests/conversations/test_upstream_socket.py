@@ -10,6 +10,7 @@ import contextlib
 import os
 import resource
 import ssl
+from urllib.parse import urlsplit
 
 import httpcore2
 import httpx2
@@ -122,6 +123,31 @@ async def test_a_request_larger_than_the_sockets_buffers_reaches_the_provider_wh
         await stream.close()
 
     assert upstream.requests[0].json["messages"][0]["content"] == prompt
+
+
+async def test_a_request_goes_to_the_provider_in_one_send(upstream, monkeypatch):
+    """httpcore writes a request's head and body apart: they leave in one send, each costing the CPU of one."""
+    port = urlsplit(upstream.base_url).port
+    sent = []
+    write = asyncio.selector_events._SelectorSocketTransport.write
+
+    def counted(transport, data):
+        if transport.get_extra_info("peername")[1] == port:
+            sent.append(bytes(data))
+        return write(transport, data)
+
+    monkeypatch.setattr(asyncio.selector_events._SelectorSocketTransport, "write", counted)
+    upstream.script(Reply(text="Hi"))
+
+    stream = await stream_open({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]})
+    try:
+        assert "".join([text async for text in stream.deltas()]) == "Hi"
+    finally:
+        await stream.close()
+
+    assert len(sent) == 1
+    assert sent[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and sent[0].endswith(b"}")
+    assert upstream.requests[0].json["messages"] == [{"role": "user", "content": "Hello"}]
 
 
 @contextlib.asynccontextmanager
