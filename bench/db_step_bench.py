@@ -11,8 +11,10 @@ run `--steps` times, one step after another from the event loop, each way:
   connection between steps: what db_step did before, and what left a process
   failing after a PostgreSQL restart;
 - `db_step`: db_step as it is: the connection goes back to the pool after each
-  step and is checked (one empty query) when the next step takes it;
-- `db_step_unchecked`: the same without the pool's check, to isolate its cost;
+  step and is checked when the next step takes it, by a poll of its socket
+  (chatsite/postgresql/base.py);
+- `db_step_query_check`: the same with Django's check instead (an empty query,
+  a round trip), what db_step did until 30 Nov 2026;
 - `new_connection`: no pool, a new connection per step (what every request
   paid before the pool), fewer steps.
 
@@ -60,8 +62,10 @@ async def main(steps: int) -> dict:
     django.setup()
     from asgiref.sync import sync_to_async
     from django.db import connection
+    from psycopg_pool import ConnectionPool
 
     from accounts.models import User
+    from chatsite.postgresql import base as backend
     from conversations.db import db_step
 
     if connection.vendor != "postgresql":
@@ -83,9 +87,11 @@ async def main(steps: int) -> dict:
     results["kept"] = await measure(lambda: sync_to_async(lookup)(), steps)
     await reset()
     results["db_step"] = await measure(lambda: db_step(lookup), steps)
-    await reset(CONN_HEALTH_CHECKS=False)
-    results["db_step_unchecked"] = await measure(lambda: db_step(lookup), steps)
-    await reset(CONN_HEALTH_CHECKS=True, OPTIONS={**connection.settings_dict["OPTIONS"], "pool": False})
+    await reset()
+    socket_check, backend.connection_check = backend.connection_check, ConnectionPool.check_connection
+    results["db_step_query_check"] = await measure(lambda: db_step(lookup), steps)
+    backend.connection_check = socket_check
+    await reset(OPTIONS={**connection.settings_dict["OPTIONS"], "pool": False})
     results["new_connection"] = await measure(lambda: db_step(lookup), max(steps // 20, 20))
     await reset(OPTIONS={**connection.settings_dict["OPTIONS"], "pool": pool_options})
     return results
