@@ -10,12 +10,17 @@ from django_ratelimit.core import get_usage
 from chatsite.redis_cache import RateCounterCache, SharedPoolRedisCache
 
 
+def redis_cache(alias: str, kind: type):
+    """The cache of this alias, if it is on Redis (as `kind`); else the test is skipped."""
+    found = caches[alias]
+    if not isinstance(found, kind):
+        pytest.skip("needs Redis (make test starts one)")
+    return found
+
+
 @pytest.fixture
 def cache():
-    cache = caches["default"]
-    if not isinstance(cache, SharedPoolRedisCache):
-        pytest.skip("needs Redis (make test starts one)")
-    return cache
+    return redis_cache("default", SharedPoolRedisCache)
 
 
 def test_incr_counts_on_from_the_stored_value_and_keeps_its_expiry(cache):
@@ -44,10 +49,7 @@ def test_decr_still_counts_down(cache):
 
 @pytest.fixture
 def counter_cache():
-    counters = caches["ratelimit"]
-    if not isinstance(counters, RateCounterCache):
-        pytest.skip("needs Redis (make test starts one)")
-    return counters
+    return redis_cache("ratelimit", RateCounterCache)
 
 
 def calls_of(counters, command: str) -> int:
