@@ -76,6 +76,19 @@ def inserted(instance: Model, row: tuple | None) -> bool:
     return True
 
 
+@cache
+def _update_statement(model: type[Model], names: tuple[str, ...]) -> str:
+    quote = connection.ops.quote_name
+    sets = ", ".join(f"{quote(model._meta.get_field(name).column)} = %s" for name in names)
+    return f"UPDATE {quote(model._meta.db_table)} SET {sets} WHERE {quote(model._meta.pk.column)} = %s"
+
+
+def row_update(model: type[Model], pk, **values) -> None:
+    """Set fields of the row of `model` with primary key `pk` (a foreign key by its id), in one statement."""
+    params = [model._meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
+    first_row(_update_statement(model, tuple(values)), [*params, pk])
+
+
 def row_insert(instance: Model, *, unique: str = "") -> bool:
     """Write a new model instance's row and set its primary key, in one statement.
 

@@ -119,7 +119,7 @@ class _Connection(asyncio.Protocol):
         """Send `data` at the end of this turn of the loop, with whatever else is written meanwhile.
 
         httpcore writes a request's head and its body apart, one after the
-        other, and each send to the socket costs about 200 µs of CPU here.
+        other: they leave in one send, and reach the provider in one piece.
         """
         if not self.unsent:
             asyncio.get_running_loop().call_soon(self.send)

@@ -95,7 +95,7 @@ def ledger_figures(user_id: int, now: datetime) -> LedgerFigures:
     """What the user's reservations hold (those not expired), their tokens today and dollars this month
     (the daily rollup), and if they have an hourly limit their tokens this clock hour (the ledger: the rollup
     is per day)."""
-    return _figures_from(_rows(_figures(user_id, now))[0])
+    return _figures_from(first_row(*_figures(user_id, now)))
 
 
 def limits_locked_with_figures(user_id: int, now: datetime) -> tuple[Limits, LedgerFigures]:

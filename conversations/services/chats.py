@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import AuditEntry, UsageRecord
-from accounts.rows import columns, first_row, instance_from, row_insert
+from accounts.rows import columns, instance_from, row_insert, row_update
 from accounts.services import audit_record
 from conversations.branches import branch_end
 from conversations.models import ChatModel, Conversation, Message, title_from_text
@@ -132,13 +132,7 @@ def reply_create(*, question: Message, model: ChatModel) -> Message:
     row_insert(reply)  # written out, as the question: the ORM took longer to build each INSERT than to run it
     conversation = question.conversation
     conversation.leaf, conversation.updated_at = reply, now
-    chats, quote = Conversation._meta, connection.ops.quote_name
-    leaf, updated_at = chats.get_field("leaf"), chats.get_field("updated_at")
-    first_row(
-        f"UPDATE {quote(chats.db_table)} SET {quote(leaf.column)} = %s, {quote(updated_at.column)} = %s "
-        f"WHERE {quote(chats.pk.column)} = %s",
-        [reply.pk, updated_at.get_db_prep_save(now, connection), conversation.pk],
-    )
+    row_update(Conversation, conversation.pk, leaf=reply.pk, updated_at=now)
     return reply
 
 

@@ -16,6 +16,7 @@ from accounts.billing.budget import budget_settle
 from accounts.billing.prompt_bound import estimate_tokens, prompt_tokens_estimate
 from accounts.billing.sweep import orphan_calls_settle
 from accounts.models import Reservation, UsageRecord
+from accounts.rows import row_update
 from conversations.models import Conversation, Message
 from conversations.services.context import reply_plan
 
@@ -82,15 +83,6 @@ def _reply_update(set_to: tuple[str, ...], added_to: tuple[str, ...]) -> str:
     )
 
 
-@cache
-def _chat_touch() -> str:
-    chats, quote = Conversation._meta, connection.ops.quote_name
-    return (
-        f"UPDATE {quote(chats.db_table)} SET {quote(chats.get_field('updated_at').column)} = %s "
-        f"WHERE {quote(chats.pk.column)} = %s"
-    )
-
-
 def reply_record(*, reply_id: int, conversation_id: int, outcome: ReplyOutcome, charge: Charge) -> bool:
     """Store a reply's final text, status, usage and cost; run in the transaction that settles its call.
 
@@ -125,8 +117,8 @@ def reply_record(*, reply_id: int, conversation_id: int, outcome: ReplyOutcome, 
             [*values, charge.estimated, reply_id, *Message.LIVE_STATUSES],
         )
         updated = cursor.rowcount
-        if updated:  # the chat moves to the top of the list
-            cursor.execute(_chat_touch(), [connection.ops.adapt_datetimefield_value(now), conversation_id])
+    if updated:  # the chat moves to the top of the list
+        row_update(Conversation, conversation_id, updated_at=now)
     return bool(updated)
 
 
