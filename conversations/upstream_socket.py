@@ -86,19 +86,21 @@ class _Connection(asyncio.Protocol):
             and self.closed is None
             and self.gap >= TRICKLE_GAP
             and not self.buffer
-            and not self._socket_readable()
+            and not self.socket_readable()
         ):
-            self.hold_timer = asyncio.get_running_loop().call_at(until, self._hold_end)
+            self.hold_timer = asyncio.get_running_loop().call_at(until, self.hold_end)
             self.reading_update()
 
-    def _socket_readable(self) -> bool:
+    def socket_readable(self) -> bool:
         """Whether the kernel has something for us already: a reply that came whole is read, not held."""
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
         return sock is not None and readable(sock.fileno())
 
-    def _hold_end(self) -> None:
-        self.hold_timer = None
-        self.reading_update()
+    def hold_end(self) -> None:
+        if self.hold_timer is not None:
+            self.hold_timer.cancel()
+            self.hold_timer = None
+            self.reading_update()
 
     def eof_received(self) -> bool:
         self.closed = self.closed or ConnectionError("the server closed the connection")
@@ -211,6 +213,8 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         connection = self._connection
         if connection.closed is not None or self._transport.is_closing():
             raise httpcore2.WriteError(str(connection.closed or "the connection is closing"))
+        # A hold asked while the last reply was read may outlast it: the reply to this request is read as it comes.
+        connection.hold_end()
         connection.send_soon(buffer)
         if len(buffer) < SENT_WITH_WHAT_FOLLOWS:
             return
@@ -260,8 +264,9 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
             return self._transport.get_extra_info("socket")
         if info == "is_readable":
             # Asked of an idle kept-alive connection: anything that came (bytes or the close) means
-            # the server ended it, as a readable socket would for anyio's.
-            return bool(self._connection.buffer) or self._connection.closed is not None
+            # the server ended it, as a readable socket would for anyio's; a hold may have left it in the kernel.
+            connection = self._connection
+            return bool(connection.buffer) or connection.closed is not None or connection.socket_readable()
         return None
 
 

@@ -308,6 +308,56 @@ async def test_a_connection_not_yet_seen_to_trickle_is_not_held():
         await stream.aclose()
 
 
+@contextlib.asynccontextmanager
+async def trickling_echo(then_close: bool = False):
+    """A server that trickles two pieces to whoever connects, then echoes what it is sent (or hangs up)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for piece in (b"first", b"-second"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        while not then_close and (request := await reader.read(1024)):
+            writer.write(b"echo:" + request)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", server.sockets[0].getsockname()[1], timeout=5)
+        assert await stream.read(1024, timeout=5) == b"first"
+        assert await stream.read(1024, timeout=5) == b"-second"  # it trickles: a hold is taken
+        yield stream
+        await stream.aclose()
+    finally:
+        server.close()
+
+
+async def test_a_hold_left_by_the_last_reply_does_not_hold_the_next_one():
+    """A reply read in frames asks a hold that may outlast it; the next request on the kept-alive connection
+    has its reply read as it comes, not when that hold ends (it was up to a frame, 45 ms, per call)."""
+    loop = asyncio.get_running_loop()
+    async with trickling_echo() as stream:
+        stream.hold(loop.time() + 60)  # the last reply's, asked after its end was read
+
+        asked_at = loop.time()
+        await stream.write(b"next request")
+        answer = await stream.read(1024, timeout=5)
+
+        assert answer == b"echo:next request"
+        assert loop.time() - asked_at < 5
+
+
+async def test_a_held_idle_connection_the_provider_closed_is_not_used_again():
+    """The pool asks an idle connection whether anything came: with a hold on, the provider's close waits in
+    the kernel, and still counts."""
+    loop = asyncio.get_running_loop()
+    async with trickling_echo(then_close=True) as stream:
+        stream.hold(loop.time() + 60)
+        await asyncio.sleep(0.1)  # the provider hangs up meanwhile
+
+        assert stream.get_extra_info("is_readable")
+
+
 async def test_calls_beyond_the_pools_connections_wait_their_turn_and_one_given_up_leaves_the_rest(upstream):
     """httpcore's locks and its pool's events run on asyncio's own (upstream_socket.py): a call that waits for a
     connection gets one when it is free, and a call given up while waiting takes nothing with it."""
