@@ -41,6 +41,16 @@ def test_incr_of_a_key_that_is_not_there_refuses_and_creates_nothing(cache):
     assert not cache.has_key("never-set")
 
 
+def test_commands_go_through_one_redis_client_per_connection_pool(cache):
+    """Django made a redis-py client for each command, and a client copies its 170 response callbacks when made:
+    as much CPU as the command. One is made per connection pool (one server: one pool), and used from then on."""
+    made = {id(cache._cache.get_client(key, write=write)) for key in ("a", "b") for write in (False, True)}
+    cache.set("shared", 1)
+
+    assert len(made) == 1
+    assert cache.get("shared") == 1
+
+
 def test_decr_still_counts_down(cache):
     cache.set("left", 10)
 
