@@ -9,6 +9,9 @@ browser's (web: POST the message, GET its SSE stream) and the apps' (/v1 chat co
 
 - ttft: time to first token the site adds to the upstream's, side by side with direct
   calls to the fake in the same run, and the site's CPU per short call or message;
+- warm: the same short calls and messages back to back, the upstream answering at once, so
+  that the site's CPU is measured while the machine is busy: this machine's cores run the
+  same work about twice as slowly after 100 ms idle (the figure is in the results);
 - paced: daphne's CPU per relayed upstream chunk with 200 paced streams at once;
 - burst: 200 senders at once with replies of about 4 s: does every one see its reply live;
 - memory: 2,000 open streams (web: a reply generating slowly plus its SSE watcher; /v1: an
@@ -65,7 +68,7 @@ MODEL = "gpt-4o-mini"
 API_KEY = "sk-bench"
 STREAM_URL = re.compile(r'data-stream-url="([^"]+)"')
 LAYERS = ("redis", "memory")
-PHASES = ("ttft", "paced", "burst", "memory")
+PHASES = ("ttft", "warm", "paced", "burst", "memory")
 PATHS = ("web", "v1")
 
 # Issue 7's budget, per path where it differs.
@@ -1446,6 +1449,74 @@ def phase_ttft(run: Run, layer: str, *, profile: bool = False) -> dict:
     return out
 
 
+def idle_penalty(samples: int = 40) -> dict[str, float]:
+    """This machine's CPU time for one fixed piece of Python work done back to back, and after 100 ms idle.
+
+    A sequential call on an idle site pays the second: caches gone cold and
+    the core slowed while it waited, not the site's code.
+    """
+
+    def work() -> float:
+        started = time.thread_time()
+        for i in range(40):
+            text = json.dumps({"choices": [{"index": 0, "delta": {"content": f"word {i}"}}]})
+            json.loads(text)
+            [str(x) for x in range(50)]
+        return time.thread_time() - started
+
+    def median(pause: float) -> float:
+        times = []
+        for _ in range(samples):
+            if pause:
+                time.sleep(pause)
+            times.append(work())
+        return percentile(times, 0.5) * 1e6
+
+    busy, after_idle = median(0.0), median(0.1)
+    return {"busy_us": round(busy), "after_100ms_idle_us": round(after_idle), "ratio": round(after_idle / busy, 2)}
+
+
+async def warm_run(site: Site, user: TtftUser, path: str, args) -> dict:
+    """--warm-calls calls or messages one after another, as soon as the one before has ended."""
+    async with httpx.AsyncClient(base_url=site.url, trust_env=False, timeout=httpx.Timeout(30)) as client:
+        csrf = await browser_login(client, site.url, user.username, user.password) if path == "web" else ""
+        api_headers = {"Authorization": f"Bearer {user.api_key}", "Accept": "text/event-stream"}
+        cpu_start = started = 0.0
+        for n in range(args.ttft_warmup + args.warm_calls):
+            if n == args.ttft_warmup:
+                cpu_start, started = cpu_seconds(site.pid), time.perf_counter()
+            if path == "web":
+                await ttft_site(client, site.url, csrf, user.conversations[n % len(user.conversations)], n)
+            else:
+                await ttft_stream(client, f"{site.url}/v1/chat/completions", api_headers)
+        cpu, wall = cpu_seconds(site.pid) - cpu_start, time.perf_counter() - started
+    return {
+        "calls": args.warm_calls,
+        "site_cpu_ms_per_call": round(cpu / args.warm_calls * 1000, 2),
+        "wall_ms_per_call": round(wall / args.warm_calls * 1000, 2),
+    }
+
+
+def phase_warm(run: Run, layer: str) -> dict:
+    """Short calls and messages back to back on each path, the fake answering whole at once."""
+    args = run.args
+    password = secrets.token_urlsafe(16)
+    username = run.prefix(layer, "warm")
+    conversations, api_key = password_user_create(username, password, args.ttft_conversations)
+    user = TtftUser(username, password, conversations, api_key)
+    out: dict = {"idle_penalty": idle_penalty()}
+    with fake_upstream(run.scratch, chunks=args.ttft_chunks, interval=0.0) as fake_url:
+        with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-warm") as site:
+            for path in args.paths:
+                load = quiet_machine(args.wait_idle)
+                log(f"{layer}: back to back {path}, {args.ttft_warmup} warm-up + {args.warm_calls} (load {load})")
+                meter = OthersMeter()
+                result = asyncio.run(warm_run(site, user, path, args))
+                load.update(others_during(meter))
+                out[path] = {**result, "machine": load}
+    return out
+
+
 def phase_paced(run: Run, layer: str, *, profile: bool = False) -> dict:
     """200 paced streams at once on each path, a fresh site for each."""
     args = run.args
@@ -1571,6 +1642,9 @@ def summary_table(results: dict) -> str:
         ("added TTFT p50 / p95 (ms)", "{added}", ("ttft", "{path}", "added_ms"), p50p95),
         ("CPU per short call / message (ms)", "{cpu_call}", ("ttft", "{path}", "site_cpu_ms_per_call"), str),
         ("  load: others' cores / loadavg", "", ("ttft", "{path}", "machine"), _load_of),
+        ("CPU per call / message, back to back (ms)", "", ("warm", "{path}", "site_cpu_ms_per_call"), str),
+        ("  this machine: work after 100 ms idle / busy", "", ("warm", "idle_penalty", "ratio"), str),
+        ("  load: others' cores / loadavg", "", ("warm", "{path}", "machine"), _load_of),
         ("CPU/chunk, 200 paced, steady (us)", "<= 50", ("paced", "{path}", "steady", "cpu_us_per_chunk"), str),
         ("CPU/chunk, all-in (us)", "", ("paced", "{path}", "cpu_us_per_chunk_all_in"), str),
         (
@@ -1639,7 +1713,7 @@ def source_snapshot(revision: str, into: Path) -> Path:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", default=",".join(LAYERS), help="channel layers to run: redis,memory")
-    parser.add_argument("--phases", default=",".join(PHASES), help="phases to run: ttft,paced,burst,memory")
+    parser.add_argument("--phases", default=",".join(PHASES), help="phases to run: ttft,warm,paced,burst,memory")
     parser.add_argument("--paths", default=",".join(PATHS), help="paths to measure: web,v1")
     parser.add_argument("--quick", action="store_true", help="small counts, to check the bench itself")
     parser.add_argument("--profile", action="store_true", help="also run the TTFT loop and paced load under py-spy")
@@ -1651,6 +1725,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ttft-conversations", type=int, default=20, help="chats the TTFT user cycles through")
     parser.add_argument("--ttft-chunks", type=int, default=10, help="short replies, still live when the GET attaches")
     parser.add_argument("--ttft-interval", type=float, default=0.01)
+    parser.add_argument("--warm-calls", type=int, default=300, help="back-to-back calls of the warm phase")
     parser.add_argument("--warmup-streams", type=int, default=20)
     parser.add_argument("--paced-streams", type=int, default=200)
     parser.add_argument(
@@ -1690,7 +1765,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="JSON file (default bench/results/stream-<time>.json)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.ttft_samples, args.ttft_warmup = 20, 5
+        args.ttft_samples, args.ttft_warmup, args.warm_calls = 20, 5, 20
         args.paced_streams, args.warmup_streams, args.paced_chunks, args.paced_window = 20, 5, 300, 3
         args.burst_senders, args.burst_chunks = 20, 100
         args.memory_streams = 50
@@ -1766,7 +1841,13 @@ def main(argv: list[str] | None = None) -> None:
         for layer in args.layers:
             figures: dict = {}
             results["layers"][layer] = figures
-            steps = [("ttft", phase_ttft), ("paced", phase_paced), ("burst", phase_burst), ("memory", phase_memory)]
+            steps = [
+                ("ttft", phase_ttft),
+                ("warm", phase_warm),
+                ("paced", phase_paced),
+                ("burst", phase_burst),
+                ("memory", phase_memory),
+            ]
             for name, phase in steps:
                 if name in args.phases:
                     figures[name] = phase(run, layer)
