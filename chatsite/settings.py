@@ -211,6 +211,10 @@ REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 RATELIMIT_USE_CACHE = "ratelimit"
 if REDIS_URL:
     CACHES = redis_caches(REDIS_URL)
+    # Sessions are read from the cache, written to both: a request's session is a Redis GET instead of a query
+    # that the ORM builds (two a message: its POST and its stream). Only a cache all processes share will do:
+    # with one per process, a logout in one would leave the session cached, and valid, in the others.
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
     # Pub/sub: a published frame reaches every subscribed process at once and
     # nothing is queued for subscribers that are gone.
     CHANNEL_LAYERS = {

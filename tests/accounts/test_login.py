@@ -1,5 +1,7 @@
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import PASSWORD
 from tests.dom import parse_html
@@ -110,3 +112,28 @@ def test_logout_ends_the_session(alice_client):
     assert response.status_code == 302
     assert response["Location"] == URL
     assert alice_client.get("/").status_code == 302
+
+
+def test_sessions_are_read_from_the_shared_cache_and_end_there_at_logout(alice, alice_client, settings):
+    """With Redis, a request reads its session from it, not from the database (cached_db). What ends a session
+    still ends it everywhere: a logout, and a user made inactive (the user is not cached with the session)."""
+    if settings.SESSION_ENGINE != "django.contrib.sessions.backends.cached_db":
+        pytest.skip("sessions are cached only in the cache every process shares: needs Redis (make test starts one)")
+    other_tab = Client()  # the same session, as another tab (or process) sends it
+    other_tab.cookies.load({settings.SESSION_COOKIE_NAME: alice_client.cookies[settings.SESSION_COOKIE_NAME].value})
+
+    with CaptureQueriesContext(connection) as queries:
+        assert alice_client.get("/").status_code == 200
+    assert not [query for query in queries.captured_queries if "django_session" in query["sql"]]
+
+    alice.is_active = False
+    alice.save(update_fields=["is_active"])
+    assert other_tab.get("/").status_code == 302
+    alice.is_active = True
+    alice.save(update_fields=["is_active"])
+    assert other_tab.get("/").status_code == 200
+
+    form = parse_html(alice_client.get("/").content).find("button", text="Log out").parent
+    alice_client.post(form.attrs["action"], form.form_data())
+
+    assert other_tab.get("/").status_code == 302
