@@ -231,6 +231,22 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 AUTH_USER_MODEL = "accounts.User"
+
+
+class Backends(list):
+    """AUTHENTICATION_BACKENDS, which also says it holds Django's ModelBackend, that UserBackend stands in for.
+
+    A session keeps the path of the backend that logged it in, and Django
+    ends a session whose backend is no longer listed: sessions logged in
+    before UserBackend are still good, read by ModelBackend. Only UserBackend
+    checks passwords.
+    """
+
+    def __contains__(self, path) -> bool:
+        return super().__contains__(path) or path == "django.contrib.auth.backends.ModelBackend"
+
+
+AUTHENTICATION_BACKENDS = Backends(["accounts.backends.UserBackend"])
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "conversations:home"
 LOGOUT_REDIRECT_URL = "login"

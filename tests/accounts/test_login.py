@@ -1,8 +1,13 @@
+from importlib import import_module
+
 import pytest
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from accounts.backends import UserBackend
+from accounts.models import User
 from tests.conftest import PASSWORD
 from tests.dom import parse_html
 
@@ -137,3 +142,30 @@ def test_sessions_are_read_from_the_shared_cache_and_end_there_at_logout(alice, 
     alice_client.post(form.attrs["action"], form.form_data())
 
     assert other_tab.get("/").status_code == 302
+
+
+def test_a_session_logged_in_through_djangos_model_backend_stays_logged_in(alice, catalog, settings):
+    """Sessions keep the path of the backend that logged them in: those from before UserBackend are still good."""
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session[SESSION_KEY] = str(alice.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = alice.get_session_auth_hash()
+    session.save()
+    client = Client()
+    client.cookies.load({settings.SESSION_COOKIE_NAME: session.session_key})
+
+    assert client.get("/").status_code == 200
+
+
+def test_the_session_user_is_the_users_row_whole_and_only_while_active(alice, bob):
+    """UserBackend reads the user by a written-out statement: every field as the ORM reads it."""
+    found = UserBackend().get_user(alice.pk)
+
+    assert found == alice
+    assert {field.name: getattr(found, field.attname) for field in User._meta.concrete_fields} == {
+        field.name: getattr(User.objects.get(pk=alice.pk), field.attname) for field in User._meta.concrete_fields
+    }
+    assert UserBackend().get_user(bob.pk + alice.pk + 1000) is None
+    bob.is_active = False
+    bob.save(update_fields=["is_active"])
+    assert UserBackend().get_user(bob.pk) is None
