@@ -24,19 +24,29 @@ WITHIN = 10.0  # seconds any wait here may take before the test fails
 
 
 class HeldSteps:
-    """Holds every send's database step until released, noting the order the sends reached it in."""
+    """Holds every send's database step until released, noting the order the sends reached it in.
+
+    The order is noted on the event loop, as each send hands its step to a
+    worker thread: two sends let through at once start their steps on two
+    threads, in either order.
+    """
 
     def __init__(self, monkeypatch):
         self.reached: list[str] = []
         self.release = threading.Event()
-        original = views._message_create_step
+        original_step, original_to_end = views._message_create_step, views.db_step_to_end
 
         def held(request, pk):
-            self.reached.append(request.POST["text"])
             assert self.release.wait(WITHIN), "the test never released the held sends"
-            return original(request, pk)
+            return original_step(request, pk)
+
+        async def noted(function, request, *args, **kwargs):
+            if function is held:
+                self.reached.append(request.POST["text"])
+            return await original_to_end(function, request, *args, **kwargs)
 
         monkeypatch.setattr(views, "_message_create_step", held)
+        monkeypatch.setattr(views, "db_step_to_end", noted)
 
     async def until_reached(self, count: int) -> None:
         for _ in range(int(WITHIN / 0.01)):
