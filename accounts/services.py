@@ -25,7 +25,7 @@ from accounts.models import (
     day_end,
     local_today,
 )
-from accounts.rows import columns, instance_from
+from accounts.rows import columns, first_row, instance_from
 
 if TYPE_CHECKING:
     from conversations.models import ChatModel
@@ -121,9 +121,7 @@ def _active_key(key_hash: str, now: datetime) -> ApiKey | None:
         WHERE k.key_hash = %s AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > %s)
             AND u.is_active = %s
     """
-    with connection.cursor() as cursor:
-        cursor.execute(statement, [key_hash, connection.ops.adapt_datetimefield_value(now), True])
-        row = cursor.fetchone()
+    row = first_row(statement, [key_hash, connection.ops.adapt_datetimefield_value(now), True])
     if row is None:
         return None
     split = len(keys.concrete_fields)

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.billing.image_tokens import ImageTokenRule
 from accounts.billing.prices import Prices
-from accounts.rows import columns, instance_from
+from accounts.rows import columns, first_row, instance_from
 from conversations.upstream import served_model_ids
 
 
@@ -170,9 +170,7 @@ def usable_model(model_id: str, *, user, key=None, realtime: bool = False, embed
         f"SELECT {columns(ChatModel, 'm')} FROM {ChatModel._meta.db_table} m "
         f"WHERE m.model_id = %s AND m.enabled = %s AND m.realtime = %s AND m.embedding = %s{''.join(rules)}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        row = cursor.fetchone()
+    row = first_row(statement, params)
     return None if row is None else instance_from(ChatModel, row)
 
 

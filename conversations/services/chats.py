@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import AuditEntry, UsageRecord
-from accounts.rows import columns, instance_from, row_insert, row_update
+from accounts.rows import columns, first_row, instance_from, row_insert, row_update
 from accounts.services import audit_record
 from conversations.branches import branch_end
 from conversations.models import ChatModel, Conversation, Message, title_from_text
@@ -58,9 +58,7 @@ def send_target(*, user: User, pk: int) -> SendTarget | None:
         FROM {chats.db_table} c JOIN {models.db_table} m ON m.{quote(models.pk.column)} = c.{model_id}
         WHERE c.{chat_id} = %s AND c.{user_id} = %s
     """
-    with connection.cursor() as cursor:
-        cursor.execute(statement, [*Message.LIVE_STATUSES, pk, user.pk])
-        row = cursor.fetchone()
+    row = first_row(statement, [*Message.LIVE_STATUSES, pk, user.pk])
     if row is None:
         return None
     split = len(chats.concrete_fields)
