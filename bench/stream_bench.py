@@ -330,10 +330,12 @@ class Site:
 
 @contextlib.contextmanager
 def site_server(scratch: Path, env: dict[str, str], name: str) -> Iterator[Site]:
-    """The site as one daphne process, like tests/servers.py starts it."""
+    """The site as one daphne process, like tests/servers.py starts it (plain daphne for a revision before
+    chatsite/serve.py, which runs it on uvloop)."""
     port = free_port()
     log_path = scratch / f"site-{name}-{port}.log"
-    command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
+    server = ["-m", "chatsite.serve"] if (SOURCE / "chatsite" / "serve.py").exists() else ["-m", "daphne"]
+    command = [str(BIN / "python"), *server, "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
             command, cwd=SOURCE, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
@@ -1279,6 +1281,7 @@ ACTIVITIES = [
 ]
 # Frames every stack passes through: left out of the inclusive ranking.
 PLUMBING = ("daphne", "daphne/cli.py", "daphne/server.py", "asyncio/base_events.py", "asyncio/events.py")
+PLUMBING += ("<frozen runpy>", "chatsite/serve.py")
 PLUMBING += ("twisted/internet/asyncioreactor.py", "threading.py", "concurrent/futures/thread.py", "asgiref/sync.py")
 # The project's own packages: their frames are also ranked on their own (`ours`).
 OURS = ("conversations/", "accounts/", "chatsite/")
@@ -1292,7 +1295,7 @@ IDLE_LEAVES = (
     "Event.wait (threading.py)",
     "Thread.join (threading.py)",
 )
-STACK_ROOTS = ("<module> (daphne)", "Thread._bootstrap (threading.py)")
+STACK_ROOTS = ("<module> (daphne)", "_run_module_as_main (<frozen runpy>)", "Thread._bootstrap (threading.py)")
 
 
 def profile_summary(path: Path, cpu_seconds_spent: float, units: int, unit: str, top: int) -> dict:

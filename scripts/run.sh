@@ -115,7 +115,7 @@ fi
 
 # In the background so that the traps above run as soon as a signal arrives;
 # daphne itself ignores Ctrl-C there and is stopped by stop_all.
-"$VENV/bin/daphne" -b 127.0.0.1 -p "$PORT" chatsite.asgi:application &
+"$VENV/bin/python" -m chatsite.serve -b 127.0.0.1 -p "$PORT" chatsite.asgi:application &
 site_pid=$!
 for _ in $(seq 100); do
     kill -0 "$site_pid" 2>/dev/null || break

@@ -139,9 +139,10 @@ _site_processes: dict[str, subprocess.Popen] = {}
 
 @contextmanager
 def site_server(env: dict[str, str]) -> Iterator[str]:
-    """The site under daphne with os.environ | env; yields its base URL once /healthz answers 200."""
+    """The site under daphne (as deployed: chatsite.serve) with os.environ | env; yields its base URL once /healthz
+    answers 200."""
     port = free_port()
-    command = [str(BIN_DIR / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
+    command = [sys.executable, "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
     base_url = f"http://127.0.0.1:{port}"
     with _server(command, ready_url=f"{base_url}/healthz", timeout=60, env=os.environ | env) as process:
         _site_processes[base_url] = process
