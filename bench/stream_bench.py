@@ -1295,6 +1295,9 @@ IDLE_LEAVES = (
     "Event.wait (threading.py)",
     "Thread.join (threading.py)",
 )
+# The innermost Python frame while uvloop's loop works in C (polling, its transports' socket reads, timers):
+# py-spy leaves out its waits in epoll (an idle site gives no samples), so these samples are work.
+LOOP_IN_C = "AsyncioSelectorReactor.run (twisted/internet/asyncioreactor.py)"
 STACK_ROOTS = ("<module> (daphne)", "_run_module_as_main (<frozen runpy>)", "Thread._bootstrap (threading.py)")
 
 
@@ -1325,7 +1328,10 @@ def profile_summary(path: Path, cpu_seconds_spent: float, units: int, unit: str,
                 inclusive[frame] += n
             if file.startswith(OURS):
                 ours[frame] += n
-        activity = next((name for name, markers in ACTIVITIES if any(m in stack for m in markers)), None)
+        if frames[-1] == LOOP_IN_C:
+            activity = "event loop, in C (uvloop: polling, socket reads, timers)"
+        else:
+            activity = next((name for name, markers in ACTIVITIES if any(m in stack for m in markers)), None)
         by_activity[activity or "event loop, other"] += n
     if not total:
         return {"samples": 0}
