@@ -109,10 +109,12 @@ class ReplyStream:
                 yield text, self._take(text)
 
     async def deltas(self) -> AsyncIterator[str]:
-        """The reply's text, piece by piece."""
-        async for _, chunk in self.chunks():
-            if chunk["choices"] and (text := chunk["choices"][0]["delta"].get("content")):
-                yield text
+        """The reply's text, piece by piece (read from the events themselves: one generator less per token)."""
+        async for _, data in self._events():
+            if data is not None:
+                chunk = self._take(data)
+                if chunk["choices"] and (text := chunk["choices"][0]["delta"].get("content")):
+                    yield text
 
     async def close(self) -> None:
         """Close the connection, so the provider stops generating (and billing) at once."""
@@ -146,7 +148,7 @@ class ReplyStream:
         pending = b""
         separator = b""  # b"\n\n" from OpenAI, b"\r\n\r\n" from some servers (llama.cpp's)
         try:
-            async for data in self.response.aiter_bytes():
+            async for data in self._body():
                 if saw_done:
                     # Read on to the end of the body (nothing more comes): a response read to its
                     # end hands its connection back to the pool, and the next reply skips a handshake.
@@ -180,6 +182,20 @@ class ReplyStream:
                 "stream_incomplete",
                 "The model provider ended the reply without confirming it was finished; it may be incomplete.",
             )
+
+    def _body(self) -> AsyncIterator[bytes]:
+        """The body's bytes as the connection delivers them.
+
+        An SSE body has no content encoding (OpenAI's has none) and is then read
+        from the response's stream itself: httpx's aiter_bytes and aiter_raw
+        are two more async generators (and three plain ones) each network read
+        passes through, only to undo an encoding and cut fixed-size chunks,
+        which this reader asks for neither of. An encoded body is decoded by
+        httpx as usual.
+        """
+        if self.response.headers.get("content-encoding", "identity").strip().lower() == "identity":
+            return self.response.stream.__aiter__()
+        return self.response.aiter_bytes()
 
     def _take(self, data: bytes | str) -> dict:
         """The chunk parsed, its usage and finish reason kept; an error event raised as UpstreamError."""

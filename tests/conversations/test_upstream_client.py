@@ -5,7 +5,10 @@ usage and finish reasons kept for billing, failures reported, and retries that
 neither wait longer than we allow nor multiply the provider's calls.
 """
 
+import asyncio
+import contextlib
 import json
+import zlib
 
 import pytest
 
@@ -247,3 +250,51 @@ async def test_the_providers_error_comes_without_our_key_or_address(upstream, se
         seen = json.dumps(error.provider_error) + error.user_message
         assert settings.OPENAI_API_KEY[:8] not in seen
         assert f"127.0.0.1:{upstream.port}" not in seen
+
+
+@contextlib.asynccontextmanager
+async def compressing_provider(events: list[bytes]):
+    """A provider that streams `events` gzip-compressed, each flushed in an HTTP chunk of its own; yields its URL."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        gzip = zlib.compressobj(wbits=31)
+        for piece in [gzip.compress(event) + gzip.flush(zlib.Z_SYNC_FLUSH) for event in events] + [gzip.flush()]:
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+
+
+async def test_a_stream_the_provider_compresses_is_read_decompressed(settings):
+    chunks = [{"choices": [{"index": 0, "delta": {"content": piece}}]} for piece in ("Packed ", "and ", "unpacked")]
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    chunks += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, {"choices": [], "usage": usage}]
+    events = [b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
+    settings.OPENAI_API_KEY = "sk-upstream-secret"
+
+    async with compressing_provider(events) as settings.OPENAI_BASE_URL:
+        stream = await stream_open({"model": "gpt-4o-mini", "messages": MESSAGES})
+        try:
+            text = "".join([delta async for delta in stream.deltas()])
+        finally:
+            await stream.close()
+
+    assert text == "Packed and unpacked"
+    assert stream.usage == Usage(prompt_tokens=3, completion_tokens=4)
+    assert stream.finish_reason == "stop"
