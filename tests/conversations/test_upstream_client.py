@@ -253,8 +253,9 @@ async def test_the_providers_error_comes_without_our_key_or_address(upstream, se
 
 
 @contextlib.asynccontextmanager
-async def compressing_provider(events: list[bytes]):
-    """A provider that streams `events` gzip-compressed, each flushed in an HTTP chunk of its own; yields its URL."""
+async def provider_sending(events: list[bytes], *, gzip: bool = False):
+    """A provider that streams `events` as they are, each in an HTTP chunk of its own (with `gzip`: compressed,
+    each flushed); yields its URL."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -262,12 +263,16 @@ async def compressing_provider(events: list[bytes]):
             int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
         )
         await reader.readexactly(length)
+        encoding = b"Content-Encoding: gzip\r\n" if gzip else b""
         writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n%sTransfer-Encoding: chunked\r\n\r\n" % encoding
         )
-        gzip = zlib.compressobj(wbits=31)
-        for piece in [gzip.compress(event) + gzip.flush(zlib.Z_SYNC_FLUSH) for event in events] + [gzip.flush()]:
+        pieces = events
+        if gzip:
+            compressor = zlib.compressobj(wbits=31)
+            pieces = [compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH) for event in events]
+            pieces.append(compressor.flush())
+        for piece in pieces:
             writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             await writer.drain()
         writer.write(b"0\r\n\r\n")
@@ -281,20 +286,38 @@ async def compressing_provider(events: list[bytes]):
         server.close()
 
 
+def sse(*chunks: dict) -> list[bytes]:
+    return [b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
+
+
+async def text_from(settings, events: list[bytes], *, gzip: bool = False) -> tuple[str, ReplyStream]:
+    """The text ReplyStream.deltas() reads from a provider sending `events`."""
+    settings.OPENAI_API_KEY = "sk-upstream-secret"
+    async with provider_sending(events, gzip=gzip) as settings.OPENAI_BASE_URL:
+        stream = await stream_open({"model": "gpt-4o-mini", "messages": MESSAGES})
+        try:
+            return "".join([delta async for delta in stream.deltas()]), stream
+        finally:
+            await stream.close()
+
+
 async def test_a_stream_the_provider_compresses_is_read_decompressed(settings):
     chunks = [{"choices": [{"index": 0, "delta": {"content": piece}}]} for piece in ("Packed ", "and ", "unpacked")]
     usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
     chunks += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, {"choices": [], "usage": usage}]
-    events = [b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
-    settings.OPENAI_API_KEY = "sk-upstream-secret"
 
-    async with compressing_provider(events) as settings.OPENAI_BASE_URL:
-        stream = await stream_open({"model": "gpt-4o-mini", "messages": MESSAGES})
-        try:
-            text = "".join([delta async for delta in stream.deltas()])
-        finally:
-            await stream.close()
+    text, stream = await text_from(settings, sse(*chunks), gzip=True)
 
     assert text == "Packed and unpacked"
     assert stream.usage == Usage(prompt_tokens=3, completion_tokens=4)
     assert stream.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("choice", [{"index": 0}, {"index": 0, "delta": "text"}, "text"])
+async def test_a_chunk_whose_choice_has_no_delta_is_reported_as_unreadable(settings, choice):
+    events = sse({"choices": [{"index": 0, "delta": {"content": "Fine so far"}}]}, {"choices": [choice]})
+
+    with pytest.raises(UpstreamError) as failed:
+        await text_from(settings, events)
+
+    assert failed.value.code == "malformed_chunk"
