@@ -296,7 +296,10 @@ def assert_site_recovers(stack: Stack, browsers: list[httpx.Client], load: Load)
     for i, (site, client) in enumerate(zip(stack.sites, browsers, strict=True)):
         conversation_id, reply_id = chat_start(stack, client, f"Are you back {i}?")
         _, status = reply_watch(client, stream_url(conversation_id, reply_id))
-        assert status == "complete", f"a new reply on {site} ended {status}"
+        stored = stack.postgres.rows(
+            "SELECT status, error_code, error_text FROM conversations_message WHERE id = %s", reply_id
+        )
+        assert status == "complete", f"a new reply on {site} ended {status}, stored as {stored}"
         completion = api(stack, site).chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Back?"}]
         )
