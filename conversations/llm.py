@@ -122,7 +122,7 @@ class ReplyStream:
             return ""
         try:
             return chunk["choices"][0]["delta"].get("content") or ""
-        except (TypeError, KeyError, IndexError, AttributeError):
+        except _UNREADABLE:
             raise _malformed_chunk() from None
 
     async def close(self) -> None:
@@ -224,7 +224,7 @@ class ReplyStream:
             choices = chunk["choices"]
             if choices and choices[0].get("finish_reason"):
                 self.finish_reason = choices[0]["finish_reason"]
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        except _UNREADABLE:
             raise _malformed_chunk() from None
         return chunk
 
@@ -235,6 +235,10 @@ def _data_of(event: bytes) -> bytes | None:
         return event[5:].strip()
     lines = [line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")]
     return b"\n".join(lines) if lines else None
+
+
+# What reading a chunk that is not the shape OpenAI's are raises: such a chunk ends the reply as malformed.
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError)
 
 
 def _malformed_chunk() -> UpstreamError:
