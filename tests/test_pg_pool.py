@@ -18,6 +18,14 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def django_connection_given_back(transactional_db):
+    """These tests end every backend of the test database, this thread's Django connection among them: it is
+    given back before the database is emptied after the test, so that the emptying gets a working one."""
+    yield
+    connection.close()
+
+
 def connect(**options) -> psycopg.Connection:
     db = connection.settings_dict
     return psycopg.connect(
