@@ -18,7 +18,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from accounts.billing.ledger_sql import (
@@ -26,6 +25,7 @@ from accounts.billing.ledger_sql import (
     ledger_figures,
     ledger_settle,
     limits_locked_with_figures,
+    one_trip_transaction,
     reservation_drop,
 )
 from accounts.models import (
@@ -38,7 +38,7 @@ from accounts.models import (
     local_today,
     month_end,
 )
-from accounts.rows import row_insert
+from accounts.rows import row_insert_queued
 
 if TYPE_CHECKING:
     from accounts.billing.prices import Prices
@@ -185,8 +185,9 @@ def budget_reserve(
     now = timezone.now()
     today = local_today(now)
     # No savepoint inside a caller's transaction (two round trips): a refusal is raised after the
-    # block, which wrote nothing, and the caller goes on to store it (a web reply says it).
-    with transaction.atomic(savepoint=False):
+    # block, which wrote nothing, and the caller goes on to store it (a web reply says it). On its own
+    # this is two round trips: BEGIN, the lock and the figures; the insert and COMMIT.
+    with one_trip_transaction():
         limits, figures = limits_locked_with_figures(user.pk, now)
         try:
             max_tokens = _max_tokens_that_fit(limits, figures, prices, now, prompt_tokens, max_tokens)
@@ -215,9 +216,10 @@ def budget_reserve(
                 created_at=now,
                 expires_at=now + timedelta(seconds=settings.RESERVATION_TTL),
             )
-            row_insert(reservation)
+            inserted = row_insert_queued(reservation)
     if refusal is not None:
         raise refusal
+    inserted()
     return Grant(reservation_id=reservation.pk, max_tokens=max_tokens)
 
 

@@ -8,6 +8,7 @@ still held or already spent, never as neither.
 """
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -15,10 +16,11 @@ from functools import cache
 
 from django.conf import settings
 from django.db import connection, transaction
+from psycopg import pq
 
 from accounts.billing.prices import MONEY_PLACES
 from accounts.models import DailyUsage, Limits, Reservation, UsageRecord, User, hour_start, local_today, month_start
-from accounts.rows import first_row, insert_statement, insert_values, inserted, row_insert
+from accounts.rows import first_row, in_pipeline, insert_statement, insert_values, inserted, row_insert
 
 
 def _money(value) -> Decimal:
@@ -30,13 +32,45 @@ def _rows(*statements: tuple[str, object]) -> list[tuple]:
     """The first row of each statement, run in order. On PostgreSQL they go in one round trip (psycopg's
     pipeline mode), and each still runs as a statement of its own: it sees what was committed before it began."""
     with contextlib.ExitStack() as stack:
-        if connection.vendor == "postgresql":
-            connection.ensure_connection()
+        connection.ensure_connection()
+        if connection.vendor == "postgresql" and not in_pipeline():
+            # Not inside one_trip_transaction's pipeline: leaving a pipeline of its own costs one more round trip.
             stack.enter_context(connection.connection.pipeline())
         cursors = [stack.enter_context(connection.cursor()) for _ in statements]
         for cursor, (statement, params) in zip(cursors, statements, strict=True):
             cursor.execute(statement, params)
         return [cursor.fetchone() for cursor in cursors]
+
+
+@contextlib.contextmanager
+def one_trip_transaction() -> Iterator[None]:
+    """A transaction for written-out statements whose BEGIN goes with its first statements and whose COMMIT
+    with its last: on PostgreSQL, outside any other transaction, each piece of work whose answer is awaited is
+    one round trip, and the transaction costs none of its own.
+
+    Django's atomic() costs three more: psycopg sends BEGIN alone and waits for it, and COMMIT alone, and
+    leaving a pipeline inside it waits for one more sync. The statements inside must be written out (an ORM
+    call may open an atomic block, which cannot nest in this one); a row whose insert was queued
+    (row_insert_queued) is read once the block has ended. Elsewhere (SQLite, a caller's or a test's transaction)
+    this is atomic(savepoint=False).
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        with transaction.atomic(savepoint=False):
+            yield
+        return
+    connection.ensure_connection()
+    pg = connection.connection
+    try:
+        with connection.wrap_database_errors, pg.pipeline():
+            pg.execute("BEGIN")
+            yield
+            pg.execute("COMMIT")
+    except BaseException:
+        # An error in the pipeline, or in the code between its statements: nothing of it is kept.
+        if not pg.closed and pg.info.transaction_status != pq.TransactionStatus.IDLE:
+            with connection.wrap_database_errors:
+                pg.rollback()
+        raise
 
 
 @dataclass(frozen=True)
@@ -100,7 +134,8 @@ def ledger_figures(user_id: int, now: datetime) -> LedgerFigures:
 
 def limits_locked_with_figures(user_id: int, now: datetime) -> tuple[Limits, LedgerFigures]:
     """The user's limits, their row locked until the transaction ends (one caller's reservations go one at a
-    time), and then their ledger_figures(), read once the lock is held: in one round trip on PostgreSQL."""
+    time), and then their ledger_figures(), read once the lock is held: in one round trip on PostgreSQL (with
+    the transaction's BEGIN, in one_trip_transaction)."""
     fields = [User._meta.get_field(name) for name in User.LIMIT_FIELDS]
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite locks the whole database
     columns = ", ".join(field.column for field in fields)

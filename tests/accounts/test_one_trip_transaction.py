@@ -1,0 +1,113 @@
+"""A reservation's transaction sent in two round trips (accounts/billing/ledger_sql.py: one_trip_transaction).
+
+It is PostgreSQL's BEGIN and COMMIT written by hand, so what Django's atomic()
+would guarantee is checked here: all or nothing, the user's lock let go on
+every exit, and the pooled connection left ready for the next step.
+"""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, connection
+from django.utils import timezone
+from psycopg import pq
+
+from accounts.billing.budget import budget_reserve
+from accounts.billing.ledger_sql import limits_locked_with_figures, one_trip_transaction
+from accounts.models import Reservation
+from accounts.rows import row_insert_queued
+from conversations.models import ChatModel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def left_clean() -> bool:
+    """The connection is out of any transaction and out of pipeline mode, and answers a query."""
+    pg = connection.connection
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        answered = cursor.fetchone() == (1,)
+    return (
+        answered
+        and pg.info.transaction_status == pq.TransactionStatus.IDLE
+        and pg.pgconn.pipeline_status == pq.PipelineStatus.OFF
+    )
+
+
+def lockable_by_another_connection(user_id: int) -> bool:
+    """Whether a second connection can lock the user's row without waiting (nobody holds it)."""
+    answer = []
+
+    def other() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+                cursor.execute("SELECT id FROM accounts_user WHERE id = %s FOR UPDATE", [user_id])
+                answer.append(cursor.fetchone() is not None)
+                cursor.execute("ROLLBACK")
+        except Exception:
+            answer.append(False)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    return answer == [True]
+
+
+def a_reservation(user_id: int, model: ChatModel) -> Reservation:
+    now = timezone.now()
+    return Reservation(
+        user_id=user_id,
+        kind="api",
+        model=model,
+        prompt_tokens=10,
+        prompt_estimate=10,
+        tokens=100,
+        cost=0,
+        input_price=0,
+        output_price=0,
+        day=now.date(),
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+    )
+
+
+@pytest.fixture
+def mini(catalog) -> ChatModel:
+    return ChatModel.objects.get(model_id="gpt-4o-mini")
+
+
+def test_a_reservation_on_its_own_is_committed_with_its_id(alice, mini):
+    grant = budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=500)
+
+    stored = Reservation.objects.get(pk=grant.reservation_id)
+    assert (stored.user_id, stored.tokens) == (alice.pk, 600)
+    assert left_clean()
+    assert lockable_by_another_connection(alice.pk)
+
+
+def test_an_error_of_ours_between_the_statements_keeps_nothing_and_lets_the_lock_go(alice, mini):
+    with pytest.raises(RuntimeError), one_trip_transaction():
+        limits_locked_with_figures(alice.pk, timezone.now())
+        row_insert_queued(a_reservation(alice.pk, mini))
+        raise RuntimeError("our own code failed after the lock")
+
+    assert not Reservation.objects.exists()
+    assert left_clean()
+    assert lockable_by_another_connection(alice.pk)
+
+
+def test_a_row_the_database_refuses_at_commit_is_djangos_error_and_keeps_nothing(alice, mini):
+    # Django's foreign keys are checked at COMMIT on PostgreSQL: the refusal comes with the last round trip.
+    with pytest.raises(IntegrityError), one_trip_transaction():
+        limits_locked_with_figures(alice.pk, timezone.now())
+        row_insert_queued(a_reservation(alice.pk, mini))
+        row_insert_queued(a_reservation(alice.pk + 1000, mini))
+
+    assert not Reservation.objects.exists()
+    assert left_clean()
+    assert lockable_by_another_connection(alice.pk)
