@@ -90,23 +90,23 @@ def test_a_reservation_on_its_own_is_committed_with_its_id(alice, mini):
     assert lockable_by_another_connection(alice.pk)
 
 
-def test_an_error_of_ours_between_the_statements_keeps_nothing_and_lets_the_lock_go(alice, mini):
-    with pytest.raises(RuntimeError), one_trip_transaction():
-        limits_locked_with_figures(alice.pk, timezone.now())
-        row_insert_queued(a_reservation(alice.pk, mini))
-        raise RuntimeError("our own code failed after the lock")
-
-    assert not Reservation.objects.exists()
-    assert left_clean()
-    assert lockable_by_another_connection(alice.pk)
+def our_code_fails(user_id: int, model: ChatModel) -> None:
+    raise RuntimeError("our own code failed after the lock")
 
 
-def test_a_row_the_database_refuses_at_commit_is_djangos_error_and_keeps_nothing(alice, mini):
+def the_database_refuses_at_commit(user_id: int, model: ChatModel) -> None:
     # Django's foreign keys are checked at COMMIT on PostgreSQL: the refusal comes with the last round trip.
-    with pytest.raises(IntegrityError), one_trip_transaction():
+    row_insert_queued(a_reservation(user_id + 1000, model))
+
+
+@pytest.mark.parametrize(
+    "failure, error", [(our_code_fails, RuntimeError), (the_database_refuses_at_commit, IntegrityError)]
+)
+def test_a_failure_inside_keeps_nothing_lets_the_lock_go_and_raises_djangos_error(alice, mini, failure, error):
+    with pytest.raises(error), one_trip_transaction():
         limits_locked_with_figures(alice.pk, timezone.now())
         row_insert_queued(a_reservation(alice.pk, mini))
-        row_insert_queued(a_reservation(alice.pk + 1000, mini))
+        failure(alice.pk, mini)
 
     assert not Reservation.objects.exists()
     assert left_clean()
