@@ -6,10 +6,11 @@ costs more than running it (an API key with its user: 1.1 ms of CPU through
 the ORM, 0.1 ms written out, measured in-process on PostgreSQL).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Model
 from django.db.models.expressions import Col
 from psycopg import pq
@@ -123,3 +124,36 @@ def row_insert(instance: Model, *, unique: str = "") -> bool:
     """
     statement, fields = insert_statement(type(instance), unique)
     return inserted(instance, first_row(statement, insert_values(instance, fields)))
+
+
+@contextmanager
+def one_trip_transaction() -> Iterator[None]:
+    """A transaction for written-out statements whose BEGIN goes with its first statements and whose COMMIT
+    with its last: on PostgreSQL, outside any other transaction, each piece of work whose answer is awaited is
+    one round trip, and the transaction costs none of its own.
+
+    Django's atomic() costs three more: psycopg sends BEGIN alone and waits for it, and COMMIT alone, and
+    leaving a pipeline inside it waits for one more sync. The statements inside are read only through
+    ledger_sql's _rows, or queued by row_insert_queued and read once the block has ended: in pipeline mode a
+    cursor knows neither its columns nor its row count before its results are fetched, so first_row, and the
+    ORM's saves and updates, would take a row for none. Django does not know of this transaction either (its
+    atomic() cannot nest in it, its on_commit would run at once). Elsewhere (SQLite, a caller's or a test's
+    atomic block) this is atomic(savepoint=False).
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        with transaction.atomic(savepoint=False):
+            yield
+        return
+    connection.ensure_connection()
+    pg = connection.connection
+    try:
+        with connection.wrap_database_errors, pg.pipeline():
+            pg.execute("BEGIN")
+            yield
+            pg.execute("COMMIT")
+    except BaseException:
+        # An error in the pipeline, or in the code between its statements: nothing of it is kept.
+        if not pg.closed and pg.info.transaction_status != pq.TransactionStatus.IDLE:
+            with connection.wrap_database_errors:
+                pg.rollback()
+        raise

@@ -626,7 +626,7 @@ async def reference_reply(fake_url: str) -> list[str]:
     pieces = []
     async with (
         httpx.AsyncClient(trust_env=False, timeout=60) as client,
-        client.stream("POST", f"{fake_url}/chat/completions", json=_upstream_body(), headers=_upstream_headers()) as r,
+        client.stream("POST", f"{fake_url}/chat/completions", json=_upstream_body(), headers=upstream_headers()) as r,
     ):
         async for line in r.aiter_lines():
             if line.startswith("data:") and line != "data: [DONE]":
@@ -646,7 +646,7 @@ def _upstream_body() -> dict:
     }
 
 
-def _upstream_headers() -> dict[str, str]:
+def upstream_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {API_KEY}", "Accept": "text/event-stream"}
 
 
@@ -772,7 +772,7 @@ async def ttft_run(site: Site, fake_url: str, user: TtftUser, path: str, args, p
             if n == args.ttft_warmup:
                 cpu_start = cpu_seconds(site.pid)
                 spy = PySpy(site.pid, profile_to, args) if profile_to else None
-            d = await ttft_stream(fake_client, direct_url, _upstream_headers())
+            d = await ttft_stream(fake_client, direct_url, upstream_headers())
             if path == "web":
                 s, p, after_end = await ttft_site(
                     client, site.url, csrf, user.conversations[n % len(user.conversations)], n

@@ -25,7 +25,6 @@ from accounts.billing.ledger_sql import (
     ledger_figures,
     ledger_settle,
     limits_locked_with_figures,
-    one_trip_transaction,
     reservation_drop,
 )
 from accounts.models import (
@@ -38,7 +37,7 @@ from accounts.models import (
     local_today,
     month_end,
 )
-from accounts.rows import row_insert_queued
+from accounts.rows import one_trip_transaction, row_insert_queued
 
 if TYPE_CHECKING:
     from accounts.billing.prices import Prices

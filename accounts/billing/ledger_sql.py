@@ -8,7 +8,6 @@ still held or already spent, never as neither.
 """
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -16,7 +15,6 @@ from functools import cache
 
 from django.conf import settings
 from django.db import connection, transaction
-from psycopg import pq
 
 from accounts.billing.prices import MONEY_PLACES
 from accounts.models import DailyUsage, Limits, Reservation, UsageRecord, User, hour_start, local_today, month_start
@@ -40,37 +38,6 @@ def _rows(*statements: tuple[str, object]) -> list[tuple]:
         for cursor, (statement, params) in zip(cursors, statements, strict=True):
             cursor.execute(statement, params)
         return [cursor.fetchone() for cursor in cursors]
-
-
-@contextlib.contextmanager
-def one_trip_transaction() -> Iterator[None]:
-    """A transaction for written-out statements whose BEGIN goes with its first statements and whose COMMIT
-    with its last: on PostgreSQL, outside any other transaction, each piece of work whose answer is awaited is
-    one round trip, and the transaction costs none of its own.
-
-    Django's atomic() costs three more: psycopg sends BEGIN alone and waits for it, and COMMIT alone, and
-    leaving a pipeline inside it waits for one more sync. The statements inside must be written out (an ORM
-    call may open an atomic block, which cannot nest in this one); a row whose insert was queued
-    (row_insert_queued) is read once the block has ended. Elsewhere (SQLite, a caller's or a test's transaction)
-    this is atomic(savepoint=False).
-    """
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        with transaction.atomic(savepoint=False):
-            yield
-        return
-    connection.ensure_connection()
-    pg = connection.connection
-    try:
-        with connection.wrap_database_errors, pg.pipeline():
-            pg.execute("BEGIN")
-            yield
-            pg.execute("COMMIT")
-    except BaseException:
-        # An error in the pipeline, or in the code between its statements: nothing of it is kept.
-        if not pg.closed and pg.info.transaction_status != pq.TransactionStatus.IDLE:
-            with connection.wrap_database_errors:
-                pg.rollback()
-        raise
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""A reservation's transaction sent in two round trips (accounts/billing/ledger_sql.py: one_trip_transaction).
+"""A reservation's transaction sent in two round trips (accounts/rows.py: one_trip_transaction).
 
 It is PostgreSQL's BEGIN and COMMIT written by hand, so what Django's atomic()
 would guarantee is checked here: all or nothing, the user's lock let go on
@@ -14,9 +14,9 @@ from django.utils import timezone
 from psycopg import pq
 
 from accounts.billing.budget import budget_reserve
-from accounts.billing.ledger_sql import limits_locked_with_figures, one_trip_transaction
+from accounts.billing.ledger_sql import limits_locked_with_figures
 from accounts.models import Reservation
-from accounts.rows import row_insert_queued
+from accounts.rows import one_trip_transaction, row_insert_queued
 from conversations.models import ChatModel
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,0 +1,147 @@
+"""The floor under the site's /v1 figures: the same measurements of a bare relay served the same way.
+
+    .venv/bin/python bench/floor_bench.py [--output F]
+
+bare_relay.py (daphne on uvloop, an ASGI app relaying to the fake through
+httpx: no Django, no key, no database, no quota) is measured as stream_bench.py's
+ttft and warm phases measure the site's /v1: added time to first token against
+direct calls to the fake, in pairs, with the machine idle around each call; and
+its CPU per call, one at a time and back to back. Whatever the site's figures are
+above these is the cost of what the site does; these are the server's and the
+machine's own. bench/README.md has the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from stream_bench import (
+    BIN,
+    RESULTS,
+    SOURCE,
+    OthersMeter,
+    cpu_seconds,
+    fake_upstream,
+    free_port,
+    idle_penalty,
+    log,
+    others_during,
+    quiet_machine,
+    spread,
+    stop_process,
+    ttft_stream,
+    upstream_headers,
+    wait_for_http,
+)
+
+
+@contextlib.contextmanager
+def bare_relay(scratch: Path, upstream: str) -> Iterator[tuple[str, int]]:
+    """bare_relay.py served by chatsite.serve on a free port; yields its URL and daphne's pid."""
+    port = free_port()
+    env = {**os.environ, "BARE_RELAY_UPSTREAM": upstream, "PYTHONPATH": f"{Path(__file__).parent}:{SOURCE}"}
+    command = [
+        str(BIN / "python"),
+        "-m",
+        "chatsite.serve",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "bare_relay:application",
+    ]
+    with open(scratch / "bare-relay.log", "wb") as out:
+        process = subprocess.Popen(command, cwd=SOURCE, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/healthz", 30, process=process)
+        yield url, process.pid
+    finally:
+        stop_process(process)
+
+
+async def ttft_pairs(url: str, pid: int, fake: str, warmup: int, samples: int) -> dict:
+    """Pairs of calls, the fake's directly then the relay's, as stream_bench.ttft_run makes them for /v1."""
+    timeout = httpx.Timeout(30)
+    async with (
+        httpx.AsyncClient(trust_env=False, timeout=timeout) as client,
+        httpx.AsyncClient(trust_env=False, timeout=timeout) as direct_client,
+    ):
+        direct, through, cpu_start = [], [], 0.0
+        for n in range(warmup + samples):
+            if n == warmup:
+                cpu_start = cpu_seconds(pid)
+            d = await ttft_stream(direct_client, f"{fake}/chat/completions", upstream_headers())
+            s = await ttft_stream(client, f"{url}/v1/chat/completions", {"Accept": "text/event-stream"})
+            if n >= warmup:
+                direct.append(d * 1000)
+                through.append(s * 1000)
+        cpu = cpu_seconds(pid) - cpu_start
+    return {
+        "samples": samples,
+        "cpu_ms_per_call": round(cpu / samples * 1000, 2),
+        "direct_ms": spread(direct),
+        "relay_ms": spread(through),
+        "added_ms": spread([s - d for s, d in zip(through, direct, strict=True)]),
+    }
+
+
+async def back_to_back(url: str, pid: int, warmup: int, calls: int) -> dict:
+    async with httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30)) as client:
+        for n in range(warmup + calls):
+            if n == warmup:
+                cpu_start, started = cpu_seconds(pid), time.perf_counter()
+            await ttft_stream(client, f"{url}/v1/chat/completions", {"Accept": "text/event-stream"})
+        cpu, wall = cpu_seconds(pid) - cpu_start, time.perf_counter() - started
+    return {
+        "calls": calls,
+        "cpu_ms_per_call": round(cpu / calls * 1000, 2),
+        "wall_ms_per_call": round(wall / calls * 1000, 2),
+    }
+
+
+def measured(what, *args) -> dict:
+    load = quiet_machine(90)
+    meter = OthersMeter()
+    result = asyncio.run(what(*args))
+    load.update(others_during(meter))
+    return {**result, "machine": load}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=200, help="pairs of the ttft measurement (stream_bench's)")
+    parser.add_argument("--warm-calls", type=int, default=300, help="calls back to back (stream_bench's)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"floor-bench-{os.getpid()}"
+    scratch.mkdir(parents=True)
+    result: dict = {"idle_penalty": idle_penalty()}
+    # The fakes as stream_bench's ttft (10 chunks 10 ms apart) and warm (10 chunks at once) phases start them.
+    with fake_upstream(scratch, chunks=10, interval=0.01) as fake, bare_relay(scratch, fake) as (url, pid):
+        log("bare relay: time to first token, pairs with the fake's own")
+        result["ttft"] = measured(ttft_pairs, url, pid, fake, args.warmup, args.samples)
+    with fake_upstream(scratch, chunks=10, interval=0.0) as fake, bare_relay(scratch, fake) as (url, pid):
+        log("bare relay: back to back")
+        result["warm"] = measured(back_to_back, url, pid, args.warmup, args.warm_calls)
+    output = args.output or RESULTS / f"floor-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2))
+    ttft, warm = result["ttft"], result["warm"]
+    print(f"added TTFT p50 / p95: {ttft['added_ms']['p50']} / {ttft['added_ms']['p95']} ms")
+    print(f"CPU a call, idle between: {ttft['cpu_ms_per_call']} ms; back to back: {warm['cpu_ms_per_call']} ms")
+    print(f"written to {output}")
+
+
+if __name__ == "__main__":
+    main()
