@@ -67,7 +67,7 @@ async def _reply_start(request, pk: int, message_pk: int, change: Change) -> Htt
         _reply_starting_step, request, pk, message_pk, change, on_cancel=_reply_start_after_cancel
     )
     if plan is not None:  # None: refused, or a limit is reached and the new reply says so
-        await reply_runner().start(plan).ready.wait()
+        await reply_runner().start(plan).ready_wait()
     return response
 
 

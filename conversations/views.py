@@ -1,3 +1,4 @@
+import copy
 import json
 import re
 from dataclasses import dataclass, field
@@ -262,7 +263,7 @@ async def message_create(request, pk: int | None = None):
     await _user_loaded(request)
     response, plan = await db_step_to_end(_message_create_step, request, pk, on_cancel=_reply_start_after_cancel)
     if plan is not None:  # None: refused, or a limit is reached and the reply says so
-        await reply_runner().start(plan).ready.wait()
+        await reply_runner().start(plan).ready_wait()
     return response
 
 
@@ -306,8 +307,11 @@ def _render_new_chat(request, conversation: Conversation) -> HttpResponse:
 def _render_turn(request, conversation: Conversation, turn: list[Message], *, list_changed: bool) -> HttpResponse:
     """The message just sent and its pending reply, to append to the open chat (and move the chat to the list's top).
 
-    They are rendered as the step stored them, not read back; only the question's images are.
+    They are rendered as the step stored them, not read back; only the question's images are. The reply
+    runner holds these instances while the reply is generated: the images are fetched onto copies, so their
+    querysets (about 3 KB) go once the turn is rendered.
     """
+    turn = [copy.copy(message) for message in turn]
     prefetch_related_objects(turn, "images")
     response = TemplateResponse(request, f"{CHAT_TEMPLATE}#turn", {"conversation": conversation, "chat_messages": turn})
     return _with_chat_on_top(request, response) if list_changed else response

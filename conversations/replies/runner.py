@@ -65,8 +65,9 @@ class ReplyGeneration:
             prefix=plan.prefix,
         )
         self.task: asyncio.Task | None = None
-        # Set once the broadcast can be found, by Stop and by watchers, here and in other processes.
-        self.ready = asyncio.Event()
+        # Done once the broadcast can be found, by Stop and by watchers, here and in other processes (see
+        # ready_wait). A future, not an asyncio.Event: about 600 bytes less for every reply in flight.
+        self.ready = asyncio.get_running_loop().create_future()
         self.relay_task: asyncio.Task | None = None
         self.stop_reason: str | None = None  # "stop" (Stop, or the chat went) or "shutdown"
         self.title_task: asyncio.Task | None = None  # naming the chat, after its first reply
@@ -77,6 +78,10 @@ class ReplyGeneration:
         self.sent_messages: list[dict] | None = None
         self.reported_model = ""
         self.stored_status = ""  # the outcome's status once _record wrote it (committed if the call settled)
+
+    async def ready_wait(self) -> None:
+        """Until watchers can find the reply. Shielded: a request cancelled meanwhile leaves `ready` to others."""
+        await asyncio.shield(self.ready)
 
     def stop(self, reason: str = "stop") -> None:
         """End the reply early; closing the upstream stream stops the tokens (and the bill) at once."""
@@ -100,7 +105,7 @@ class ReplyGeneration:
                     )
                     return
                 finally:
-                    self.ready.set()
+                    self.ready.set_result(None)
                 if self.stop_reason is None:
                     self.relay_task = asyncio.create_task(self._relay())
                     self.outcome = await self.relay_task
@@ -254,7 +259,7 @@ class ReplyRunner:
     def start(self, plan: ReplyPlan) -> ReplyGeneration:
         """Start generating a reserved reply. Synchronous: nothing can cancel it between the reservation and here.
 
-        Await the generation's `ready` before telling the browser where to watch it.
+        Await the generation's ready_wait() before telling the browser where to watch it.
         """
         generation = ReplyGeneration(plan)
         self.generations[plan.reply_id] = generation

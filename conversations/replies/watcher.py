@@ -48,7 +48,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
             status = Message.Status.STREAMING  # generated here and still going: no need to ask the database
         have = offset
         while status in Message.LIVE_STATUSES:
-            changed = reply.changed  # taken before looking: a frame that comes after is not missed
+            changes = reply.changes  # noted before looking: a frame that comes after is not missed
             shown = reply.shown
             if len(shown) > have:
                 yield sse_delta(shown[have:], len(shown))
@@ -60,7 +60,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
             await reply.catch_up()
             try:
                 async with asyncio.timeout(settings.STREAM_KEEPALIVE):
-                    await changed.wait()
+                    await reply.changed_since(changes)
             except TimeoutError:
                 yield KEEPALIVE
                 # Its process may have died without a word; the sweep then marks it interrupted.
