@@ -103,16 +103,24 @@ class LiveText:
         self.changes = 0  # frames and the end announced so far
         self._waiting: list[asyncio.Future] = []
 
-    async def changed_since(self, changes: int) -> None:
-        """Return once something is announced after the `changes` a watcher noted (at once if it was already)."""
+    async def changed_since(self, changes: int, within: float) -> bool:
+        """Whether something is announced after the `changes` a watcher noted (at once if it was already)
+        within `within` seconds: False when nothing was, and the watcher sends a keep-alive.
+
+        One timer for the wait rather than asyncio.timeout() around it, which
+        costs about as much again for every frame every watcher waits for.
+        """
         if self.changes != changes:
-            return
-        waiter = asyncio.get_running_loop().create_future()
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._waiting.append(waiter)
+        timer = loop.call_later(within, _nothing_came, waiter)
         try:
-            await waiter
+            return await waiter
         finally:
-            if waiter.cancelled():  # a keep-alive's timeout: no longer waiting
+            timer.cancel()
+            if waiter.cancelled() or not waiter.result():  # not woken by a frame: no longer waiting
                 with contextlib.suppress(ValueError):
                     self._waiting.remove(waiter)
 
@@ -124,7 +132,12 @@ class LiveText:
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
+
+
+def _nothing_came(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class ReplyBroadcast(LiveText):

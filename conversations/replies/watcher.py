@@ -58,10 +58,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
                 status = reply.status or await db_step(_reply_status, reply_id)
                 break
             await reply.catch_up()
-            try:
-                async with asyncio.timeout(settings.STREAM_KEEPALIVE):
-                    await reply.changed_since(changes)
-            except TimeoutError:
+            if not await reply.changed_since(changes, within=settings.STREAM_KEEPALIVE):
                 yield KEEPALIVE
                 # Its process may have died without a word; the sweep then marks it interrupted.
                 if reply.remote:

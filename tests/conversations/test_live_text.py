@@ -19,33 +19,42 @@ async def test_a_frame_announced_between_noting_and_waiting_is_not_missed():
     noted = text.changes
     text.frame("Hello")  # before the watcher waits
 
-    await asyncio.wait_for(text.changed_since(noted), 1)
-
+    assert await asyncio.wait_for(text.changed_since(noted, within=60), 1)
     assert text.shown == "Hello"
 
 
 async def test_one_frame_wakes_every_watcher_waiting():
     text = Text()
     noted = text.changes
-    watchers = [asyncio.create_task(text.changed_since(noted)) for _ in range(3)]
+    watchers = [asyncio.create_task(text.changed_since(noted, within=60)) for _ in range(3)]
     await asyncio.sleep(0)
     assert not any(watcher.done() for watcher in watchers)
 
     text.frame("Hi")
 
-    await asyncio.wait_for(asyncio.gather(*watchers), 1)
+    assert await asyncio.wait_for(asyncio.gather(*watchers), 1) == [True, True, True]
 
 
-async def test_a_watcher_whose_wait_timed_out_is_not_held_and_the_next_wait_still_wakes():
+async def test_a_wait_with_no_frame_says_so_and_is_not_held_and_the_next_wait_still_wakes():
     text = Text()
     noted = text.changes
     for _ in range(3):
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.01):
-                await text.changed_since(noted)
+        assert await text.changed_since(noted, within=0.01) is False  # the watcher sends a keep-alive
     assert text._waiting == []
 
-    waiting = asyncio.create_task(text.changed_since(noted))
+    waiting = asyncio.create_task(text.changed_since(noted, within=60))
     await asyncio.sleep(0)
     text.frame("there")
-    await asyncio.wait_for(waiting, 1)
+    assert await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_watcher_gone_while_waiting_is_not_held():
+    text = Text()
+    waiting = asyncio.create_task(text.changed_since(text.changes, within=60))
+    await asyncio.sleep(0)
+
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    assert text._waiting == []
