@@ -15,7 +15,7 @@ from psycopg import pq
 
 from accounts.billing.budget import budget_reserve
 from accounts.billing.ledger_sql import limits_locked_with_figures
-from accounts.models import Reservation
+from accounts.models import Reservation, User
 from accounts.rows import one_trip_transaction, row_insert_queued
 from conversations.models import ChatModel
 
@@ -44,7 +44,7 @@ def lockable_by_another_connection(user_id: int) -> bool:
             with connection.cursor() as cursor:
                 cursor.execute("BEGIN")
                 cursor.execute("SET LOCAL lock_timeout = '2s'")
-                cursor.execute("SELECT id FROM accounts_user WHERE id = %s FOR UPDATE", [user_id])
+                cursor.execute(f"SELECT id FROM {User._meta.db_table} WHERE id = %s FOR UPDATE", [user_id])
                 answer.append(cursor.fetchone() is not None)
                 cursor.execute("ROLLBACK")
         except Exception:
