@@ -112,7 +112,10 @@ def branch_through(pk: int) -> list[Turn]:
     """Message `pk` and those before it on its branch, first first (what the model reads), in one statement.
 
     It walks up the message's parents alone, however many other versions and
-    branches the chat has.
+    branches the chat has: each step looks up one parent by its key. Written as
+    a join instead, each step was planned for ten rows and scanned the whole
+    message table once a step while the table was small (16 ms for a branch of
+    46 among 882 messages).
     """
     messages, images = Message._meta, MessageImage._meta
     quote = connection.ops.quote_name
@@ -122,8 +125,8 @@ def branch_through(pk: int) -> list[Turn]:
         WITH RECURSIVE path (id, depth) AS (
             SELECT CAST(%s AS bigint), 0
             UNION ALL
-            SELECT m.{parent}, path.depth + 1 FROM {messages.db_table} m JOIN path ON m.{key} = path.id
-            WHERE m.{parent} IS NOT NULL
+            SELECT (SELECT m.{parent} FROM {messages.db_table} m WHERE m.{key} = path.id), path.depth + 1
+            FROM path WHERE path.id IS NOT NULL
         )
         SELECT m.{key}, m.{role}, m.{content},
             EXISTS (SELECT 1 FROM {images.db_table} i WHERE i.{image_message} = m.{key})
