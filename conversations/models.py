@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.db.models.expressions import RawSQL
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from accounts.billing.image_tokens import ImageTokenRule
 from accounts.billing.prices import Prices
@@ -292,6 +293,12 @@ class Message(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in self.LIVE_STATUSES
+
+    @cached_property
+    def shown_images(self) -> list["MessageImage"]:
+        """Its images, to show with it. Set by the send that has just stored them, so the turn it answers
+        with shows them without a query to read them back (about 1 ms of ORM work, for none in most turns)."""
+        return list(self.images.all())
 
 
 IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}

@@ -1,11 +1,9 @@
-import copy
 import json
 import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import SimpleTemplateResponse, TemplateResponse
@@ -307,12 +305,8 @@ def _render_new_chat(request, conversation: Conversation) -> HttpResponse:
 def _render_turn(request, conversation: Conversation, turn: list[Message], *, list_changed: bool) -> HttpResponse:
     """The message just sent and its pending reply, to append to the open chat (and move the chat to the list's top).
 
-    They are rendered as the step stored them, not read back; only the question's images are. The reply
-    runner holds these instances while the reply is generated: the images are fetched onto copies, so their
-    querysets (about 3 KB) go once the turn is rendered.
+    They are rendered as the step stored them, images included (`shown_images`), with no query to read them back.
     """
-    turn = [copy.copy(message) for message in turn]
-    prefetch_related_objects(turn, "images")
     response = TemplateResponse(request, f"{CHAT_TEMPLATE}#turn", {"conversation": conversation, "chat_messages": turn})
     return _with_chat_on_top(request, response) if list_changed else response
 

@@ -109,7 +109,7 @@ def message_send(
             updated_at=now,
         )
         row_insert(question)
-        images_attach(message=question, images=images, written=written)
+        question.shown_images = images_attach(message=question, images=images, written=written)
         reply = reply_create(question=question, model=model)
         return reply, reply_reserve(reply=reply)
 

@@ -67,12 +67,13 @@ def image_check(upload: UploadedFile) -> CheckedImage:
     return CheckedImage(name=name, data=data, content_type=content_type, width=size[0], height=size[1])
 
 
-def images_attach(*, message: Message, images: Sequence[CheckedImage], written: list[str]) -> None:
-    """Store the images as the message's: each file under MEDIA_ROOT/chat-images/<user id>/, with its row.
+def images_attach(*, message: Message, images: Sequence[CheckedImage], written: list[str]) -> list[MessageImage]:
+    """Store the images as the message's: each file under MEDIA_ROOT/chat-images/<user id>/, with its row. The rows.
 
     Each file's name goes into `written` as soon as it is on disk, for the
     caller to delete if its transaction fails (image_files_deleted_on_failure).
     """
+    rows = []
     for image in images:
         row = MessageImage(
             message=message,
@@ -85,6 +86,8 @@ def images_attach(*, message: Message, images: Sequence[CheckedImage], written: 
         row.file.save(image.name, ContentFile(image.data), save=False)
         written.append(row.file.name)
         row.save()
+        rows.append(row)
+    return rows
 
 
 def image_files_delete(names: Iterable[str]) -> None:

@@ -8,12 +8,14 @@ import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.test import AsyncClient, Client
+from django.test.utils import CaptureQueriesContext
 
 from accounts.billing.image_tokens import image_size
 from accounts.billing.prompt_bound import prompt_tokens_bound
 from accounts.models import User
+from conversations import views
 from conversations.models import ChatModel, Conversation, Message, MessageImage
 from conversations.services import chats
 from tests.conftest import HTMX, PASSWORD, watch_reply
@@ -274,6 +276,37 @@ def test_the_chat_shows_the_image_as_a_thumbnail_that_opens_it(alice_client, ali
     thumbnail = message.find("img")
     assert thumbnail.attrs["src"] == url and thumbnail.attrs["alt"] == "cat.png"
     assert thumbnail.parent.attrs["href"] == url
+
+
+def test_a_sent_turn_shows_its_images_as_stored_without_reading_them_back(alice_client, alice, upstream, monkeypatch):
+    upstream.script(Reply(text="Hello."), Reply(text="Yes."), Reply(text="A cat."))
+    alice_client.post("/c/new/messages/", {"text": "Hi"})
+    chat = Conversation.objects.get(user=alice)
+    path = f"/c/{chat.pk}/messages/"
+    sent_queries = []
+    step = views._message_create_step
+
+    def step_counted(request, pk):
+        with CaptureQueriesContext(connection) as queries:  # the connection of the thread the step runs on
+            answer = step(request, pk)
+        sent_queries.extend(query["sql"] for query in queries.captured_queries)
+        return answer
+
+    monkeypatch.setattr(views, "_message_create_step", step_counted)
+
+    without = alice_client.post(path, {"text": "And now?"}, headers=HTMX)
+    reads_without = list(sent_queries)
+    with_image = alice_client.post(path, {"text": "Look", "images": [upload("cat.png")]}, headers=HTMX)
+
+    assert with_image.status_code == without.status_code == 200
+    image = MessageImage.objects.get()
+    [message] = parse_html(with_image.content).find_all("article", class_="user")
+    assert message.find("img").attrs["src"] == f"/c/{chat.pk}/images/{image.pk}/"
+    [message] = parse_html(without.content).find_all("article", class_="user")
+    assert message.find_all("img") == []
+    # Image rows read, in a chat with none: the prompt's walk asks whether a message has any in its own statement.
+    image_reads = rf'^\s*SELECT\s+"?{MessageImage._meta.db_table}"?\.'
+    assert reads_without and not [sql for sql in reads_without if re.search(image_reads, sql)]
 
 
 def test_attach_is_offered_only_for_a_model_that_takes_images(alice_client, alice, upstream):
