@@ -157,22 +157,35 @@ def usable_model(model_id: str, *, user, key=None, realtime: bool = False, embed
     every message and /v1 call looks its model up, and the ORM took longer to
     build that query than the rest of a /v1 call's database work.
     """
-    served = served_model_ids()
-    if not realtime and not embedding and served is not None and model_id not in served:
+    if not realtime and not embedding and not chat_model_served(model_id):
         return None
+    rule, params = usable_rule("m", user=user, key=key, realtime=realtime, embedding=embedding)
+    statement = f"SELECT {columns(ChatModel, 'm')} FROM {ChatModel._meta.db_table} m WHERE m.model_id = %s AND {rule}"
+    row = first_row(statement, [model_id, *params])
+    return None if row is None else instance_from(ChatModel, row)
+
+
+def chat_model_served(model_id: str) -> bool:
+    """Whether the upstream serves this chat model: it lists it, or lists nothing we could read."""
+    served = served_model_ids()
+    return served is None or model_id in served
+
+
+def usable_rule(alias: str, *, user, key=None, realtime: bool = False, embedding: bool = False) -> tuple[str, list]:
+    """usable_model's rule on the catalog row `alias` of a statement, as SQL and its parameters: enabled, of
+    this kind, and on the user's (and the key's) list of allowed models when there is one. The upstream's
+    list is not in it (chat_model_served)."""
     pk = connection.ops.quote_name(ChatModel._meta.pk.column)
-    rules, params = [], [model_id, True, realtime, embedding]
+    rule, params = (
+        f"{alias}.enabled = %s AND {alias}.realtime = %s AND {alias}.embedding = %s",
+        [True, realtime, embedding],
+    )
     for chosen in (user.allowed_models, key.allowed_models if key is not None else None):
         if chosen is not None:
             listed = model_list_query(chosen)
-            rules.append(f" AND (m.{pk} IN ({listed}) OR NOT EXISTS ({listed}))")
+            rule += f" AND ({alias}.{pk} IN ({listed}) OR NOT EXISTS ({listed}))"
             params += [chosen.instance.pk, chosen.instance.pk]
-    statement = (
-        f"SELECT {columns(ChatModel, 'm')} FROM {ChatModel._meta.db_table} m "
-        f"WHERE m.model_id = %s AND m.enabled = %s AND m.realtime = %s AND m.embedding = %s{''.join(rules)}"
-    )
-    row = first_row(statement, params)
-    return None if row is None else instance_from(ChatModel, row)
+    return rule, params
 
 
 class ConversationQuerySet(models.QuerySet):

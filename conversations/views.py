@@ -18,7 +18,7 @@ from accounts.ratelimits import refusing_window, too_many
 from conversations.branches import branch_messages
 from conversations.db import db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
-from conversations.models import ChatModel, Conversation, Message, usable_model
+from conversations.models import ChatModel, Conversation, Message
 from conversations.outages import local_model_down
 from conversations.replies import watcher
 from conversations.replies.fanout import generated_here_for, reply_stop_request
@@ -168,7 +168,7 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
     if model is None and conversation is None:
         model = ChatModel.objects.usable_by(request.user).default()
     elif model is None:
-        model = usable_model(conversation.model.model_id, user=request.user)
+        model = target.model()
     if model is None:
         served = served_model_ids()
         unserved = conversation is not None and served is not None and conversation.model.model_id not in served

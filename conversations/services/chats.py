@@ -16,7 +16,7 @@ from accounts.models import AuditEntry, UsageRecord
 from accounts.rows import columns, first_row, instance_from, row_insert, row_update
 from accounts.services import audit_record
 from conversations.branches import branch_end
-from conversations.models import ChatModel, Conversation, Message, title_from_text
+from conversations.models import ChatModel, Conversation, Message, chat_model_served, title_from_text, usable_rule
 from conversations.replies.fanout import chat_reset_announce, reply_stop_request
 from conversations.services.context import SUMMARY_MAX_TOKENS, ReplyPlan, reply_plan
 from conversations.services.images import (
@@ -37,20 +37,26 @@ class SendTarget:
     conversation: Conversation
     reply_live: bool  # a reply in the chat is still being written: no new message until it ends or is stopped
     newest: bool  # the chat is at the top of the user's list already
+    model_usable: bool  # the user may still use the chat's model (usable_model), the upstream serving it
+
+    def model(self) -> ChatModel | None:
+        """The chat's model, if a message may be sent to it."""
+        return self.conversation.model if self.model_usable else None
 
 
 def send_target(*, user: User, pk: int) -> SendTarget | None:
-    """The user's chat `pk` with its model, whether a reply in it is live, and whether it is the user's newest
-    chat, in one written-out statement: each is a query of its own through the ORM, on every message sent.
-    None when the user has no such chat."""
+    """The user's chat `pk` with its model, whether the user may still use that model, whether a reply in it is
+    live, and whether it is the user's newest chat, in one written-out statement: each is a query of its own
+    through the ORM, on every message sent. None when the user has no such chat."""
     chats, messages, models = Conversation._meta, Message._meta, ChatModel._meta
     quote = connection.ops.quote_name
     chat_id, user_id, model_id = (quote(chats.get_field(name).column) for name in ("id", "user", "model"))
     updated_at = quote(chats.get_field("updated_at").column)
     message_chat, message_status = (quote(messages.get_field(name).column) for name in ("conversation", "status"))
     live = ", ".join(["%s"] * len(Message.LIVE_STATUSES))
+    usable, usable_params = usable_rule("m", user=user)
     statement = f"""
-        SELECT {columns(Conversation, "c")}, {columns(ChatModel, "m")},
+        SELECT {columns(Conversation, "c")}, {columns(ChatModel, "m")}, {usable},
             EXISTS (SELECT 1 FROM {messages.db_table} r
                     WHERE r.{message_chat} = c.{chat_id} AND r.{message_status} IN ({live})),
             (SELECT n.{chat_id} FROM {chats.db_table} n WHERE n.{user_id} = c.{user_id}
@@ -58,13 +64,14 @@ def send_target(*, user: User, pk: int) -> SendTarget | None:
         FROM {chats.db_table} c JOIN {models.db_table} m ON m.{quote(models.pk.column)} = c.{model_id}
         WHERE c.{chat_id} = %s AND c.{user_id} = %s
     """
-    row = first_row(statement, [*Message.LIVE_STATUSES, pk, user.pk])
+    row = first_row(statement, [*usable_params, *Message.LIVE_STATUSES, pk, user.pk])
     if row is None:
         return None
     split = len(chats.concrete_fields)
     conversation = instance_from(Conversation, row[:split])
     conversation.model = instance_from(ChatModel, row[split : split + len(models.concrete_fields)])
-    return SendTarget(conversation, reply_live=bool(row[-2]), newest=bool(row[-1]))
+    usable = bool(row[-3]) and chat_model_served(conversation.model.model_id)
+    return SendTarget(conversation, reply_live=bool(row[-2]), newest=bool(row[-1]), model_usable=usable)
 
 
 def message_send(
