@@ -4,11 +4,13 @@
 
 bare_relay.py (daphne on uvloop, an ASGI app relaying to the fake through
 httpx: no Django, no key, no database, no quota) is measured as stream_bench.py's
-ttft and warm phases measure the site's /v1: added time to first token against
-direct calls to the fake, in pairs, with the machine idle around each call; and
-its CPU per call, one at a time and back to back. Whatever the site's figures are
-above these is the cost of what the site does; these are the server's and the
-machine's own. bench/README.md has the results.
+ttft, warm and paced phases measure the site's /v1: added time to first token
+against direct calls to the fake, in pairs, with the machine idle around each
+call; its CPU per call, one at a time and back to back; and its CPU per relayed
+chunk with 200 paced streams at once, and the same chunks written by the app
+itself, nothing read (what daphne costs a chunk). Whatever the site's figures
+are above these is the cost of what the site does; these are the server's and
+the machine's own. bench/README.md has the results.
 """
 
 from __future__ import annotations
@@ -22,20 +24,25 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 from stream_bench import (
     BIN,
     RESULTS,
     SOURCE,
+    BenchUser,
     OthersMeter,
+    Site,
     cpu_seconds,
     fake_upstream,
     free_port,
     idle_penalty,
     log,
     others_during,
+    paced_run,
     quiet_machine,
+    reference_reply,
     spread,
     stop_process,
     ttft_stream,
@@ -45,10 +52,14 @@ from stream_bench import (
 
 
 @contextlib.contextmanager
-def bare_relay(scratch: Path, upstream: str) -> Iterator[tuple[str, int]]:
-    """bare_relay.py served by chatsite.serve on a free port; yields its URL and daphne's pid."""
+def bare_relay(scratch: Path, upstream: str, emit: str = "") -> Iterator[tuple[str, int]]:
+    """bare_relay.py served by chatsite.serve on a free port; yields its URL and daphne's pid.
+
+    With `emit` ("chunks,interval,first delay") it writes its chunks itself instead of relaying the upstream's.
+    """
     port = free_port()
-    env = {**os.environ, "BARE_RELAY_UPSTREAM": upstream, "PYTHONPATH": f"{Path(__file__).parent}:{SOURCE}"}
+    env = {**os.environ, "BARE_RELAY_UPSTREAM": upstream, "BARE_RELAY_EMIT": emit}
+    env["PYTHONPATH"] = f"{Path(__file__).parent}:{SOURCE}"
     command = [
         str(BIN / "python"),
         "-m",
@@ -109,6 +120,25 @@ async def back_to_back(url: str, pid: int, warmup: int, calls: int) -> dict:
     }
 
 
+async def paced(url: str, pid: int, pieces: list[str], streams: int, window: float) -> dict:
+    """stream_bench's paced load: `streams` long replies of `pieces` at once, CPU per chunk over the steady window."""
+    users = [BenchUser(f"floor-{n}", session="", csrf="", conversations=[]) for n in range(streams)]
+    # What paced_run reads of stream_bench's arguments; no database to watch here.
+    args = SimpleNamespace(
+        paced_window=window,
+        paced_first_delay=PACED["first_delay"],
+        paced_interval=PACED["interval"],
+        phase_timeout=300,
+        database_url="",
+    )
+    site = Site(url=url, pid=pid, log=Path(os.devnull))
+    return await paced_run(site, users, pieces, "v1", args, profile_to=None)
+
+
+# The fake of stream_bench's paced phase: long replies, so that every stream runs at once once all have started.
+PACED = {"chunks": 1500, "interval": 0.02, "first_delay": 0.5}
+
+
 def measured(what, *args) -> dict:
     load = quiet_machine(90)
     meter = OthersMeter()
@@ -122,6 +152,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="pairs of the ttft measurement (stream_bench's)")
     parser.add_argument("--warm-calls", type=int, default=300, help="calls back to back (stream_bench's)")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--paced-streams", type=int, default=200, help="streams at once (stream_bench's)")
+    parser.add_argument("--paced-window", type=float, default=15, help="seconds of steady window at most")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"floor-bench-{os.getpid()}"
@@ -134,12 +166,23 @@ def main() -> None:
     with fake_upstream(scratch, chunks=10, interval=0.0) as fake, bare_relay(scratch, fake) as (url, pid):
         log("bare relay: back to back")
         result["warm"] = measured(back_to_back, url, pid, args.warmup, args.warm_calls)
+    with fake_upstream(scratch, **PACED) as fake, bare_relay(scratch, fake) as (url, pid):
+        log(f"bare relay: {args.paced_streams} paced streams")
+        pieces = asyncio.run(reference_reply(fake))
+        result["paced"] = measured(paced, url, pid, pieces, args.paced_streams, args.paced_window)
+    emit = ",".join(str(PACED[name]) for name in ("chunks", "interval", "first_delay"))
+    with bare_relay(scratch, "", emit=emit) as (url, pid):
+        log(f"bare relay writing its own chunks: {args.paced_streams} paced streams")
+        result["paced_writes"] = measured(paced, url, pid, pieces, args.paced_streams, args.paced_window)
     output = args.output or RESULTS / f"floor-{time.strftime('%Y%m%d-%H%M%S')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2))
     ttft, warm = result["ttft"], result["warm"]
+    steady, writes = result["paced"].get("steady", {}), result["paced_writes"].get("steady", {})
     print(f"added TTFT p50 / p95: {ttft['added_ms']['p50']} / {ttft['added_ms']['p95']} ms")
     print(f"CPU a call, idle between: {ttft['cpu_ms_per_call']} ms; back to back: {warm['cpu_ms_per_call']} ms")
+    print(f"CPU a chunk, {args.paced_streams} paced, steady: {steady.get('cpu_us_per_chunk')} µs relayed")
+    print(f"  and {writes.get('cpu_us_per_chunk')} µs written with nothing read")
     print(f"written to {output}")
 
 

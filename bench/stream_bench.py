@@ -811,7 +811,10 @@ async def ttft_run(site: Site, fake_url: str, user: TtftUser, path: str, args, p
 
 
 class Monitor:
-    """Samples the site's threads, RSS, open files and PostgreSQL backends while a load runs."""
+    """Samples the site's threads, RSS, open files and PostgreSQL backends while a load runs.
+
+    Without a database URL (floor_bench.py's relay has none) it leaves the backends out.
+    """
 
     def __init__(self, pid: int, database_url: str):
         self.pid = pid
@@ -819,23 +822,33 @@ class Monitor:
         self.peak: Counter = Counter()
         self.samples = 0
 
-    async def backends(self, connection) -> int:
+    @contextlib.asynccontextmanager
+    async def _database(self):
+        import psycopg
+
+        if not self.database_url:
+            yield None
+            return
+        async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as connection:
+            yield connection
+
+    async def backends(self, connection) -> dict[str, int]:
+        if connection is None:
+            return {}
         cursor = await connection.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-        return (await cursor.fetchone())[0]
+        return {"pg_backends": (await cursor.fetchone())[0]}
 
     async def run(self, interval: float = 0.5) -> None:
-        import psycopg
-
-        async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as connection:
+        async with self._database() as connection:
             while True:
                 status = proc_status(self.pid)
                 now = {
                     "threads": status["Threads"],
                     "rss_kb": status["VmRSS"],
                     "open_fds": open_fds(self.pid),
-                    "pg_backends": await self.backends(connection),
+                    **await self.backends(connection),
                 }
                 for key, value in now.items():
                     self.peak[key] = max(self.peak[key], value)
@@ -843,12 +856,10 @@ class Monitor:
                 await asyncio.sleep(interval)
 
     async def now(self) -> dict[str, int]:
-        import psycopg
-
-        async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as connection:
+        async with self._database() as connection:
             backends = await self.backends(connection)
         status = proc_status(self.pid)
-        return {"threads": status["Threads"], "rss_kb": status["VmRSS"], "pg_backends": backends}
+        return {"threads": status["Threads"], "rss_kb": status["VmRSS"], **backends}
 
 
 class PySpy:
