@@ -141,10 +141,18 @@ _site_processes: dict[str, subprocess.Popen] = {}
 def site_server(env: dict[str, str]) -> Iterator[str]:
     """The site under daphne (as deployed: chatsite.serve) with os.environ | env; yields its base URL once /healthz
     answers 200."""
+    with served("chatsite.asgi:application", ready_path="/healthz", env=env) as base_url:
+        yield base_url
+
+
+@contextmanager
+def served(application: str, *, ready_path: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """An ASGI application ("module:name") under chatsite.serve, as the site is deployed, with os.environ | env;
+    yields its base URL once `ready_path` answers 200."""
     port = free_port()
-    command = [sys.executable, "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
+    command = [sys.executable, "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(port), application]
     base_url = f"http://127.0.0.1:{port}"
-    with _server(command, ready_url=f"{base_url}/healthz", timeout=60, env=os.environ | env) as process:
+    with _server(command, ready_url=f"{base_url}{ready_path}", timeout=60, env=os.environ | (env or {})) as process:
         _site_processes[base_url] = process
         try:
             yield base_url

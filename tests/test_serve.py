@@ -1,9 +1,13 @@
-"""chatsite.serve, the site's server as deployed, runs daphne on uvloop's event loop."""
+"""chatsite.serve, the site's server as deployed, runs daphne on uvloop's event loop, writing through to sockets."""
 
 import subprocess
 import sys
+import time
 
-from tests.servers import REPO_ROOT
+import httpx
+
+from tests import streaming_app
+from tests.servers import REPO_ROOT, served
 
 
 def test_daphne_runs_on_uvloops_event_loop():
@@ -15,3 +19,29 @@ def test_daphne_runs_on_uvloops_event_loop():
     ).stdout.strip()
 
     assert loop_module == "uvloop"
+
+
+# Twisted's connections write through to the socket under chatsite.serve: whatever the socket takes at once
+# is sent at once, the rest is buffered behind it. What a client gets must not change.
+
+
+def test_a_client_that_reads_late_gets_every_byte_in_order():
+    with served("tests.streaming_app:application", ready_path="/ended") as url, httpx.Client(trust_env=False) as client:
+        with client.stream("GET", f"{url}/big", timeout=60) as response:
+            time.sleep(0.5)  # meanwhile the server's writes fill the socket, and the rest waits in its buffer
+            body = response.read()
+
+    assert len(body) == len(streaming_app.BIG) + sum(len(streaming_app.piece(n)) for n in range(streaming_app.PIECES))
+    assert body == streaming_app.BIG + b"".join(streaming_app.piece(n) for n in range(streaming_app.PIECES))
+
+
+def test_a_client_gone_mid_stream_ends_it_and_the_server_serves_on():
+    with served("tests.streaming_app:application", ready_path="/ended") as url, httpx.Client(trust_env=False) as client:
+        with client.stream("GET", f"{url}/endless", timeout=10) as response:
+            lines = response.iter_lines()
+            assert [next(lines) for _ in range(5)] == [f"piece {n}" for n in range(5)]
+
+        deadline = time.monotonic() + 5
+        while client.get(f"{url}/ended").text != "1":
+            assert time.monotonic() < deadline, "the stream did not end when its client went"
+            time.sleep(0.05)

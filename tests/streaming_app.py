@@ -1,0 +1,39 @@
+"""A bare ASGI app served by chatsite.serve in tests/test_serve.py: what reaches a client of the server's writes.
+
+GET /big: one piece far larger than a socket takes at once, then PIECES small numbered ones behind it.
+GET /endless: a small piece every 10 ms until the client goes; GET /ended then says how many such streams saw
+their client go.
+"""
+
+import asyncio
+
+BIG = bytes(range(256)) * (64 * 1024)  # 16 MB
+PIECES = 2000
+_ended = 0
+
+
+def piece(n: int) -> bytes:
+    return f"piece {n}\n".encode()
+
+
+async def application(scope, receive, send):
+    global _ended
+    if scope["type"] != "http":
+        return
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    if scope["path"] == "/big":
+        await send({"type": "http.response.body", "body": BIG, "more_body": True})
+        for n in range(PIECES):
+            await send({"type": "http.response.body", "body": piece(n), "more_body": True})
+    elif scope["path"] == "/endless":
+        gone = asyncio.ensure_future(receive())  # http.disconnect, once the client goes
+        n = 0
+        while not gone.done():
+            await send({"type": "http.response.body", "body": piece(n), "more_body": True})
+            n += 1
+            await asyncio.sleep(0.01)
+        _ended += 1
+    elif scope["path"] == "/ended":
+        await send({"type": "http.response.body", "body": str(_ended).encode(), "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
