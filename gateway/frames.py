@@ -1,8 +1,9 @@
 """A streamed /v1 answer written to the app in frames, as the web chat's live text is.
 
-daphne writes every piece of a streamed body on its own: a wait for the
-socket to take it, a send and two updates of the event loop's interest in the
-socket, about 40 µs of CPU, and a reply comes a token an event. So the first
+daphne writes every piece of a streamed body on its own, a send at the least
+(chatsite.serve has Twisted write through to the socket; before, each also
+waited a loop turn for the socket, about 40 µs of CPU in all), and a reply
+comes a token an event. So the first
 events wait, at most one STREAM_FRAME_INTERVAL, for something the app can show
 (the first text, a refusal or a tool call's first arguments), which goes at
 once, with them; from then on the events go out at most once per interval,
