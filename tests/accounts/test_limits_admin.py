@@ -212,7 +212,8 @@ def test_the_user_list_shows_tokens_today_and_spending_this_month_against_the_li
     )
     today = local_today()
     usage(alice, mini, tokens=99_999, cost=Decimal("1"), day=today - timedelta(days=1))  # not today
-    usage(alice, mini, tokens=1, cost=Decimal("3"), day=month_start(today) - timedelta(days=1))  # last month
+    # Last month, and never the day before today (on the 1st, that day is last month's last).
+    usage(alice, mini, tokens=1, cost=Decimal("3"), day=month_start(today) - timedelta(days=2))
 
     listing = user_rows(admin_client)
 
