@@ -120,6 +120,10 @@ async def back_to_back(url: str, pid: int, warmup: int, calls: int) -> dict:
     }
 
 
+# The fake of stream_bench's paced phase: long replies, so that every stream runs at once once all have started.
+PACED = {"chunks": 1500, "interval": 0.02, "first_delay": 0.5}
+
+
 async def paced(url: str, pid: int, pieces: list[str], streams: int, window: float) -> dict:
     """stream_bench's paced load: `streams` long replies of `pieces` at once, CPU per chunk over the steady window."""
     users = [BenchUser(f"floor-{n}", session="", csrf="", conversations=[]) for n in range(streams)]
@@ -133,10 +137,6 @@ async def paced(url: str, pid: int, pieces: list[str], streams: int, window: flo
     )
     site = Site(url=url, pid=pid, log=Path(os.devnull))
     return await paced_run(site, users, pieces, "v1", args, profile_to=None)
-
-
-# The fake of stream_bench's paced phase: long replies, so that every stream runs at once once all have started.
-PACED = {"chunks": 1500, "interval": 0.02, "first_delay": 0.5}
 
 
 def measured(what, *args) -> dict:

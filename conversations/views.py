@@ -18,7 +18,7 @@ from accounts.ratelimits import refusing_window, too_many
 from conversations.branches import branch_messages
 from conversations.db import db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
-from conversations.models import ChatModel, Conversation, Message
+from conversations.models import ChatModel, Conversation, Message, chat_model_served
 from conversations.outages import local_model_down
 from conversations.replies import watcher
 from conversations.replies.fanout import generated_here_for, reply_stop_request
@@ -28,7 +28,6 @@ from conversations.services.chats import conversation_delete, conversation_reset
 from conversations.services.context import ReplyPlan
 from conversations.services.export import chat_export_json, chat_export_markdown, export_filename
 from conversations.services.search import chat_search
-from conversations.upstream import served_model_ids
 
 CHAT_TEMPLATE = "conversations/chat.html"
 SIDEBAR_SIZE = 200
@@ -170,8 +169,7 @@ def _message_prepare(request, pk: int | None) -> MessagePrepared:
     elif model is None:
         model = target.model()
     if model is None:
-        served = served_model_ids()
-        unserved = conversation is not None and served is not None and conversation.model.model_id not in served
+        unserved = conversation is not None and not chat_model_served(conversation.model.model_id)
         error = (
             f"The model provider does not serve {conversation.model.display_name} at the moment. Pick another model."
             if unserved
