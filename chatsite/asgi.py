@@ -41,38 +41,16 @@ from conversations.replies.runner import reply_runner  # noqa: E402
 DISCONNECT = {"type": "http.disconnect"}
 
 
-class CancelAsDisconnect:
-    """Turn the cancellation of a request by the server into its client's disconnect.
-
-    On SIGTERM daphne cancels every request still running. Django's handler
-    (5.2) does not pass that on: the view's task runs on, unfinished and
-    unsettled, until the process is gone. A disconnect it does pass on: it
-    cancels the view, which settles its calls as when the client goes, and
-    daphne waits for that before it exits.
-    """
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        queue = getattr(receive, "__self__", None)
-        if isinstance(queue, asyncio.Queue):
-            # daphne's receive is the get of the request's own queue: a disconnect put there reaches Django
-            # as the client's would, and no task has to wait beside every receive (about 1 KB an open stream).
-            tell_disconnect = functools.partial(queue.put_nowait, DISCONNECT)
-        else:
-            cancelled = asyncio.get_running_loop().create_future()
-            tell_disconnect = functools.partial(cancelled.set_result, None)
-            receive = functools.partial(_receive_until, receive, cancelled)
-        handler = asyncio.ensure_future(self.app(scope, receive, send))
-        try:
-            return await asyncio.shield(handler)
-        except asyncio.CancelledError:
-            tell_disconnect()
-            await handler
-            raise
+def _disconnect_told(receive):
+    """`receive`, and how to tell the app through it that its client is gone."""
+    put = getattr(getattr(receive, "__self__", None), "put_nowait", None)
+    if put is not None:
+        # daphne's receive is the get of the request's own queue (chatsite.serve.RequestMessages, or asyncio's):
+        # a disconnect put there reaches Django as the client's would, and no task has to wait beside every
+        # receive (about 1 KB an open stream).
+        return receive, functools.partial(put, DISCONNECT)
+    cancelled = asyncio.get_running_loop().create_future()
+    return functools.partial(_receive_until, receive, cancelled), functools.partial(cancelled.set_result, None)
 
 
 async def _receive_until(receive, cancelled: asyncio.Future) -> dict:
@@ -88,22 +66,6 @@ async def _receive_until(receive, cancelled: asyncio.Future) -> dict:
     return message.result() if message.done() else DISCONNECT
 
 
-class SharedWorkerThreads:
-    """Run each request's sync parts on the least busy of the process's worker threads.
-
-    Django's handler gives every request a thread of its own, kept until its
-    response ends: every open stream would hold one. Entered outside Django's,
-    this context is the one its sync_to_async calls use.
-    """
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        async with ThreadSensitiveContext(executor=worker_threads().least_busy()):
-            return await self.app(scope, receive, send)
-
-
 # Django hands a request's connections back when it starts and ends, each time in a hop to its thread
 # and back. Here every call on a worker thread hands them back as it ends (conversations/db.py), so a
 # request never starts with one left over. (Without these, DEBUG's log of queries is not emptied per
@@ -113,20 +75,49 @@ signals.request_started.disconnect(reset_queries)
 signals.request_finished.disconnect(close_old_connections)
 
 
-class ReplyRunnerServing:
-    """Start the process's reply runner on its first request, sweeping up after dead processes from then on."""
+class Site:
+    """The site's ASGI application: Django's handler, with what this process adds around every request.
 
-    def __init__(self, app):
-        self.app = app
-        self.started = False
+    One coroutine for all of it rather than a layer each: every layer's frame
+    lives as long as its request, an open stream's too. Around each request:
+
+    - The process's reply runner starts with its first request, sweeping up
+      after dead processes from then on.
+    - The request's sync parts run on the least busy of the process's worker
+      threads. Django's handler gives every request a thread of its own, kept
+      until its response ends: every open stream would hold one. Entered
+      outside Django's, this context is the one its sync_to_async calls use.
+    - The server cancelling the request reaches Django as its client's
+      disconnect. On SIGTERM daphne cancels every request still running.
+      Django's handler (5.2) does not pass that on: the view's task runs on,
+      unfinished and unsettled, until the process is gone. A disconnect it
+      does pass on: it cancels the view, which settles its calls as when the
+      client goes, and daphne waits for that before it exits.
+    - Static files are served by the app itself in the embedded set-up;
+      behind nginx the /static/ prefix never reaches it (see deploy/).
+    """
+
+    def __init__(self, handler: ASGIHandler):
+        self.django = handler
+        self.static = ASGIStaticFilesHandler(handler)
+        self.serving = False
 
     async def __call__(self, scope, receive, send):
-        if not self.started:
+        if not self.serving:
             reply_runner().serve()
-            self.started = True
-        return await self.app(scope, receive, send)
+            self.serving = True
+        if scope["type"] != "http":
+            return await self.django(scope, receive, send)
+        app = self.static if scope["path"].startswith(self.static.base_url.path) else self.django
+        receive, tell_disconnect = _disconnect_told(receive)
+        async with ThreadSensitiveContext(executor=worker_threads().least_busy()):
+            handler = asyncio.ensure_future(app(scope, receive, send))
+            try:
+                return await asyncio.shield(handler)
+            except asyncio.CancelledError:
+                tell_disconnect()
+                await handler
+                raise
 
 
-# Static files are served by the app itself in the embedded set-up; behind
-# nginx the /static/ prefix never reaches it (see deploy/).
-application = ReplyRunnerServing(SharedWorkerThreads(CancelAsDisconnect(ASGIStaticFilesHandler(django_application))))
+application = Site(django_application)

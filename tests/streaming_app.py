@@ -3,9 +3,11 @@
 GET /big: one piece far larger than a socket takes at once, then PIECES small numbered ones behind it.
 GET /endless: a small piece every 10 ms until the client goes; GET /ended then says how many such streams saw
 their client go.
+POST /echo: the body's length and SHA-256, as the app received it, and the class of the queue it came through.
 """
 
 import asyncio
+import hashlib
 
 BIG = bytes(range(256)) * (64 * 1024)  # 16 MB
 PIECES = 2000
@@ -20,7 +22,17 @@ async def application(scope, receive, send):
     global _ended
     if scope["type"] != "http":
         return
-    await receive()
+    request = await receive()
+    if scope["path"] == "/echo":
+        body = request["body"]
+        while request.get("more_body"):
+            request = await receive()
+            body += request["body"]
+        queue = type(receive.__self__).__name__
+        answer = f"{len(body)} {hashlib.sha256(body).hexdigest()} {queue}".encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": answer})
+        return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     if scope["path"] == "/big":
         await send({"type": "http.response.body", "body": BIG, "more_body": True})

@@ -1,5 +1,7 @@
 """chatsite.serve, the site's server as deployed, runs daphne on uvloop's event loop, writing through to sockets."""
 
+import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -45,3 +47,14 @@ def test_a_client_gone_mid_stream_ends_it_and_the_server_serves_on():
         while client.get(f"{url}/ended").text != "1":
             assert time.monotonic() < deadline, "the stream did not end when its client went"
             time.sleep(0.05)
+
+
+def test_a_body_of_many_pieces_reaches_the_app_whole_and_in_order():
+    # daphne hands a body to the app 8 KB a message, all queued before the app reads the first, through
+    # chatsite.serve's RequestMessages rather than an asyncio.Queue.
+    body = os.urandom(3 * 1024 * 1024 + 17)
+
+    with served("tests.streaming_app:application", ready_path="/ended") as url, httpx.Client(trust_env=False) as client:
+        answer = client.post(f"{url}/echo", content=body, timeout=30).text
+
+    assert answer == f"{len(body)} {hashlib.sha256(body).hexdigest()} RequestMessages"

@@ -42,7 +42,7 @@ from accounts.rows import one_trip_transaction, row_insert_queued
 if TYPE_CHECKING:
     from accounts.billing.prices import Prices
     from accounts.models import ApiKey
-    from conversations.models import ChatModel, Message
+    from conversations.models import ChatModel
 
 # A call is still let through with a smaller max_tokens when less room is left
 # than it asked for, but not with fewer tokens than this.
@@ -162,11 +162,11 @@ class Grant:
 
 def budget_reserve(
     *,
-    user: User,
+    user_id: int,
     model: ChatModel,
     prompt_tokens: int,
     max_tokens: int,
-    message: Message | None = None,
+    message_id: int | None = None,
     prices: Prices | None = None,
     kind: str = UsageRecord.Kind.REPLY,
     api_key: ApiKey | None = None,
@@ -187,7 +187,7 @@ def budget_reserve(
     # block, which wrote nothing, and the caller goes on to store it (a web reply says it). On its own
     # this is two round trips: BEGIN, the lock and the figures; the insert and COMMIT.
     with one_trip_transaction():
-        limits, figures = limits_locked_with_figures(user.pk, now)
+        limits, figures = limits_locked_with_figures(user_id, now)
         try:
             max_tokens = _max_tokens_that_fit(limits, figures, prices, now, prompt_tokens, max_tokens)
         except QuotaExceeded as exceeded:
@@ -195,8 +195,8 @@ def budget_reserve(
         else:
             refusal = None
             reservation = Reservation(
-                user_id=user.pk,
-                message=message,
+                user_id=user_id,
+                message_id=message_id,
                 call_id=call_id,
                 kind=kind,
                 model=model,
@@ -285,7 +285,7 @@ def budget_settle(
     completion_tokens: int,
     cached_tokens: int = 0,
     estimated: bool = False,
-    message: Message | None = None,
+    message_id: int | None = None,
     api_key: ApiKey | None = None,
     prices: Prices | None = None,
     call_id: uuid.UUID | None = None,
@@ -309,7 +309,7 @@ def budget_settle(
         user_id=user_id,
         kind=kind,
         model=model,
-        message=message,
+        message_id=message_id,
         api_key=api_key,
         call_id=call_id,
         prompt_tokens=prompt_tokens,

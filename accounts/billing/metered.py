@@ -80,7 +80,8 @@ class MeteredCall:
         text_before: int = 0,
     ):
         self.call_id = uuid.uuid4()
-        self.user = user
+        # Ids, not the instances: a reply's message holds its question, chat and user, kept as long as the call.
+        self.user_id = user.pk
         self.model = model
         self.prices = model.prices()
         self.kind = kind
@@ -92,7 +93,7 @@ class MeteredCall:
         self.prompt_estimate = prompt_tokens_estimate(prompt, images=images)
         self.max_tokens = max_tokens
         self.api_key = api_key
-        self.message = message
+        self.message_id = message.pk if message is not None else None
         # Characters of the message's text that earlier calls wrote: a continued reply's, not this call's to bill.
         self.text_before = text_before
         self.reservation_id: int | None = None
@@ -114,11 +115,11 @@ class MeteredCall:
     def reserve(self) -> None:
         """Hold the call's worst case; QuotaExceeded when it does not fit. max_tokens may shrink to what fits."""
         grant = budget_reserve(
-            user=self.user,
+            user_id=self.user_id,
             model=self.model,
             prompt_tokens=self.prompt_bound,
             max_tokens=self.max_tokens,
-            message=self.message,
+            message_id=self.message_id,
             prices=self.prices,
             kind=self.kind,
             api_key=self.api_key,
@@ -193,14 +194,14 @@ class MeteredCall:
                 self.on_settle(charge)
             budget_settle(
                 reservation_id=self.reservation_id,
-                user_id=self.user.pk,
+                user_id=self.user_id,
                 model=self.model,
                 kind=self.kind,
                 prompt_tokens=charge.prompt_tokens,
                 completion_tokens=charge.completion_tokens,
                 cached_tokens=charge.cached_tokens,
                 estimated=charge.estimated,
-                message=self.message,
+                message_id=self.message_id,
                 api_key=self.api_key,
                 prices=self.prices,
                 call_id=self.call_id,

@@ -27,7 +27,7 @@ def reservations_of_dead_processes(*, spare: str = ""):
     return Reservation.objects.exclude(owner__in=("", spare)).exclude(owner__in=alive).filter(created_at__lt=cutoff)
 
 
-def reservation_settle(reservation: Reservation, *, prompt_tokens: int, completion_tokens: int, message=None):
+def reservation_settle(reservation: Reservation, *, prompt_tokens: int, completion_tokens: int):
     """Settle a call from its reservation alone, as estimated usage at the prices it started with."""
     return budget_settle(
         reservation_id=reservation.pk,
@@ -37,7 +37,6 @@ def reservation_settle(reservation: Reservation, *, prompt_tokens: int, completi
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         estimated=True,
-        message=message,
         api_key=reservation.api_key,
         prices=reservation.prices(),
         call_id=reservation.call_id,

@@ -137,7 +137,7 @@ class ReplyGeneration:
         if kept:
             self.stored_status = self.outcome.status
         else:  # deleted or reset meanwhile: the call is billed all the same, pointing to no reply
-            self.call.message = None
+            self.call.message_id = None
 
     def _ended(self, status: str = "", **details) -> ReplyOutcome:
         if self.stop_reason == "shutdown":

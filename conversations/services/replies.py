@@ -160,7 +160,7 @@ def replies_interrupt_stale() -> int:
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
                 estimated=True,
-                message=reply,
+                message_id=reply.pk,
                 prices=prices,
                 call_id=reservation.call_id if reservation else None,
             )

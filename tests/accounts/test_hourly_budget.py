@@ -85,10 +85,10 @@ async def test_max_tokens_shrinks_to_the_tokens_left_this_hour(alice_async, alic
 
 def test_calls_in_flight_are_held_against_the_hour(alice, mini):
     User.objects.filter(pk=alice.pk).update(tokens_per_hour=1000)
-    budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=800)
+    budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=100, max_tokens=800)
 
     with pytest.raises(QuotaExceeded) as refused:
-        budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=800)
+        budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=100, max_tokens=800)
 
     assert refused.value.code == "tokens_per_hour"
     assert Reservation.objects.count() == 1
@@ -135,9 +135,9 @@ def test_the_hour_follows_the_sites_time_zone(alice, mini, settings):
     with frozen_at(datetime(2026, 6, 15, 10, 29, tzinfo=UTC)):  # 15:59 in India
         spend(alice, prompt_tokens=1000)
         with pytest.raises(QuotaExceeded) as refused:
-            budget_reserve(user=alice, model=mini, prompt_tokens=10, max_tokens=100)
+            budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=10, max_tokens=100)
     with frozen_at(datetime(2026, 6, 15, 10, 31, tzinfo=UTC)):  # 16:01 in India: a new hour
-        budget_reserve(user=alice, model=mini, prompt_tokens=10, max_tokens=100)
+        budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=10, max_tokens=100)
 
     assert "It resets at 16:00 on 15 June (Asia/Kolkata), in 1 min." in refused.value.user_message
 

@@ -18,10 +18,10 @@ from conversations.models import ChatModel
 
 user = User.objects.create(username="ada", tokens_per_day=2_000, usd_per_month=1)
 mini = ChatModel.objects.get(model_id="gpt-4o-mini")
-first = budget_reserve(user=user, model=mini, prompt_tokens=100, max_tokens=900)
-second = budget_reserve(user=user, model=mini, prompt_tokens=100, max_tokens=900)
+first = budget_reserve(user_id=user.pk, model=mini, prompt_tokens=100, max_tokens=900)
+second = budget_reserve(user_id=user.pk, model=mini, prompt_tokens=100, max_tokens=900)
 try:
-    budget_reserve(user=user, model=mini, prompt_tokens=100, max_tokens=900)
+    budget_reserve(user_id=user.pk, model=mini, prompt_tokens=100, max_tokens=900)
     refused = ""
 except QuotaExceeded as exceeded:
     refused = exceeded.code
@@ -31,7 +31,7 @@ billed = budget_settle(reservation_id=first.reservation_id, **settle)
 again = budget_settle(reservation_id=None, **settle)
 budget_settle(reservation_id=second.reservation_id, **settle | {"call_id": None, "cached_tokens": 50})
 summary = usage_summary(user=user)
-third = budget_reserve(user=user, model=mini, prompt_tokens=100, max_tokens=900)
+third = budget_reserve(user_id=user.pk, model=mini, prompt_tokens=100, max_tokens=900)
 rollup = DailyUsage.objects.get(user=user)
 print(json.dumps({
     "granted": [first.max_tokens, second.max_tokens, third.max_tokens],

@@ -82,7 +82,7 @@ def mini(catalog) -> ChatModel:
 
 
 def test_a_reservation_on_its_own_is_committed_with_its_id(alice, mini):
-    grant = budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=500)
+    grant = budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=100, max_tokens=500)
 
     stored = Reservation.objects.get(pk=grant.reservation_id)
     assert (stored.user_id, stored.tokens) == (alice.pk, 600)

@@ -58,7 +58,7 @@ def spend(user: User, model: ChatModel, *, prompt_tokens: int = 0, completion_to
 
 
 def reserve(user: User, model: ChatModel, *, prompt_tokens: int = 100, max_tokens: int = 500):
-    return budget_reserve(user=user, model=model, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+    return budget_reserve(user_id=user.pk, model=model, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
 
 
 def test_the_quota_clock_is_the_sites_time_zone(settings):

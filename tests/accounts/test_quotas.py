@@ -155,7 +155,7 @@ def test_without_any_limit_nothing_is_held_back(settings, alice, mini):
     settings.QUOTA_TOKENS_PER_DAY = settings.QUOTA_USD_PER_MONTH = settings.QUOTA_MAX_TOKENS_PER_REQUEST = None
     spend(alice, prompt_tokens=5_000_000, completion_tokens=5_000_000)
 
-    grant = budget_reserve(user=alice, model=mini, prompt_tokens=100_000, max_tokens=16_000)
+    grant = budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=100_000, max_tokens=16_000)
 
     assert grant.max_tokens == 16_000
 
@@ -193,7 +193,7 @@ def test_of_200_reservations_released_at_once_against_room_for_one_exactly_one_i
         try:
             connection.ensure_connection()
             barrier.wait()  # all connected: go
-            return budget_reserve(user=alice, model=gpt4o, prompt_tokens=100, max_tokens=900)
+            return budget_reserve(user_id=alice.pk, model=gpt4o, prompt_tokens=100, max_tokens=900)
         except QuotaExceeded as refused:
             return refused
         except BaseException:
@@ -362,7 +362,9 @@ def dead_reply(user: User, model: ChatModel, *, prompt_tokens: int, max_tokens: 
     chat = make_conversation(user, model=model, title="Steps")
     make_message(chat, "user", "What are the steps?")
     reply = make_message(chat, "assistant", "The first three steps are", status=Message.Status.STREAMING, model=model)
-    budget_reserve(user=user, model=model, prompt_tokens=prompt_tokens, max_tokens=max_tokens, message=reply)
+    budget_reserve(
+        user_id=user.pk, model=model, prompt_tokens=prompt_tokens, max_tokens=max_tokens, message_id=reply.pk
+    )
     return reply
 
 
@@ -374,9 +376,9 @@ def test_a_reservation_left_by_a_dead_process_stops_counting_after_the_ttl(setti
         dead_reply(alice, mini, prompt_tokens=100, max_tokens=900)
 
     with frozen_at(start + timedelta(seconds=599)), pytest.raises(QuotaExceeded) as refused:
-        budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=900)
+        budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=100, max_tokens=900)
     with frozen_at(start + timedelta(seconds=600)):
-        grant = budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=900)
+        grant = budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=100, max_tokens=900)
 
     assert refused.value.code == "tokens_per_day"
     assert grant.max_tokens == 900
@@ -386,8 +388,8 @@ def test_an_expired_reservation_is_dropped_by_the_sweep_and_its_call_still_bills
     settings.RESERVATION_TTL = 600
     start = timezone.now()
     with frozen_at(start):
-        slow = budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=900)
-        live = budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=900)
+        slow = budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=100, max_tokens=900)
+        live = budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=100, max_tokens=900)
 
     with frozen_at(start + timedelta(seconds=599)):
         call_command("sweep")
@@ -421,7 +423,7 @@ def test_a_reply_whose_process_died_is_settled_with_estimated_usage_when_marked_
     assert reply.cost == mini.cost(prompt_tokens=120, completion_tokens=completion)
     assert_books_balance(alice, reply)
     # Its hold on the day is gone, long before the TTL: only what it used still counts.
-    grant = budget_reserve(user=alice, model=mini, prompt_tokens=100, max_tokens=900)
+    grant = budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=100, max_tokens=900)
     assert grant.max_tokens == 1000 - 120 - completion - 100
 
 

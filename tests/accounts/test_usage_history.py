@@ -162,10 +162,10 @@ def test_a_token_refusal_says_what_the_meter_shows_left_and_what_the_message_nee
         )
     held = int((limit - used) * held_share)
     if held:
-        budget_reserve(user=alice, model=mini, prompt_tokens=held, max_tokens=0)
+        budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=held, max_tokens=0)
 
     try:
-        budget_reserve(user=alice, model=mini, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        budget_reserve(user_id=alice.pk, model=mini, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
     except QuotaExceeded as refused:
         message = refused.user_message
     else:

@@ -58,3 +58,30 @@ async def test_a_watcher_gone_while_waiting_is_not_held():
         await waiting
 
     assert text._waiting == []
+
+
+async def test_each_wait_ends_at_its_own_deadline_and_a_frame_still_wakes_the_others():
+    text = Text()
+    noted = text.changes
+    patient = asyncio.create_task(text.changed_since(noted, within=60))
+    await asyncio.sleep(0)
+
+    assert await text.changed_since(noted, within=0.01) is False
+    assert await text.changed_since(noted, within=0.02) is False
+    assert not patient.done()
+
+    text.frame("late")
+    assert await asyncio.wait_for(patient, 1)
+    assert text._waiting == []
+
+
+async def test_an_ended_reply_keeps_no_timer_for_its_watchers():
+    text = Text()
+    waiting = asyncio.create_task(text.changed_since(text.changes, within=60))
+    await asyncio.sleep(0)
+
+    text.ended = True
+    text.frame("the end")
+
+    assert await asyncio.wait_for(waiting, 1)
+    assert text._timer is None

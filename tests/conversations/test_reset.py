@@ -61,7 +61,7 @@ def chat_with_spending(user: User, title: str = "Trip plans") -> Conversation:
         kind=UsageRecord.Kind.REPLY,
         prompt_tokens=1000,
         completion_tokens=500,
-        message=reply,
+        message_id=reply.pk,
     )
     return chat
 
