@@ -1,5 +1,7 @@
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -332,11 +334,34 @@ def message_detail(request, pk: int, message_pk: int):
     return _with_out_of_band(request, response, "usage-link", meter)
 
 
-def _sse_response(events) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(events, content_type="text/event-stream")
+def _sse_response(request, events: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_request_let_go(request, events), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass frames through as they come
     return response
+
+
+# What a request holds that nothing reads once its event stream has started (its middleware is done with it):
+# about 4 KB, for as long as a reply or a chat page is watched.
+NOT_READ_WHILE_STREAMING = (
+    "session",
+    "user",
+    "_cached_user",
+    "_acached_user",
+    "_messages",
+    "headers",
+    "COOKIES",
+    "META",
+)
+
+
+async def _request_let_go(request, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`events`, the request letting go of what it no longer needs as they start."""
+    for name in NOT_READ_WHILE_STREAMING:
+        request.__dict__.pop(name, None)
+    async with contextlib.aclosing(events):  # a client that goes ends the watch at once, not when collected
+        async for event in events:
+            yield event
 
 
 # ASCII digits only, and few of them: str.isdigit() and int() also take "²" and 5,000-digit numbers.
@@ -355,7 +380,7 @@ async def reply_stream(request, pk: int, message_pk: int):
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
     if not OFFSET.fullmatch(raw_offset):
         return HttpResponseBadRequest("offset must be a whole number of characters")
-    return _sse_response(watcher.reply_events(reply_id=message_pk, offset=int(raw_offset)))
+    return _sse_response(request, watcher.reply_events(reply_id=message_pk, offset=int(raw_offset)))
 
 
 @login_required
@@ -439,7 +464,9 @@ async def chat_events(request, pk: int):
     """SSE for an open chat page; see watcher.chat_events."""
     await _user_loaded(request)
     conversation = await db_step(_own_conversation, request, pk)
-    return _sse_response(watcher.chat_events(conversation_id=conversation.pk, shown_name=request.GET.get("title")))
+    return _sse_response(
+        request, watcher.chat_events(conversation_id=conversation.pk, shown_name=request.GET.get("title"))
+    )
 
 
 def _download(content: str, content_type: str, filename: str) -> HttpResponse:
