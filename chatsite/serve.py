@@ -75,8 +75,10 @@ writes_through()
 
 
 class LeanServer(Server):
+    """daphne's server, each request's messages to the app in a RequestMessages (chatsite/request_messages.py)."""
+
     def create_application(self, protocol, scope):
-        """daphne's own (4.2), with RequestMessages where it makes an asyncio.Queue."""
+        """daphne's own (4.2.3's, to follow it when daphne changes), with RequestMessages for its asyncio.Queue."""
         assert "application_instance" not in self.connections[protocol]
         messages = RequestMessages()
         scope.setdefault("asgi", {"version": "3.0"})

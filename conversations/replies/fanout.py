@@ -117,16 +117,16 @@ class LiveText:
         if self.changes != changes:
             return True
         loop = asyncio.get_running_loop()
-        wait = (loop.time() + within, loop.create_future())
-        self._waiting.append(wait)
-        if self._timer is None or self._timer.when() > wait[0]:
-            self._timer_at(wait[0])
+        deadline, waiter = loop.time() + within, loop.create_future()
+        self._waiting.append((deadline, waiter))
+        if self._timer is None or self._timer.when() > deadline:
+            self._timer_at(deadline)
         try:
-            return await wait[1]
+            return await waiter
         finally:
-            if wait[1].cancelled() or not wait[1].result():  # not woken by a frame: no longer waiting
+            if waiter.cancelled() or not waiter.result():  # not woken by a frame: no longer waiting
                 with contextlib.suppress(ValueError):
-                    self._waiting.remove(wait)
+                    self._waiting.remove((deadline, waiter))
 
     async def catch_up(self) -> None:
         """Ask for any text that cannot arrive by itself (only a remote reply can lack any)."""
