@@ -359,7 +359,7 @@ async def _request_let_go(request, events: AsyncIterator[bytes]) -> AsyncIterato
     """`events`, the request letting go of what it no longer needs as they start."""
     for name in NOT_READ_WHILE_STREAMING:
         request.__dict__.pop(name, None)
-    async with contextlib.aclosing(events):  # a client that goes ends the watch at once, not when collected
+    async with contextlib.aclosing(events):  # closed with this generator, not left for the collector after it
         async for event in events:
             yield event
 
