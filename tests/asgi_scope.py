@@ -1,14 +1,15 @@
 """The scope of an HTTP request, for tests that serve one through an ASGI application themselves."""
 
 
-def http_scope(path: str, body: bytes, headers: dict[str, str]) -> dict:
-    """A POST of `body` to `path` with `headers` (and Host, Content-Length), as daphne passes one on."""
+def http_scope(path: str, body: bytes, headers: dict[str, str], *, method: str = "POST") -> dict:
+    """A request (a POST unless `method` says) of `body` to `path` with `headers` (and Host, Content-Length), as
+    daphne passes one on."""
     headers = {"host": "testserver", "content-length": str(len(body))} | headers
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),

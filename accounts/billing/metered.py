@@ -207,6 +207,9 @@ class MeteredCall:
                 call_id=self.call_id,
             )
         self.settled = True
+        # A reply's hook is its own bound method: kept, the call and the reply would hold each other (and all
+        # they hold: the upstream stream and its buffers) until the collector's rare full pass.
+        self.on_settle = None
         in_flight.discard(self)
         return charge
 

@@ -158,6 +158,10 @@ class LiveText:
             self._timer_at(min(later))
 
 
+def _nothing_to_stop() -> None:
+    pass
+
+
 class ReplyBroadcast(LiveText):
     """The generator side of one reply being generated in this process."""
 
@@ -216,6 +220,9 @@ class ReplyBroadcast(LiveText):
         if self._closed:
             return
         self._closed = True
+        # Nothing left to stop. The generator's own method, kept, would keep it and this in a cycle until the
+        # collector's full pass, with the upstream's stream and all the reply held.
+        self.on_stop = _nothing_to_stop
         if self._frame_timer is not None:
             self._frame_timer.cancel()
         self._frame()
