@@ -35,6 +35,7 @@ from stream_bench import (
     OthersMeter,
     Site,
     cpu_seconds,
+    deployed_env,
     fake_upstream,
     free_port,
     idle_penalty,
@@ -58,7 +59,7 @@ def bare_relay(scratch: Path, upstream: str, emit: str = "") -> Iterator[tuple[s
     With `emit` ("chunks,interval,first delay") it writes its chunks itself instead of relaying the upstream's.
     """
     port = free_port()
-    env = {**os.environ, "BARE_RELAY_UPSTREAM": upstream, "BARE_RELAY_EMIT": emit}
+    env = {**os.environ, **deployed_env(SOURCE), "BARE_RELAY_UPSTREAM": upstream, "BARE_RELAY_EMIT": emit}
     env["PYTHONPATH"] = f"{Path(__file__).parent}:{SOURCE}"
     command = [
         str(BIN / "python"),

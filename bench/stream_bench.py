@@ -56,7 +56,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.servers import free_port, wait_for_http  # noqa: E402
+from tests.servers import deployed_env, free_port, wait_for_http  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "bench" / "results"
@@ -1410,6 +1410,7 @@ class Run:
                 "RATELIMIT_API_IP": "1000000/m",
             }
         )
+        env.update(deployed_env(SOURCE))  # the allocator of the revision measured, as it is deployed
         env.update(self.args.site_env)
         env.pop("DJANGO_SETTINGS_MODULE", None)
         if layer == "redis":

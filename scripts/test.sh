@@ -22,7 +22,7 @@ free_port() {
 
 # --- Debian packages -------------------------------------------------------
 missing=()
-for package in postgresql redis-server chromium nginx openssl; do
+for package in postgresql redis-server chromium nginx openssl libjemalloc2; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 # Node and npm for the openai Node SDK's tests; a Node that bundles its own npm counts.

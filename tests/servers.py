@@ -18,6 +18,13 @@ BIN_DIR = Path(sys.executable).parent
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def deployed_env(source: Path = REPO_ROOT) -> dict[str, str]:
+    """The variables every site process is deployed with (deploy/allocator.env of `source`, if it has one)."""
+    path = source / "deploy" / "allocator.env"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,12 +154,13 @@ def site_server(env: dict[str, str]) -> Iterator[str]:
 
 @contextmanager
 def served(application: str, *, ready_path: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """An ASGI application ("module:name") under chatsite.serve, as the site is deployed, with os.environ | env;
-    yields its base URL once `ready_path` answers 200."""
+    """An ASGI application ("module:name") under chatsite.serve, as the site is deployed (its allocator too),
+    with os.environ | env; yields its base URL once `ready_path` answers 200."""
     port = free_port()
     command = [sys.executable, "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(port), application]
     base_url = f"http://127.0.0.1:{port}"
-    with _server(command, ready_url=f"{base_url}{ready_path}", timeout=60, env=os.environ | (env or {})) as process:
+    env = os.environ | deployed_env() | (env or {})
+    with _server(command, ready_url=f"{base_url}{ready_path}", timeout=60, env=env) as process:
         _site_processes[base_url] = process
         try:
             yield base_url

@@ -17,7 +17,6 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest, HttpResponseBase
-from django.test import Client
 from django_htmx.middleware import HtmxDetails
 
 from accounts.billing.metered import MeteredCall
@@ -28,7 +27,7 @@ from conversations.llm import ReplyStream
 from conversations.models import Message
 from conversations.replies.fanout import ReplyBroadcast
 from conversations.replies.runner import ReplyGeneration, reply_runner
-from tests.asgi_scope import http_scope
+from tests.asgi_scope import http_scope, logged_in_form_headers
 from tests.fake_upstream import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,9 +85,6 @@ async def test_a_streamed_call_its_app_abandons_leaves_nothing_for_the_garbage_c
     assert left == []
 
 
-CSRF_SECRET = "c" * 32
-
-
 async def served(path: str, headers: dict[str, str], *, body: bytes = b"", method: str = "POST") -> bytes:
     """The whole response body of one request whose client stays to its end."""
     from_client: asyncio.Queue = asyncio.Queue()
@@ -124,14 +120,7 @@ async def test_a_message_and_its_reply_watched_to_the_end_or_stopped_leave_nothi
     alice, catalog, upstream
 ):
     upstream.default = Reply(chunks=[f"{n}, " for n in range(1, 21)], first_delay=0.01, delay=0.02)
-    client = await sync_to_async(Client)()
-    await sync_to_async(client.force_login)(alice)
-    browser = {
-        "cookie": f"sessionid={client.cookies['sessionid'].value}; csrftoken={CSRF_SECRET}",
-        "x-csrftoken": CSRF_SECRET,
-        "content-type": "application/x-www-form-urlencoded",
-        "hx-request": "true",
-    }
+    browser = await logged_in_form_headers(alice) | {"hx-request": "true"}
     await message_sent_and_its_reply_watched(browser, "first", stop=False)  # what the process keeps is set up
     gc.collect()
     gc.disable()  # a pass now would free the cycles before they are looked for

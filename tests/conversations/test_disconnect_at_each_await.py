@@ -15,12 +15,11 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
-from django.test import Client
 
 from accounts.models import Reservation, UsageRecord
 from accounts.services import api_key_create
 from conversations.models import Message
-from tests.asgi_scope import http_scope
+from tests.asgi_scope import http_scope, logged_in_form_headers
 from tests.cancelling import held_at_await
 from tests.fake_upstream import Reply
 
@@ -29,7 +28,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MOST_AWAITS = 400  # far more than any request here has: the loop ends when a request is not cut
 CLEAN_UP_WITHIN = 5.0
 REPLY = Reply(chunks=["One, ", "two, ", "three."], first_delay=0.002, delay=0.001)
-CSRF_SECRET = "c" * 32
 
 
 async def _awaiting(coroutine):
@@ -124,13 +122,7 @@ async def test_a_v1_call_cut_at_any_await_leaves_nothing_held_and_bills_only_wha
 
 async def test_a_message_cut_at_any_await_is_answered_all_the_same_once_stored(alice, catalog, upstream):
     upstream.default = REPLY
-    browser = await sync_to_async(Client)()
-    await sync_to_async(browser.force_login)(alice)
-    headers = {
-        "cookie": f"sessionid={browser.cookies['sessionid'].value}; csrftoken={CSRF_SECRET}",
-        "x-csrftoken": CSRF_SECRET,
-        "content-type": "application/x-www-form-urlencoded",
-    }
+    headers = await logged_in_form_headers(alice)
     stored_at = []
 
     for n in range(1, MOST_AWAITS):
