@@ -4,7 +4,8 @@ A cycle is freed only by the garbage collector's full pass, which comes
 rarely and, with two thousand streams open, stops the process for about a
 second. Until then the request, its response, the upstream's reply and
 connection, the reply being generated and what they all hold stay in memory:
-measured over 2,000 streams, most of what a process kept after they closed.
+about 34 KB of every /v1 stream and 18 KB of every web one, measured over
+2,000 streams.
 The requests are served by chatsite.asgi's application, their bodies read
 from a queue as daphne's are.
 """
