@@ -5,12 +5,13 @@ Budgets, reservations and the ledger are billing's: see accounts/billing/.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Sum
+from django.db.models import Model, Sum
 from django.utils import timezone
 
 from accounts.billing.budget import QuotaExceeded, resets_in
@@ -97,37 +98,64 @@ LAST_USE_PRECISION = timedelta(minutes=1)
 
 def api_key_authenticate(*, secret: str, ip: str) -> ApiKey | None:
     """The usable key with this secret, its use recorded (time and address); None for anything else."""
+    key, _ = api_key_authenticate_reading(secret=secret, ip=ip)
+    return key
+
+
+@dataclass(frozen=True)
+class RowAlongside:
+    """A row to read in the key's own statement: of `model`, under `alias`, joined ON `on`, which may refer to
+    the key `k` and its user `u` (its parameters: `params`); none when no row matches."""
+
+    model: type[Model]
+    alias: str
+    on: str
+    params: list
+
+
+def api_key_authenticate_reading(
+    *, secret: str, ip: str, alongside: RowAlongside | None = None
+) -> tuple[ApiKey | None, Model | None]:
+    """api_key_authenticate, and the row `alongside` (None if it has none, or the key is not usable), read with
+    the key in one round trip."""
     if not secret.startswith(API_KEY_PREFIX):
-        return None
+        return None, None
     now = timezone.now()
-    key = _active_key(api_key_hash(secret), now)
+    key, row = _active_key(api_key_hash(secret), now, alongside)
     if key is None:
-        return None
+        return None, None
     # To the minute is enough to tell whether a key is in use, and spares busy apps a write per call.
     stale = key.last_used_at is None or now - key.last_used_at > LAST_USE_PRECISION
     if stale or key.last_used_ip != (ip or None):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now, last_used_ip=ip or None)
         key.last_used_at, key.last_used_ip = now, ip or None
-    return key
+    return key, row
 
 
-def _active_key(key_hash: str, now: datetime) -> ApiKey | None:
+def _active_key(key_hash: str, now: datetime, alongside: RowAlongside | None) -> tuple[ApiKey | None, Model | None]:
     """The key with this hash and its user, if both are active (ApiKey.objects.with_status()'s rule), written out:
     every /v1 request looks its key up."""
     keys, users = ApiKey._meta, User._meta
+    more_columns = f", {columns(alongside.model, alongside.alias)}" if alongside else ""
+    joined = f"LEFT JOIN {alongside.model._meta.db_table} {alongside.alias} ON {alongside.on}" if alongside else ""
     statement = f"""
-        SELECT {columns(ApiKey, "k")}, {columns(User, "u")}
-        FROM {keys.db_table} k JOIN {users.db_table} u ON u.id = k.user_id
+        SELECT {columns(ApiKey, "k")}, {columns(User, "u")}{more_columns}
+        FROM {keys.db_table} k JOIN {users.db_table} u ON u.id = k.user_id {joined}
         WHERE k.key_hash = %s AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > %s)
             AND u.is_active = %s
     """
-    row = first_row(statement, [key_hash, connection.ops.adapt_datetimefield_value(now), True])
+    params = alongside.params if alongside else []
+    row = first_row(statement, [*params, key_hash, connection.ops.adapt_datetimefield_value(now), True])
     if row is None:
-        return None
-    split = len(keys.concrete_fields)
+        return None, None
+    split, user_end = len(keys.concrete_fields), len(keys.concrete_fields) + len(users.concrete_fields)
     key = instance_from(ApiKey, row[:split])
-    key.user = instance_from(User, row[split:])
-    return key
+    key.user = instance_from(User, row[split:user_end])
+    if alongside is None:
+        return key, None
+    rest = row[user_end:]
+    pk_index = alongside.model._meta.concrete_fields.index(alongside.model._meta.pk)
+    return key, None if rest[pk_index] is None else instance_from(alongside.model, rest)
 
 
 def api_key_revoke(*, key: ApiKey) -> None:

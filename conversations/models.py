@@ -1,4 +1,5 @@
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
@@ -47,7 +48,7 @@ class ChatModelQuerySet(models.QuerySet):
         call and message. They refer only to the list's own table, so the query
         may be nested in another under any alias.
         """
-        listed = model_list_query(chosen)
+        listed = model_list_query(chosen.instance._meta.model)
         unlisted = RawSQL(f"NOT EXISTS ({listed})", [chosen.instance.pk], output_field=models.BooleanField())
         return self.filter(Q(pk__in=RawSQL(listed, [chosen.instance.pk])) | Q(unlisted))
 
@@ -56,13 +57,19 @@ class ChatModelQuerySet(models.QuerySet):
         return enabled.filter(is_default=True).first() or enabled.order_by("display_name").first()
 
 
-def model_list_query(chosen) -> str:
-    """The model ids of a many-to-many list (a user's or a key's allowed models, its related manager), as SQL
-    that takes the owner's id as its one parameter."""
-    through = chosen.through._meta
-    owner = through.get_field(chosen.source_field_name).column
-    target = through.get_field(chosen.target_field_name).column
-    return f"SELECT {target} FROM {through.db_table} WHERE {owner} = %s"
+def model_list_query(owner: type[models.Model], owner_id: str = "%s") -> str:
+    """The model ids of a user's or a key's list of allowed models (`owner`: User or ApiKey), as SQL whose
+    `owner_id` is the owner's id: a parameter, or a column of the statement it is nested in."""
+    field = owner._meta.get_field("allowed_models")
+    return f"SELECT {field.m2m_reverse_name()} FROM {field.m2m_db_table()} WHERE {field.m2m_column_name()} = {owner_id}"
+
+
+@dataclass(frozen=True)
+class ReadAlongside:
+    """A row of `model` that the statement around a rule reads itself, its id there being `id_column` ("u.id")."""
+
+    model: type[models.Model]
+    id_column: str
 
 
 class ChatModel(models.Model):
@@ -174,17 +181,24 @@ def chat_model_served(model_id: str) -> bool:
 def usable_rule(alias: str, *, user, key=None, realtime: bool = False, embedding: bool = False) -> tuple[str, list]:
     """usable_model's rule on the catalog row `alias` of a statement, as SQL and its parameters: enabled, of
     this kind, and on the user's (and the key's) list of allowed models when there is one. The upstream's
-    list is not in it (chat_model_served)."""
+    list is not in it (chat_model_served).
+
+    `user` and `key`: instances, or ReadAlongside when the statement reads their rows itself.
+    """
     pk = connection.ops.quote_name(ChatModel._meta.pk.column)
     rule, params = (
         f"{alias}.enabled = %s AND {alias}.realtime = %s AND {alias}.embedding = %s",
         [True, realtime, embedding],
     )
-    for chosen in (user.allowed_models, key.allowed_models if key is not None else None):
-        if chosen is not None:
-            listed = model_list_query(chosen)
-            rule += f" AND ({alias}.{pk} IN ({listed}) OR NOT EXISTS ({listed}))"
-            params += [chosen.instance.pk, chosen.instance.pk]
+    for owner in (user, key):
+        if isinstance(owner, ReadAlongside):
+            listed = model_list_query(owner.model, owner.id_column)
+        elif owner is not None:
+            listed = model_list_query(owner._meta.model)
+            params += [owner.pk, owner.pk]
+        else:
+            continue
+        rule += f" AND ({alias}.{pk} IN ({listed}) OR NOT EXISTS ({listed}))"
     return rule, params
 
 

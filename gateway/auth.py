@@ -2,8 +2,8 @@
 
 from accounts.models import ApiKey, User
 from accounts.ratelimits import client_ip, refusing_window
-from accounts.services import api_key_authenticate
-from conversations.models import ChatModel, usable_model
+from accounts.services import RowAlongside, api_key_authenticate, api_key_authenticate_reading
+from conversations.models import ChatModel, ReadAlongside, chat_model_served, usable_model, usable_rule
 from gateway.errors import ApiError
 
 NO_KEY = "You didn't provide an API key: send it as 'Authorization: Bearer KEY' (or 'api-key: KEY')."
@@ -32,7 +32,24 @@ def caller_authenticate(request) -> ApiKey:
 
     Sync: part of a caller's database step (see gateway/decorators.py).
     """
-    key = api_key_authenticate(secret=request.api_secret, ip=client_ip(request))
+    return _caller(request, api_key_authenticate(secret=request.api_secret, ip=client_ip(request)))
+
+
+def caller_authenticate_with_model(
+    request, model_id: str, *, embedding: bool = False
+) -> tuple[ApiKey, ChatModel | None]:
+    """caller_authenticate, and the chat (or embedding) model of this id if the caller may use it, api_model's
+    rule, read with the key: one round trip for both, on every metered call. None: no such model for it."""
+    alongside = None
+    if embedding or chat_model_served(model_id):
+        owners = {"user": ReadAlongside(User, "u.id"), "key": ReadAlongside(ApiKey, "k.id")}
+        rule, params = usable_rule("m", **owners, embedding=embedding)
+        alongside = RowAlongside(ChatModel, "m", f"m.model_id = %s AND {rule}", [model_id, *params])
+    key, model = api_key_authenticate_reading(secret=request.api_secret, ip=client_ip(request), alongside=alongside)
+    return _caller(request, key), model
+
+
+def _caller(request, key: ApiKey | None) -> ApiKey:
     if key is None:
         raise ApiError(401, INVALID_KEY, code="invalid_api_key")
     request.api_key, request.api_user = key, key.user
@@ -71,10 +88,14 @@ def api_model(
     """The model of this id if the request's caller may use it, else OpenAI's 404 model_not_found."""
     model = usable_model(model_id, user=request.api_user, key=request.api_key, realtime=realtime, embedding=embedding)
     if model is None:
-        raise ApiError(
-            404,
-            f"The model `{model_id}` does not exist or you do not have access to it.",
-            code="model_not_found",
-            param=param,
-        )
+        raise model_not_found(model_id, param=param)
     return model
+
+
+def model_not_found(model_id: str, *, param: str = "model") -> ApiError:
+    return ApiError(
+        404,
+        f"The model `{model_id}` does not exist or you do not have access to it.",
+        code="model_not_found",
+        param=param,
+    )

@@ -25,7 +25,7 @@ from conversations.llm import (
     usage_from,
 )
 from conversations.replies.runner import reply_runner
-from gateway.auth import api_model, caller_authenticate, rate_limit_check
+from gateway.auth import caller_authenticate, caller_authenticate_with_model, model_not_found, rate_limit_check
 from gateway.decorators import json_body
 from gateway.errors import ApiError, quota_error, upstream_passed_through
 from gateway.frames import framed
@@ -54,12 +54,14 @@ def body_checked(request, check: Callable[[object], Checked]) -> Checked | ApiEr
 
 
 def _prepare(request, asked: Checked | ApiError, ask_of: Callable[[Checked], CallAsk]) -> MeteredCall:
-    key = caller_authenticate(request)
     if isinstance(asked, ApiError):
+        caller_authenticate(request)  # a bad key is told before a bad body
         raise asked
     ask = ask_of(asked)
+    key, model = caller_authenticate_with_model(request, ask.model_id, embedding=ask.embedding)
     rate_limit_check(request, user=key.user)
-    model = api_model(request, ask.model_id, embedding=ask.embedding)
+    if model is None:
+        raise model_not_found(ask.model_id)
     if ask.image_params and not model.accepts_images:
         raise ApiError(
             400,

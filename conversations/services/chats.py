@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
@@ -13,7 +15,7 @@ from django.utils import timezone
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import AuditEntry, UsageRecord
-from accounts.rows import columns, first_row, instance_from, row_insert, row_update
+from accounts.rows import columns, first_row, insert_values, inserted, instance_from, row_insert, row_update
 from accounts.services import audit_record
 from conversations.branches import branch_end
 from conversations.models import ChatModel, Conversation, Message, chat_model_served, title_from_text, usable_rule
@@ -115,30 +117,94 @@ def message_send(
             created_at=now,
             updated_at=now,
         )
-        row_insert(question)
+        reply = _pending_reply(question, model, now)
+        _turn_insert(question, reply)
         question.shown_images = images_attach(message=question, images=images, written=written)
-        reply = reply_create(question=question, model=model)
         return reply, reply_reserve(reply=reply)
 
 
-def reply_create(*, question: Message, model: ChatModel) -> Message:
-    """A pending reply to a user's message, which now ends the branch on screen."""
-    now = timezone.now()
-    reply = Message(
+def _pending_reply(question: Message, model: ChatModel, now: datetime) -> Message:
+    return Message(
         conversation=question.conversation,
         user=question.user,
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
         model=model,
-        parent=question,
         created_at=now,
         updated_at=now,
     )
-    row_insert(reply)  # written out, as the question: the ORM took longer to build each INSERT than to run it
-    conversation = question.conversation
-    conversation.leaf, conversation.updated_at = reply, now
-    row_update(Conversation, conversation.pk, leaf=reply.pk, updated_at=now)
+
+
+def _turn_insert(question: Message, reply: Message) -> None:
+    """Write a new message and its pending reply, which now ends the branch on screen.
+
+    On PostgreSQL in one statement (_turn_statement): each of the three is a
+    round trip of its own otherwise, on every message sent. SQLite has no
+    INSERT inside WITH: there they are written one after the other.
+    """
+    if connection.vendor != "postgresql":
+        row_insert(question)
+        reply.parent = question
+        _reply_insert(reply)
+        return
+    statement, fields = _turn_statement()
+    values = insert_values(question, fields)
+    reply_values = [
+        value for field, value in zip(fields, insert_values(reply, fields), strict=True) if field.name != "parent"
+    ]
+    updated_at = Conversation._meta.get_field("updated_at").get_db_prep_save(reply.updated_at, connection)
+    question_id, reply_id = first_row(statement, [*values, *reply_values, updated_at, reply.conversation_id])
+    inserted(question, (question_id,))
+    reply.parent = question
+    inserted(reply, (reply_id,))
+    _leaf_set(reply)
+
+
+@cache
+def _turn_statement() -> tuple[str, list]:
+    """The INSERT of a message and of its reply (parent: the message), and the UPDATE of the chat's leaf (the
+    reply), as one statement returning the two new ids; and the message's fields, in their parameters' order.
+
+    The reply takes every parameter the message does but its parent. Foreign keys are checked at the end of
+    the statement (Django's are deferred to the commit besides), so the rows may refer to each other.
+    """
+    quote = connection.ops.quote_name
+    fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
+    names = ", ".join(quote(field.column) for field in fields)
+    table, pk = quote(Message._meta.db_table), quote(Message._meta.pk.column)
+    reply_values = ", ".join(f"question.{pk}" if field.name == "parent" else "%s" for field in fields)
+    chats = Conversation._meta
+    leaf, updated_at = (quote(chats.get_field(name).column) for name in ("leaf", "updated_at"))
+    statement = f"""
+        WITH question AS (INSERT INTO {table} ({names}) VALUES ({", ".join(["%s"] * len(fields))}) RETURNING {pk}),
+        reply AS (INSERT INTO {table} ({names}) SELECT {reply_values} FROM question RETURNING {pk}),
+        leaf AS (
+            UPDATE {quote(chats.db_table)} SET {leaf} = (SELECT {pk} FROM reply), {updated_at} = %s
+            WHERE {quote(chats.pk.column)} = %s
+        )
+        SELECT question.{pk}, reply.{pk} FROM question, reply
+    """
+    return statement, fields
+
+
+def reply_create(*, question: Message, model: ChatModel) -> Message:
+    """A pending reply to a user's message, which now ends the branch on screen."""
+    reply = _pending_reply(question, model, timezone.now())
+    reply.parent = question
+    _reply_insert(reply)
     return reply
+
+
+def _reply_insert(reply: Message) -> None:
+    row_insert(reply)  # written out, as the question: the ORM took longer to build each INSERT than to run it
+    _leaf_set(reply)
+    row_update(Conversation, reply.conversation_id, leaf=reply.pk, updated_at=reply.updated_at)
+
+
+def _leaf_set(reply: Message) -> None:
+    """The reply ends the branch on screen, in the chat instance the caller holds (the caller writes its row)."""
+    conversation = reply.conversation
+    conversation.leaf, conversation.updated_at = reply, reply.updated_at
 
 
 def reply_call(*, reply: Message, continuing: bool = False) -> ReplyPlan:

@@ -7,7 +7,7 @@ from asgiref.sync import async_to_sync
 from accounts.services import api_key_create
 from conversations.models import ChatModel
 from conversations.upstream import upstream_offer
-from gateway.auth import api_model, api_models
+from gateway.auth import api_model, api_models, caller_authenticate_with_model
 from gateway.errors import ApiError
 
 KINDS = {"chat": {}, "realtime": {"realtime": True}, "embedding": {"embedding": True}}
@@ -26,21 +26,30 @@ def looked_up(user, key, model_id: str, kind: dict) -> ChatModel | None:
         return None
 
 
+def looked_up_with_key(secret: str, model_id: str, kind: dict) -> ChatModel | None:
+    """What a metered call (a chat or embedding model) asking for `model_id` gets: the model is read with the key."""
+    request = SimpleNamespace(api_secret=secret, META={"REMOTE_ADDR": "127.0.0.1"})
+    _, found = caller_authenticate_with_model(request, model_id, embedding=kind.get("embedding", False))
+    return found
+
+
 def test_every_caller_gets_exactly_the_models_its_list_shows(alice, bob, listing):
-    """Each caller (a user's own list or none, a key's list or none) asking for each model of each kind."""
+    """Each caller (a user's own list or none, a key's list or none) asking for each model of each kind; a
+    metered call, which reads its model with its key, gets the same."""
     model_ids = list(ChatModel.objects.values_list("model_id", flat=True))
     listing.models = tuple(m for m in model_ids if m != "smollm2-135m")  # catalogued, not served
     async_to_sync(upstream_offer)()
     ChatModel.objects.filter(model_id="gpt-4o").update(enabled=False)
     alice.allowed_models.set([model("gpt-4o-mini"), model("gpt-4o"), model("gpt-realtime"), model("smollm2-135m")])
     callers = [(alice, None), (bob, None)]
+    secrets = {}
     for user, listed in [
         (alice, []),
         (alice, ["gpt-4o-mini", "text-embedding-3-small"]),
         (bob, ["gpt-realtime"]),
         (bob, ["smollm2-135m", "gpt-4o"]),
     ]:
-        key, _ = api_key_create(user=user, name="app", allowed_models=[model(m) for m in listed])
+        key, secrets[key] = api_key_create(user=user, name="app", allowed_models=[model(m) for m in listed])
         callers.append((user, key))
 
     granted = set()
@@ -49,6 +58,8 @@ def test_every_caller_gets_exactly_the_models_its_list_shows(alice, bob, listing
             for kind_name, kind in KINDS.items():
                 listed = api_models(user=user, key=key, **kind).filter(model_id=model_id).first()
                 assert looked_up(user, key, model_id, kind) == listed, (user, key and key.name, model_id, kind_name)
+                if key is not None and kind_name != "realtime":
+                    assert looked_up_with_key(secrets[key], model_id, kind) == listed, (index, model_id, kind_name)
                 if listed is not None:
                     granted.add((index, model_id, kind_name))
 
