@@ -51,7 +51,17 @@ def first_row(statement: str, params) -> tuple | None:
     """The statement's first row; None when it has none, or returns no rows at all."""
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
-        return cursor.fetchone() if cursor.description else None
+        return cursor.fetchone() if _returns_rows(cursor) else None
+
+
+def _returns_rows(cursor) -> bool:
+    """Whether the statement just run returns rows, even none. On PostgreSQL its result's status says so:
+    psycopg's cursor.description makes an object for each column every time it is read (40 for a key and
+    its user), on every lookup."""
+    result = getattr(cursor.cursor, "pgresult", None)
+    if result is None:  # SQLite; or queued in psycopg's pipeline mode, its result not read yet
+        return cursor.description is not None
+    return result.status == pq.ExecStatus.TUPLES_OK
 
 
 @cache
