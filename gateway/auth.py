@@ -38,12 +38,12 @@ def caller_authenticate(request) -> ApiKey:
 def caller_authenticate_with_model(
     request, model_id: str, *, embedding: bool = False
 ) -> tuple[ApiKey, ChatModel | None]:
-    """caller_authenticate, and the chat (or embedding) model of this id if the caller may use it, api_model's
-    rule, read with the key: one round trip for both, on every metered call. None: no such model for it."""
+    """caller_authenticate, and the chat (or embedding) model of this id if the caller may use it (api_model's
+    rule), None if not: read with the key, one round trip for both on every metered call."""
     alongside = None
     if embedding or chat_model_served(model_id):
-        owners = {"user": ReadAlongside(User, "u.id"), "key": ReadAlongside(ApiKey, "k.id")}
-        rule, params = usable_rule("m", **owners, embedding=embedding)
+        user, key = ReadAlongside(User, "u.id"), ReadAlongside(ApiKey, "k.id")
+        rule, params = usable_rule("m", user=user, key=key, embedding=embedding)
         alongside = RowAlongside(ChatModel, "m", f"m.model_id = %s AND {rule}", [model_id, *params])
     key, model = api_key_authenticate_reading(secret=request.api_secret, ip=client_ip(request), alongside=alongside)
     return _caller(request, key), model
