@@ -15,7 +15,16 @@ from django.utils import timezone
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import AuditEntry, UsageRecord
-from accounts.rows import columns, first_row, insert_values, inserted, instance_from, row_insert, row_update
+from accounts.rows import (
+    columns,
+    first_row,
+    insert_statement,
+    insert_values,
+    inserted,
+    instance_from,
+    row_insert,
+    row_update,
+)
 from accounts.services import audit_record
 from conversations.branches import branch_end
 from conversations.models import ChatModel, Conversation, Message, chat_model_served, title_from_text, usable_rule
@@ -144,8 +153,7 @@ def _turn_insert(question: Message, reply: Message) -> None:
     """
     if connection.vendor != "postgresql":
         row_insert(question)
-        reply.parent = question
-        _reply_insert(reply)
+        _reply_insert(reply, question)
         return
     statement, fields = _turn_statement()
     values = insert_values(question, fields)
@@ -169,14 +177,14 @@ def _turn_statement() -> tuple[str, list]:
     the statement (Django's are deferred to the commit besides), so the rows may refer to each other.
     """
     quote = connection.ops.quote_name
-    fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
+    question_insert, fields = insert_statement(Message, "")
     names = ", ".join(quote(field.column) for field in fields)
     table, pk = quote(Message._meta.db_table), quote(Message._meta.pk.column)
     reply_values = ", ".join(f"question.{pk}" if field.name == "parent" else "%s" for field in fields)
     chats = Conversation._meta
     leaf, updated_at = (quote(chats.get_field(name).column) for name in ("leaf", "updated_at"))
     statement = f"""
-        WITH question AS (INSERT INTO {table} ({names}) VALUES ({", ".join(["%s"] * len(fields))}) RETURNING {pk}),
+        WITH question AS ({question_insert}),
         reply AS (INSERT INTO {table} ({names}) SELECT {reply_values} FROM question RETURNING {pk}),
         leaf AS (
             UPDATE {quote(chats.db_table)} SET {leaf} = (SELECT {pk} FROM reply), {updated_at} = %s
@@ -190,12 +198,12 @@ def _turn_statement() -> tuple[str, list]:
 def reply_create(*, question: Message, model: ChatModel) -> Message:
     """A pending reply to a user's message, which now ends the branch on screen."""
     reply = _pending_reply(question, model, timezone.now())
-    reply.parent = question
-    _reply_insert(reply)
+    _reply_insert(reply, question)
     return reply
 
 
-def _reply_insert(reply: Message) -> None:
+def _reply_insert(reply: Message, question: Message) -> None:
+    reply.parent = question
     row_insert(reply)  # written out, as the question: the ORM took longer to build each INSERT than to run it
     _leaf_set(reply)
     row_update(Conversation, reply.conversation_id, leaf=reply.pk, updated_at=reply.updated_at)
