@@ -8,6 +8,7 @@ neither wait longer than we allow nor multiply the provider's calls.
 import asyncio
 import contextlib
 import json
+import logging
 import zlib
 
 import pytest
@@ -123,6 +124,16 @@ async def test_a_stream_read_to_its_end_leaves_its_connection_for_the_next_call(
 
     first, second = upstream.requests
     assert first.peer == second.peer
+
+
+async def test_a_call_that_goes_well_writes_nothing_to_the_sites_log(upstream, caplog):
+    caplog.set_level(logging.INFO)  # the site's LOG_LEVEL by default
+
+    await relayed()
+    await completion_create({"model": "gpt-4o-mini", "messages": MESSAGES})
+
+    assert len(upstream.requests) == 2
+    assert caplog.records == []  # no line a call, from the SDK's HTTP client or anything else
 
 
 async def test_closing_a_stream_hangs_up_on_the_provider(upstream):

@@ -528,7 +528,7 @@ async def test_a_passing_upstream_fault_is_retried(secret, alice, upstream):
 
 async def test_neither_the_secret_nor_the_provider_key_is_logged(alice, bob, catalog, upstream, caplog, settings):
     caplog.set_level(logging.DEBUG)
-    for name in ("httpx", "httpcore", "django"):
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2", "django"):
         caplog.set_level(logging.DEBUG, logger=name)
     settings.UPSTREAM_RETRIES = 1
     alices, bobs = [(await sync_to_async(api_key_create)(user=user, name="app"))[1] for user in (alice, bob)]
