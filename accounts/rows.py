@@ -87,6 +87,42 @@ def in_pipeline() -> bool:
     return pg is not None and pg.pgconn.pipeline_status != pq.PipelineStatus.OFF
 
 
+@contextmanager
+def one_round_trip() -> Iterator[None]:
+    """The statements run inside go to PostgreSQL together as the block ends, with the transaction's BEGIN if it
+    is still to be sent: one round trip for all of them (psycopg's pipeline mode). Run them with rows_queued and
+    read their answers after the block; a read inside it would wait for a round trip of its own.
+
+    Inside one_trip_transaction they go with its next read or its COMMIT, and on SQLite they run one by one.
+    """
+    if connection.vendor != "postgresql" or in_pipeline():
+        yield
+        return
+    connection.ensure_connection()
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        yield
+
+
+def rows_queued(statement: str, params) -> Callable[[], list[tuple]]:
+    """Run a statement that returns rows; its rows when the answer is called for (see one_round_trip)."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(statement, params)
+        if not in_pipeline():  # answered already: read it before another statement runs
+            with cursor:
+                rows = cursor.fetchall()
+            return lambda: rows
+    except BaseException:
+        cursor.close()
+        raise
+
+    def answer() -> list[tuple]:
+        with cursor:
+            return cursor.fetchall()
+
+    return answer
+
+
 def row_insert_queued(instance: Model) -> Callable[[], None]:
     """row_insert, with the new primary key set when the answer is called for: in psycopg's pipeline mode the
     INSERT is sent with the statements that follow it (one_trip_transaction's COMMIT) and read after them.
@@ -142,9 +178,9 @@ def one_trip_transaction() -> Iterator[None]:
     with its last: on PostgreSQL, outside any other transaction, each piece of work whose answer is awaited is
     one round trip, and the transaction costs none of its own.
 
-    Django's atomic() costs three more: psycopg sends BEGIN alone and waits for it, and COMMIT alone, and
-    leaving a pipeline inside it waits for one more sync. The statements inside are read only through
-    ledger_sql's _rows, or queued by row_insert_queued and read once the block has ended: in pipeline mode a
+    Django's atomic() costs two more: psycopg sends BEGIN alone and waits for it, and COMMIT alone (unless
+    one_round_trip sends the BEGIN with its statements). The statements inside are read only through
+    rows_queued, or queued by row_insert_queued and read once the block has ended: in pipeline mode a
     cursor knows neither its columns nor its row count before its results are fetched, so first_row, and the
     ORM's saves and updates, would take a row for none. Django does not know of this transaction either (its
     atomic() cannot nest in it, its on_commit would run at once). Elsewhere (SQLite, a caller's or a test's

@@ -8,10 +8,12 @@ from the first message down to it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connection
 
+from accounts.rows import rows_queued
 from conversations.models import Conversation, Message, MessageImage
 
 
@@ -109,7 +111,12 @@ class Turn:
 
 
 def branch_through(pk: int) -> list[Turn]:
-    """Message `pk` and those before it on its branch, first first (what the model reads), in one statement.
+    """Message `pk` and those before it on its branch, first first (what the model reads), in one statement."""
+    return branch_through_queued(pk)()
+
+
+def branch_through_queued(pk: int) -> Callable[[], list[Turn]]:
+    """branch_through, answered when called for (inside one_round_trip, with the block's other statements).
 
     It walks up the message's parents alone, however many other versions and
     branches the chat has: each step looks up one parent by its key. Written as
@@ -133,6 +140,5 @@ def branch_through(pk: int) -> list[Turn]:
         FROM path JOIN {messages.db_table} m ON m.{key} = path.id
         ORDER BY path.depth DESC
     """
-    with connection.cursor() as cursor:
-        cursor.execute(statement, [pk])
-        return [Turn(*row[:3], has_images=bool(row[3])) for row in cursor.fetchall()]
+    rows = rows_queued(statement, [pk])
+    return lambda: [Turn(*row[:3], has_images=bool(row[3])) for row in rows()]

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from accounts.billing.ledger_sql import (
     LedgerFigures,
+    LockedBudget,
     ledger_figures,
     ledger_settle,
     limits_locked_with_figures,
@@ -174,20 +175,24 @@ def budget_reserve(
     owner: str = "",
     prompt_estimate: int | None = None,
     text_before: int = 0,
+    locked: LockedBudget | None = None,
 ) -> Grant:
     """Hold the worst case of a call (prompt plus max_tokens, at its prices) against the user's limits.
 
     Raises QuotaExceeded when even MIN_REPLY_TOKENS would not fit; when only
     part of max_tokens fits, the grant has the smaller max_tokens to send.
+    `locked`: the user's budget, read already in the caller's transaction
+    (limits_locked_with_figures), with statements of its own in one round trip.
     """
     prices = prices or model.prices()
-    now = timezone.now()
-    today = local_today(now)
     # No savepoint inside a caller's transaction (two round trips): a refusal is raised after the
     # block, which wrote nothing, and the caller goes on to store it (a web reply says it). On its own
     # this is two round trips: BEGIN, the lock and the figures; the insert and COMMIT.
     with one_trip_transaction():
-        limits, figures = limits_locked_with_figures(user_id, now)
+        if locked is None:
+            locked = limits_locked_with_figures(user_id, timezone.now())
+        now, limits, figures = locked.now, locked.limits, locked.figures
+        today = local_today(now)
         try:
             max_tokens = _max_tokens_that_fit(limits, figures, prices, now, prompt_tokens, max_tokens)
         except QuotaExceeded as exceeded:

@@ -7,7 +7,7 @@ spent are read in one statement: a call settled meanwhile is seen either
 still held or already spent, never as neither.
 """
 
-import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -18,26 +18,12 @@ from django.db import connection, transaction
 
 from accounts.billing.prices import MONEY_PLACES
 from accounts.models import DailyUsage, Limits, Reservation, UsageRecord, User, hour_start, local_today, month_start
-from accounts.rows import first_row, in_pipeline, insert_statement, insert_values, inserted, row_insert
+from accounts.rows import first_row, insert_statement, insert_values, inserted, one_round_trip, row_insert, rows_queued
 
 
 def _money(value) -> Decimal:
     # PostgreSQL sums numeric exactly; SQLite keeps decimals as floats and sums those.
     return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(MONEY_PLACES)
-
-
-def _rows(*statements: tuple[str, object]) -> list[tuple]:
-    """The first row of each statement, run in order. On PostgreSQL they go in one round trip (psycopg's
-    pipeline mode), and each still runs as a statement of its own: it sees what was committed before it began."""
-    with contextlib.ExitStack() as stack:
-        connection.ensure_connection()
-        if connection.vendor == "postgresql" and not in_pipeline():
-            # Not inside one_trip_transaction's pipeline: leaving a pipeline of its own costs one more round trip.
-            stack.enter_context(connection.connection.pipeline())
-        cursors = [stack.enter_context(connection.cursor()) for _ in statements]
-        for cursor, (statement, params) in zip(cursors, statements, strict=True):
-            cursor.execute(statement, params)
-        return [cursor.fetchone() for cursor in cursors]
 
 
 @dataclass(frozen=True)
@@ -99,20 +85,43 @@ def ledger_figures(user_id: int, now: datetime) -> LedgerFigures:
     return _figures_from(first_row(*_figures(user_id, now)))
 
 
-def limits_locked_with_figures(user_id: int, now: datetime) -> tuple[Limits, LedgerFigures]:
+@dataclass(frozen=True)
+class LockedBudget:
+    """A user's limits, their row locked until the transaction ends, and their ledger figures at `now`, read
+    once the lock was held."""
+
+    now: datetime
+    limits: Limits
+    figures: LedgerFigures
+
+
+def limits_locked_with_figures(user_id: int, now: datetime) -> LockedBudget:
     """The user's limits, their row locked until the transaction ends (one caller's reservations go one at a
     time), and then their ledger_figures(), read once the lock is held: in one round trip on PostgreSQL (with
     the transaction's BEGIN, in one_trip_transaction)."""
+    with one_round_trip():
+        answer = limits_locked_with_figures_queued(user_id, now)
+    return answer()
+
+
+def limits_locked_with_figures_queued(user_id: int, now: datetime) -> Callable[[], LockedBudget]:
+    """limits_locked_with_figures, answered when called for: inside one_round_trip, its two statements go with
+    the others of the block. Each runs as a statement of its own, so the figures see every call committed
+    before the lock was granted."""
     fields = [User._meta.get_field(name) for name in User.LIMIT_FIELDS]
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite locks the whole database
     columns = ", ".join(field.column for field in fields)
-    limits_row, figures_row = _rows(
-        (f"SELECT {columns} FROM {User._meta.db_table} WHERE id = %s{lock}", [user_id]), _figures(user_id, now)
-    )
-    if limits_row is None:
-        raise User.DoesNotExist(f"No user {user_id}.")
-    own = {field.attname: field.to_python(value) for field, value in zip(fields, limits_row, strict=True)}
-    return User(pk=user_id, **own).limits(), _figures_from(figures_row)
+    limits = rows_queued(f"SELECT {columns} FROM {User._meta.db_table} WHERE id = %s{lock}", [user_id])
+    figures = rows_queued(*_figures(user_id, now))
+
+    def answer() -> LockedBudget:
+        limits_rows, [figures_row] = limits(), figures()
+        if not limits_rows:
+            raise User.DoesNotExist(f"No user {user_id}.")
+        own = {field.attname: field.to_python(value) for field, value in zip(fields, limits_rows[0], strict=True)}
+        return LockedBudget(now, User(pk=user_id, **own).limits(), _figures_from(figures_row))
+
+    return answer
 
 
 def reservation_drop(reservation_id: int) -> None:

@@ -36,6 +36,7 @@ from accounts.models import User
 from conversations.db import db_step, db_step_to_end
 
 if TYPE_CHECKING:
+    from accounts.billing.ledger_sql import LockedBudget
     from accounts.models import ApiKey
     from conversations.models import ChatModel, Message
 
@@ -112,8 +113,11 @@ class MeteredCall:
 
     # -- reserve ---------------------------------------------------------------------------
 
-    def reserve(self) -> None:
-        """Hold the call's worst case; QuotaExceeded when it does not fit. max_tokens may shrink to what fits."""
+    def reserve(self, *, locked: LockedBudget | None = None) -> None:
+        """Hold the call's worst case; QuotaExceeded when it does not fit. max_tokens may shrink to what fits.
+
+        `locked`: the user's budget as the caller's transaction read it already (see budget_reserve).
+        """
         grant = budget_reserve(
             user_id=self.user_id,
             model=self.model,
@@ -127,6 +131,7 @@ class MeteredCall:
             owner=PROCESS_NAME,
             prompt_estimate=self.prompt_estimate,
             text_before=self.text_before,
+            locked=locked,
         )
         self.reservation_id, self.max_tokens = grant.reservation_id, grant.max_tokens
         in_flight.add(self)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.billing.budget import QuotaExceeded
+from accounts.billing.ledger_sql import LockedBudget, limits_locked_with_figures_queued
 from accounts.billing.metered import MeteredCall
 from accounts.models import AuditEntry, UsageRecord
 from accounts.rows import (
@@ -22,11 +23,13 @@ from accounts.rows import (
     insert_values,
     inserted,
     instance_from,
+    one_round_trip,
     row_insert,
     row_update,
+    rows_queued,
 )
 from accounts.services import audit_record
-from conversations.branches import branch_end
+from conversations.branches import Turn, branch_end, branch_through_queued
 from conversations.models import ChatModel, Conversation, Message, chat_model_served, title_from_text, usable_rule
 from conversations.replies.fanout import chat_reset_announce, reply_stop_request
 from conversations.services.context import SUMMARY_MAX_TOKENS, ReplyPlan, reply_plan
@@ -127,9 +130,16 @@ def message_send(
             updated_at=now,
         )
         reply = _pending_reply(question, model, now)
-        _turn_insert(question, reply)
+        # The turn's rows, the branch it follows and the user's budget, locked: one round trip on PostgreSQL,
+        # with the transaction's BEGIN, where each is otherwise a round trip of its own on every message sent.
+        with one_round_trip():
+            turn_written = _turn_insert_queued(question, reply)
+            earlier = branch_through_queued(question.parent_id) if question.parent_id is not None else list
+            locked = limits_locked_with_figures_queued(user.pk, now)
+        turn_written()
         question.shown_images = images_attach(message=question, images=images, written=written)
-        return reply, reply_reserve(reply=reply)
+        path = [*earlier(), Turn(question.pk, question.role, question.content, has_images=bool(question.shown_images))]
+        return reply, reply_reserve(reply=reply, path=path, locked=locked())
 
 
 def _pending_reply(question: Message, model: ChatModel, now: datetime) -> Message:
@@ -144,28 +154,38 @@ def _pending_reply(question: Message, model: ChatModel, now: datetime) -> Messag
     )
 
 
-def _turn_insert(question: Message, reply: Message) -> None:
-    """Write a new message and its pending reply, which now ends the branch on screen.
+def _turn_insert_queued(question: Message, reply: Message) -> Callable[[], None]:
+    """Write a new message and its pending reply, which now ends the branch on screen; their ids are set when
+    the answer is called for (see one_round_trip).
 
     On PostgreSQL in one statement (_turn_statement): each of the three is a
     round trip of its own otherwise, on every message sent. SQLite has no
-    INSERT inside WITH: there they are written one after the other.
+    INSERT inside WITH: there they are written one after the other, at once.
     """
     if connection.vendor != "postgresql":
         row_insert(question)
         _reply_insert(reply, question)
-        return
+        return _nothing_to_answer
     statement, fields = _turn_statement()
     values = insert_values(question, fields)
     reply_values = [
         value for field, value in zip(fields, insert_values(reply, fields), strict=True) if field.name != "parent"
     ]
     updated_at = Conversation._meta.get_field("updated_at").get_db_prep_save(reply.updated_at, connection)
-    question_id, reply_id = first_row(statement, [*values, *reply_values, updated_at, reply.conversation_id])
-    inserted(question, (question_id,))
-    reply.parent = question
-    inserted(reply, (reply_id,))
-    _leaf_set(reply)
+    written = rows_queued(statement, [*values, *reply_values, updated_at, reply.conversation_id])
+
+    def answer() -> None:
+        [(question_id, reply_id)] = written()
+        inserted(question, (question_id,))
+        reply.parent = question
+        inserted(reply, (reply_id,))
+        _leaf_set(reply)
+
+    return answer
+
+
+def _nothing_to_answer() -> None:
+    pass
 
 
 @cache
@@ -215,13 +235,17 @@ def _leaf_set(reply: Message) -> None:
     conversation.leaf, conversation.updated_at = reply, reply.updated_at
 
 
-def reply_call(*, reply: Message, continuing: bool = False) -> ReplyPlan:
+def reply_call(
+    *, reply: Message, continuing: bool = False, path: list[Turn] | None = None, locked: LockedBudget | None = None
+) -> ReplyPlan:
     """What to send upstream for a reply, with its metered call reserved; QuotaExceeded when it does not fit.
 
     Run it in the transaction that stores the reply (or its continuation), so
-    a reply is never pending without its budget held.
+    a reply is never pending without its budget held. `path` and `locked`: the
+    branch (reply_plan) and the user's budget (budget_reserve), when the
+    transaction has read them already.
     """
-    plan = reply_plan(reply=reply, continuing=continuing)
+    plan = reply_plan(reply=reply, continuing=continuing, path=path)
     call = MeteredCall(
         user=reply.user,
         model=reply.model,
@@ -233,17 +257,19 @@ def reply_call(*, reply: Message, continuing: bool = False) -> ReplyPlan:
         message=reply,
         text_before=len(plan.prefix),
     )
-    call.reserve()
+    call.reserve(locked=locked)
     plan.call = call
     plan.max_tokens = call.max_tokens
     return plan
 
 
-def reply_reserve(*, reply: Message) -> ReplyPlan | None:
+def reply_reserve(
+    *, reply: Message, path: list[Turn] | None = None, locked: LockedBudget | None = None
+) -> ReplyPlan | None:
     """Reserve a new reply's call (see reply_call); when a limit is reached the reply says which and when it
     resets, and None is returned: nothing goes upstream."""
     try:
-        return reply_call(reply=reply)
+        return reply_call(reply=reply, path=path, locked=locked)
     except QuotaExceeded as exceeded:
         reply.status = Message.Status.ERROR
         reply.error_code = exceeded.code

@@ -85,7 +85,7 @@ def _images_by_message(turns: list[Turn]) -> dict[int, list[MessageImage]]:
     return images
 
 
-def reply_plan(*, reply: Message, continuing: bool = False) -> ReplyPlan:
+def reply_plan(*, reply: Message, continuing: bool = False, path: list[Turn] | None = None) -> ReplyPlan:
     """What to send upstream for a pending reply: the system prompt, any summary, and as many turns as fit.
 
     Only the branch on screen counts: the messages the reply follows, not
@@ -101,6 +101,9 @@ def reply_plan(*, reply: Message, continuing: bool = False) -> ReplyPlan:
     OpenAI's Chat Completions and most compatible servers answer a trailing
     assistant message with a new reply rather than extending it; a turn asking
     to continue works with all of them.
+
+    `path`: the branch the reply follows, first first, when the caller has read
+    it already (branch_through of the reply's parent).
     """
     conversation = reply.conversation
     model = reply.model
@@ -108,7 +111,8 @@ def reply_plan(*, reply: Message, continuing: bool = False) -> ReplyPlan:
     if conversation.system_prompt.strip():
         head.append({"role": "system", "content": conversation.system_prompt})
     start = reply.pk if continuing else reply.parent_id
-    path = branch_through(start) if start is not None else []
+    if path is None:
+        path = branch_through(start) if start is not None else []
     # The summary stands for the first turns of the branch it was made on: of this branch, if it ends on it.
     earlier_summary = ""
     ids = [turn.pk for turn in path]

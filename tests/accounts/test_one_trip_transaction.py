@@ -9,14 +9,22 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg import pq
 
 from accounts.billing.budget import budget_reserve
-from accounts.billing.ledger_sql import limits_locked_with_figures
+from accounts.billing.ledger_sql import limits_locked_with_figures, limits_locked_with_figures_queued
 from accounts.models import Reservation, User
-from accounts.rows import one_trip_transaction, row_insert_queued
+from accounts.rows import (
+    insert_statement,
+    insert_values,
+    one_round_trip,
+    one_trip_transaction,
+    row_insert,
+    row_insert_queued,
+    rows_queued,
+)
 from conversations.models import ChatModel
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -107,6 +115,38 @@ def test_a_failure_inside_keeps_nothing_lets_the_lock_go_and_raises_djangos_erro
         limits_locked_with_figures(alice.pk, timezone.now())
         row_insert_queued(a_reservation(alice.pk, mini))
         failure(alice.pk, mini)
+
+    assert not Reservation.objects.exists()
+    assert left_clean()
+    assert lockable_by_another_connection(alice.pk)
+
+
+# -- one_round_trip: statements of a caller's transaction sent together (a message's send) ----------------------
+
+
+def test_statements_sent_together_are_each_answered_and_hold_their_lock_until_the_commit(alice, mini):
+    with transaction.atomic():
+        with one_round_trip():
+            users = rows_queued(f"SELECT username FROM {User._meta.db_table} WHERE id = %s", [alice.pk])
+            locked = limits_locked_with_figures_queued(alice.pk, timezone.now())
+            nobody = rows_queued(f"SELECT username FROM {User._meta.db_table} WHERE id = %s", [alice.pk + 1000])
+        assert users() == [("alice",)]
+        assert locked().figures.tokens_held == 0
+        assert nobody() == []
+        assert not lockable_by_another_connection(alice.pk)
+
+    assert left_clean()
+    assert lockable_by_another_connection(alice.pk)
+
+
+def test_a_statement_refused_among_those_sent_together_keeps_nothing_of_the_transaction(alice, mini):
+    kept = a_reservation(alice.pk, mini)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        row_insert(kept)
+        with one_round_trip():
+            limits_locked_with_figures_queued(alice.pk, timezone.now())
+            statement, fields = insert_statement(User, "")
+            rows_queued(statement, insert_values(User(username="alice"), fields))  # her name is taken
 
     assert not Reservation.objects.exists()
     assert left_clean()
