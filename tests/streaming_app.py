@@ -4,14 +4,34 @@ GET /big: one piece far larger than a socket takes at once, then PIECES small nu
 GET /endless: a small piece every 10 ms until the client goes; GET /ended then says how many such streams saw
 their client go.
 POST /echo: the body's length and SHA-256, as the app received it, and the class of the queue it came through.
+GET /small: a short answer of known length; GET /sends?port=N then says in how many sends the server wrote to the
+client on port N (Twisted's writeSomeData, counted from here, in the server's process).
 """
 
 import asyncio
 import hashlib
+from urllib.parse import parse_qs
+
+from twisted.internet import tcp
 
 BIG = bytes(range(256)) * (64 * 1024)  # 16 MB
 PIECES = 2000
 _ended = 0
+
+
+_sends: dict[int, int] = {}  # by the client's port
+
+
+def _counted(write_some_data):
+    def write_counted(self, data):
+        port = self.getPeer().port
+        _sends[port] = _sends.get(port, 0) + 1
+        return write_some_data(self, data)
+
+    return write_counted
+
+
+tcp.Connection.writeSomeData = _counted(tcp.Connection.writeSomeData)
 
 
 def piece(n: int) -> bytes:
@@ -31,6 +51,15 @@ async def application(scope, receive, send):
         queue = type(receive.__self__).__name__
         answer = f"{len(body)} {hashlib.sha256(body).hexdigest()} {queue}".encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": answer})
+        return
+    if scope["path"] in ("/small", "/sends"):
+        if scope["path"] == "/small":
+            answer = b"hello"
+        else:
+            answer = str(_sends.get(int(parse_qs(scope["query_string"].decode())["port"][0]), 0)).encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
         return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})

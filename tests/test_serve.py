@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,22 @@ def test_a_client_that_reads_late_gets_every_byte_in_order():
 
     assert len(body) == len(streaming_app.BIG) + sum(len(streaming_app.piece(n)) for n in range(streaming_app.PIECES))
     assert body == streaming_app.BIG + b"".join(streaming_app.piece(n) for n in range(streaming_app.PIECES))
+
+
+def test_an_answer_reaches_its_client_in_one_send_its_headers_with_its_body():
+    # Sent apart, the headers wake the client, which on a busy machine runs before the body follows.
+    with served("tests.streaming_app:application", ready_path="/ended") as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as client:
+            client.sendall(b"GET /small HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"hello"):
+                answer += client.recv(65536)
+            client_port = client.getsockname()[1]
+            sends = httpx.get(f"{url}/sends?port={client_port}", timeout=10).text
+
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert sends == "1"
 
 
 def test_a_client_gone_mid_stream_ends_it_and_the_server_serves_on():
