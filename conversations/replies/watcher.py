@@ -38,8 +38,12 @@ def _reply_status(reply_id: int) -> str | None:
 async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
     """SSE bytes for a reply, starting after `offset` characters the browser already shows."""
     async with fanout.reply_watch(reply_id) as reply:
-        yield RETRY_PREAMBLE
+        # Sent with the first event when the text is there already: one send, not two, the browser woken
+        # once (the second may otherwise wait while it reads the first). Before any wait, on its own.
+        preamble = RETRY_PREAMBLE
         if reply.remote or reply.ended:
+            yield preamble
+            preamble = b""
             # Read after looking for the reply here: one generated here cannot end unseen in between.
             status = await db_step(_reply_status, reply_id)
             if status is None:
@@ -51,19 +55,23 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
             changes = reply.changes  # noted before looking: a frame that comes after is not missed
             shown = reply.shown
             if len(shown) > have:
-                yield sse_delta(shown[have:], len(shown))
+                yield preamble + sse_delta(shown[have:], len(shown))
+                preamble = b""
                 have = len(shown)
                 continue  # more may have come, or the end, while the client took this
             if reply.ended:
                 status = reply.status or await db_step(_reply_status, reply_id)
                 break
+            if preamble:
+                yield preamble
+                preamble = b""
             await reply.catch_up()
             if not await reply.changed_since(changes, within=settings.STREAM_KEEPALIVE):
                 yield KEEPALIVE
                 # Its process may have died without a word; the sweep then marks it interrupted.
                 if reply.remote:
                     status = await db_step(_reply_status, reply_id)
-        yield sse_done(status or Message.Status.ERROR)
+        yield preamble + sse_done(status or Message.Status.ERROR)
 
 
 def sse_title(title: str) -> bytes:

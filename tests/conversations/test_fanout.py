@@ -120,3 +120,18 @@ async def test_a_watcher_here_hears_how_the_reply_ended_from_its_generator_not_t
     await reply.arefresh_from_db()
     assert (status, text) == (reply.status, reply.content) == (ending, reply.content)
     assert statuses_read == []
+
+
+async def test_a_watcher_that_attaches_after_the_first_words_gets_them_with_the_streams_opening(alice_async, upstream):
+    # One piece, one send: the browser is not woken by the opening alone and then again by the words.
+    upstream.script(Reply(chunks=["Hello ", "there"], first_delay=0.05, delay=1.0))
+    await alice_async.post("/c/new/messages/", {"text": "Hi"})
+    reply = await Message.objects.filter(role=Message.Role.ASSISTANT).alast()
+    await asyncio.sleep(0.5)  # the first words are in, the rest a second away
+
+    response = await alice_async.get(f"/c/{reply.conversation_id}/messages/{reply.pk}/stream/")
+    first = await anext(aiter(response.streaming_content))
+    await response.streaming_content.aclose()
+
+    assert first.startswith(watcher.RETRY_PREAMBLE)
+    assert [(event, json.loads(data)) for event, data, _ in parse_sse(first)] == [("delta", "Hello ")]
