@@ -22,16 +22,20 @@ _ended = 0
 _sends: dict[int, int] = {}  # by the client's port
 
 
-def _counted(write_some_data):
+def _sends_counted() -> None:
+    """From the first request on, count the server's sends to each client (Twisted's writeSomeData): here, in the
+    server's process, not in the tests' that import this module."""
+    write_some_data = tcp.Connection.writeSomeData
+    if getattr(write_some_data, "counted", False):
+        return
+
     def write_counted(self, data):
         port = self.getPeer().port
         _sends[port] = _sends.get(port, 0) + 1
         return write_some_data(self, data)
 
-    return write_counted
-
-
-tcp.Connection.writeSomeData = _counted(tcp.Connection.writeSomeData)
+    write_counted.counted = True
+    tcp.Connection.writeSomeData = write_counted
 
 
 def piece(n: int) -> bytes:
@@ -42,6 +46,7 @@ async def application(scope, receive, send):
     global _ended
     if scope["type"] != "http":
         return
+    _sends_counted()
     request = await receive()
     if scope["path"] == "/echo":
         body = request["body"]
