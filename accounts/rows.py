@@ -126,17 +126,12 @@ def rows_queued(statement: str, params) -> Callable[[], list[tuple]]:
 def row_insert_queued(instance: Model) -> Callable[[], None]:
     """row_insert, with the new primary key set when the answer is called for: in psycopg's pipeline mode the
     INSERT is sent with the statements that follow it (one_trip_transaction's COMMIT) and read after them.
-    Elsewhere the row is written at once."""
-    if not in_pipeline():
-        row_insert(instance)
-        return lambda: None
+    Elsewhere the row is written at once (see rows_queued)."""
     statement, fields = insert_statement(type(instance), "")
-    cursor = connection.cursor()
-    cursor.execute(statement, insert_values(instance, fields))
+    rows = rows_queued(statement, insert_values(instance, fields))
 
     def answer() -> None:
-        with cursor:
-            inserted(instance, cursor.fetchone())
+        inserted(instance, rows()[0])
 
     return answer
 
