@@ -514,7 +514,7 @@ async def reply_watch(
 
     `cumulative` (the reply's length after each of the fake's chunks) turns offsets into chunks.
     """
-    attached_noted = False
+    attached = Attached(on_attached)
     try:
         async with http.get(
             site + watch.path, headers={**user.headers(site), "Accept": "text/event-stream"}
@@ -522,46 +522,100 @@ async def reply_watch(
             if response.status != 200:
                 watch.error = f"stream answered {response.status}"
                 return
-            event = ""
-            data = ""
-            event_id = ""
-            async for raw in response.content:
-                line = raw.rstrip(b"\r\n")
-                if line:
-                    name, _, value = line.decode().partition(":")
-                    value = value.removeprefix(" ")
-                    if name == "event":
-                        event = value
-                    elif name == "data":
-                        data = value
-                    elif name == "id":
-                        event_id = value
-                    elif name == "retry" and not attached_noted:
-                        attached_noted = True
-                        watch.attached = time.monotonic()
-                        on_attached()
-                    continue
-                if event == "delta":
-                    watch.frames += 1
-                    watch.offset = int(event_id)
-                    if cumulative:
-                        watch.chunks = bisect.bisect_right(cumulative, watch.offset)
-                    if watch.first_delta is None:
-                        watch.first_delta = time.monotonic()
-                        watch.first_frame_chunks = watch.chunks
-                    if on_delta:
-                        on_delta(watch)
-                elif event == "done":
-                    watch.status = json.loads(data)["status"]
-                    watch.done = time.monotonic()
-                event = data = event_id = ""
-            if watch.done is None:
-                watch.error = "stream ended without event: done"
+            await reply_events_read(response, watch, attached, on_delta, cumulative)
     except (aiohttp.ClientError, TimeoutError) as error:
         watch.error = f"stream {error.__class__.__name__}"
     finally:
-        if not attached_noted:
-            on_attached()  # a failed watcher must not hold up the others
+        attached.noted()  # a failed watcher must not hold up the others
+
+
+async def message_send_streamed(
+    http: aiohttp.ClientSession,
+    site: str,
+    user: BenchUser,
+    watch: Watch,
+    text: str,
+    on_attached: Callable[[], None],
+    on_delta: Callable[[Watch], None] | None = None,
+    cumulative: list[int] | None = None,
+) -> None:
+    """POST a message as chat.js does in an open chat: its answer is the turn, then the reply's events."""
+    watch.sent = time.monotonic()
+    attached = Attached(on_attached)
+    try:
+        async with http.post(
+            f"{site}/c/{user.conversations[0]}/messages/",
+            data={"text": text},
+            headers={**user.headers(site), "HX-Request": "true", "Accept": "text/event-stream"},
+        ) as response:
+            watch.post_status = response.status
+            if response.status != 200 or response.content_type != "text/event-stream":
+                watch.error = f"POST answered {response.status} {response.content_type}"
+                return
+            watch.posted = time.monotonic()
+            await reply_events_read(response, watch, attached, on_delta, cumulative)
+    except (aiohttp.ClientError, TimeoutError) as error:
+        watch.error = f"POST {error.__class__.__name__}"
+    finally:
+        attached.noted()
+
+
+class Attached:
+    """Tells `on_attached` once: when the reply's stream opens (its `retry:` line), or when it failed."""
+
+    def __init__(self, on_attached: Callable[[], None]):
+        self.on_attached = on_attached
+        self.done = False
+
+    def noted(self) -> bool:
+        if self.done:
+            return False
+        self.done = True
+        self.on_attached()
+        return True
+
+
+async def reply_events_read(
+    response: aiohttp.ClientResponse,
+    watch: Watch,
+    attached: Attached,
+    on_delta: Callable[[Watch], None] | None,
+    cumulative: list[int] | None,
+) -> None:
+    """A reply's events read to `event: done`, counting delta frames; the turn before them, if any, skipped."""
+    event = ""
+    data = ""
+    event_id = ""
+    async for raw in response.content:
+        line = raw.rstrip(b"\r\n")
+        if line:
+            name, _, value = line.decode().partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data = value
+            elif name == "id":
+                event_id = value
+            elif name == "retry" and attached.noted():
+                watch.attached = time.monotonic()
+            continue
+        if event == "delta":
+            watch.frames += 1
+            watch.offset = int(event_id)
+            if cumulative:
+                watch.chunks = bisect.bisect_right(cumulative, watch.offset)
+            if watch.first_delta is None:
+                watch.first_delta = time.monotonic()
+                watch.first_frame_chunks = watch.chunks
+            if on_delta:
+                on_delta(watch)
+        elif event == "done":
+            watch.status = json.loads(data)["status"]
+            watch.done = time.monotonic()
+        event = data = event_id = ""
+    if watch.done is None:
+        watch.error = "stream ended without event: done"
 
 
 async def api_stream(
@@ -688,14 +742,46 @@ async def ttft_stream(client: httpx.AsyncClient, url: str, headers: dict[str, st
     return first
 
 
+async def ttft_site_streamed(
+    client: httpx.AsyncClient, site: str, csrf: str, conversation: int, n: int
+) -> tuple[float, float, bool]:
+    """Seconds from the message POST until the first `event: delta` of its answer, and until its `event: turn`.
+
+    As chat.js sends a message: one request, answered with the turn and then the reply's events.
+    """
+    started = time.perf_counter()
+    first = turn = None
+    done = False
+    async with client.stream(
+        "POST",
+        f"/c/{conversation}/messages/",
+        data={"text": f"Sample {n}: say hello."},
+        headers={"HX-Request": "true", "X-CSRFToken": csrf, "Origin": site, "Accept": "text/event-stream"},
+    ) as response:
+        if response.status_code != 200 or not response.headers["content-type"].startswith("text/event-stream"):
+            raise RuntimeError(f"message POST answered {response.status_code} {response.headers['content-type']}")
+        async for line in response.aiter_lines():
+            if line == "event: turn":
+                turn = time.perf_counter() - started
+            elif line == "event: delta" and first is None:
+                first = time.perf_counter() - started
+            elif line == "event: done":
+                done = True
+    if not done or first is None or turn is None:
+        raise RuntimeError(f"message POST's stream: turn {turn}, first delta {first}, done {done}")
+    return first, turn, False
+
+
 async def ttft_site(
     client: httpx.AsyncClient, site: str, csrf: str, conversation: int, n: int
 ) -> tuple[float, float, bool]:
     """Seconds from the message POST until the first `event: delta` of its reply, and of the POST alone.
 
-    A reply that ended before the stream attached shows up in the browser by
-    chat.js fetching the finished message on `event: done`; then that fetch
-    ends the wait, and the third value is True.
+    As a page without chat.js's streamed send (or before it) does: the POST's
+    fragment, then a GET of the reply's stream. A reply that ended before the
+    stream attached shows up in the browser by chat.js fetching the finished
+    message on `event: done`; then that fetch ends the wait, and the third
+    value is True.
     """
     started = time.perf_counter()
     response = await client.post(
@@ -774,9 +860,8 @@ async def ttft_run(site: Site, fake_url: str, user: TtftUser, path: str, args, p
                 spy = PySpy(site.pid, profile_to, args) if profile_to else None
             d = await ttft_stream(fake_client, direct_url, upstream_headers())
             if path == "web":
-                s, p, after_end = await ttft_site(
-                    client, site.url, csrf, user.conversations[n % len(user.conversations)], n
-                )
+                send = ttft_site_streamed if args.web_send == "stream" else ttft_site
+                s, p, after_end = await send(client, site.url, csrf, user.conversations[n % len(user.conversations)], n)
             else:
                 s, p, after_end = await ttft_stream(client, f"{site.url}/v1/chat/completions", api_headers), 0.0, False
             if n >= args.ttft_warmup:
@@ -906,10 +991,15 @@ async def stream_one(
     ends: list[int],
     on_attached: Callable[[], None] = lambda: None,
     on_chunk: Callable[[Watch], None] | None = None,
+    *,
+    web_send: str,
 ) -> None:
-    """One reply on either path: web sends the message and watches its SSE stream, /v1 streams a call."""
+    """One reply on either path: web sends the message and reads its reply (in the answer, or from its own
+    stream after it: --web-send), /v1 streams a call."""
     if path == "v1":
         await api_stream(http, site, user, watch, on_attached, on_chunk)
+    elif web_send == "stream":
+        await message_send_streamed(http, site, user, watch, "Tell me about foxes.", on_attached, on_chunk, ends)
     elif await message_send(http, site, user, watch, "Tell me about foxes."):
         await reply_watch(http, site, user, watch, on_attached, on_chunk, ends)
     else:
@@ -964,7 +1054,7 @@ async def paced_run(
             window_close()
 
     async def one(user: BenchUser, watch: Watch) -> None:
-        await stream_one(http, site.url, path, user, watch, ends, on_chunk=on_chunk)
+        await stream_one(http, site.url, path, user, watch, ends, on_chunk=on_chunk, web_send=args.web_send)
         if not watch.frames:
             setup_done()
 
@@ -1045,7 +1135,8 @@ async def burst_run(site: Site, users: list[BenchUser], pieces: list[str], path:
     async with http_session(read_timeout=60) as http:
         begin = time.monotonic()
         tasks = [
-            stream_one(http, site.url, path, user, watch, ends) for user, watch in zip(users, watches, strict=True)
+            stream_one(http, site.url, path, user, watch, ends, web_send=args.web_send)
+            for user, watch in zip(users, watches, strict=True)
         ]
         try:
             async with asyncio.timeout(args.phase_timeout):
@@ -1087,7 +1178,7 @@ async def burst_run(site: Site, users: list[BenchUser], pieces: list[str], path:
 WARM_UP_CONCURRENCY = 16
 
 
-async def warm_up(site: Site, users: list[BenchUser], limit: float) -> int:
+async def warm_up(site: Site, users: list[BenchUser], limit: float, web_send: str) -> int:
     """A few complete replies on both paths, so imports, templates and pools are warm; returns how many completed.
 
     A few at a time (WARM_UP_CONCURRENCY): the warm-up must not itself be a
@@ -1098,7 +1189,7 @@ async def warm_up(site: Site, users: list[BenchUser], limit: float) -> int:
 
     async def one(path: str, user: BenchUser, watch: Watch) -> None:
         async with at_once:
-            await stream_one(http, site.url, path, user, watch, [])
+            await stream_one(http, site.url, path, user, watch, [], web_send=web_send)
 
     async with http_session(read_timeout=60) as http, asyncio.timeout(limit):
         await asyncio.gather(
@@ -1507,7 +1598,8 @@ async def warm_run(site: Site, user: TtftUser, path: str, args) -> dict:
             if n == args.ttft_warmup:
                 cpu_start, started = cpu_seconds(site.pid), time.perf_counter()
             if path == "web":
-                await ttft_site(client, site.url, csrf, user.conversations[n % len(user.conversations)], n)
+                send = ttft_site_streamed if args.web_send == "stream" else ttft_site
+                await send(client, site.url, csrf, user.conversations[n % len(user.conversations)], n)
             else:
                 await ttft_stream(client, f"{site.url}/v1/chat/completions", api_headers)
         cpu, wall = cpu_seconds(site.pid) - cpu_start, time.perf_counter() - started
@@ -1551,7 +1643,7 @@ def phase_paced(run: Run, layer: str, *, profile: bool = False) -> dict:
             warm = users_create(run.prefix(layer, "warm"), args.warmup_streams)
             users = users_create(run.prefix(layer, "paced"), args.paced_streams)
             with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-paced-{path}") as site:
-                done = asyncio.run(warm_up(site, warm, args.phase_timeout))
+                done = asyncio.run(warm_up(site, warm, args.phase_timeout, args.web_send))
                 load = quiet_machine(args.wait_idle)
                 what = "profiled run" if profile else "measurement"
                 log(
@@ -1593,7 +1685,7 @@ def phase_burst(run: Run, layer: str) -> dict:
             warm = users_create(run.prefix(layer, "warm"), args.warmup_streams)
             users = users_create(run.prefix(layer, "burst"), args.burst_senders)
             with site_server(run.scratch, run.site_env(layer, fake_url), f"{layer}-burst-{path}") as site:
-                done = asyncio.run(warm_up(site, warm, args.phase_timeout))
+                done = asyncio.run(warm_up(site, warm, args.phase_timeout, args.web_send))
                 load = quiet_machine(args.wait_idle)
                 counts = f"{len(users)} at once x {len(pieces)} chunks"
                 log(f"{layer}: burst {path}, {counts} (warm-up {done} ok; load {load})")
@@ -1741,6 +1833,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-only", action="store_true", help="only the py-spy runs")
     parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--profile-top", type=int, default=25)
+    parser.add_argument(
+        "--web-send",
+        choices=("stream", "two-requests"),
+        default="stream",
+        help="web TTFT: the reply in the message POST's own answer (chat.js), or a GET of its stream after it",
+    )
     parser.add_argument("--ttft-samples", type=int, default=200)
     parser.add_argument("--ttft-warmup", type=int, default=20)
     parser.add_argument("--ttft-conversations", type=int, default=20, help="chats the TTFT user cycles through")

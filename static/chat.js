@@ -13,6 +13,10 @@ function within(root, selector) {
 // The reply this page is watching stream in, if any: Stop stops it.
 let liveReply = null;
 
+// Replies whose events come in the answer of the message that started them (chat_send.js), by stream URL:
+// each is handed the reply's drawing to feed, instead of opening the reply's own stream.
+const replyFeeds = new Map();
+
 function attachReplyStreams(root) {
   within(root, "[data-stream-url]:not([data-attached])").forEach((article) => {
     article.dataset.attached = "true";
@@ -26,28 +30,43 @@ function attachReplyStreams(root) {
     const drawing = liveDrawing(view, source);
     drawing.now();
     replyStarted(article);
-    const url = `${article.dataset.streamUrl}?offset=${article.dataset.offset || 0}`;
-    // EventSource re-attaches by itself after a drop, sending the last event
-    // id (the character offset we have) as Last-Event-ID.
-    const events = new EventSource(url);
-    events.addEventListener("delta", (event) => {
-      source.append(JSON.parse(event.data));
-      drawing.soon();
-    });
-    events.addEventListener("done", () => {
-      events.close();
-      drawing.now();
-      replyEnded(article);
-      // The finished reply's notices and usage; its text is drawn again by the same renderer, from the same
-      // text, so it looks exactly as it did live. No settle delay: nothing is painted in between.
-      htmx.ajax("GET", article.dataset.messageUrl, { target: article, swap: "outerHTML settle:0ms" });
-    });
-    events.addEventListener("error", () => {
-      if (events.readyState === EventSource.CLOSED) {
+    const reply = {
+      delta(text) {
+        source.append(text);
+        drawing.soon();
+      },
+      done() {
+        drawing.now();
         replyEnded(article);
-        showToast("Lost the live reply. Reload the page to see it.");
-      }
-    });
+        // The finished reply's notices and usage; its text is drawn again by the same renderer, from the same
+        // text, so it looks exactly as it did live. No settle delay: nothing is painted in between.
+        htmx.ajax("GET", article.dataset.messageUrl, { target: article, swap: "outerHTML settle:0ms" });
+      },
+      // Its own stream, from `offset` characters on (as the server counts them).
+      watch(offset) {
+        watchReply(`${article.dataset.streamUrl}?offset=${offset}`, reply, article);
+      },
+    };
+    const feed = replyFeeds.get(article.dataset.streamUrl);
+    if (feed) feed(reply);
+    else reply.watch(article.dataset.offset || 0);
+  });
+}
+
+function watchReply(url, reply, article) {
+  // EventSource re-attaches by itself after a drop, sending the last event
+  // id (the character offset we have) as Last-Event-ID.
+  const events = new EventSource(url);
+  events.addEventListener("delta", (event) => reply.delta(JSON.parse(event.data)));
+  events.addEventListener("done", () => {
+    events.close();
+    reply.done();
+  });
+  events.addEventListener("error", () => {
+    if (events.readyState === EventSource.CLOSED) {
+      replyEnded(article);
+      showToast("Lost the live reply. Reload the page to see it.");
+    }
   });
 }
 
@@ -247,19 +266,24 @@ document.addEventListener("htmx:load", (event) => {
 
 document.addEventListener("htmx:afterRequest", (event) => {
   const form = event.detail.elt;
-  if (form.id !== "composer") return;
+  if (form.id === "composer") composerAnswered(form, event.detail.xhr.status, event.detail.successful);
+});
+
+// The composer's message was answered (by htmx, or in chat_send.js): a message sent clears it.
+function composerAnswered(form, status, successful) {
   const errors = document.getElementById("composer-errors");
-  errors.dataset.status = event.detail.xhr.status;
-  if (event.detail.xhr.status === 409 && !liveReply) {
+  errors.dataset.status = status;
+  if (status === 409 && !liveReply) {
     // A reply started elsewhere (another tab) is streaming: show it here, with Stop, until it ends.
     htmx.ajax("GET", window.location.pathname, { target: "#messages", select: "#messages > *", swap: "innerHTML" });
-  } else if (event.detail.successful && event.detail.xhr.status < 300) {
+  } else if (successful && status < 300) {
     form.querySelector("textarea[name=text]").value = "";
     errors.replaceChildren();
     document.querySelector("#messages .empty")?.remove();
     scrollToBottom();
+    document.dispatchEvent(new CustomEvent("message-sent"));
   }
-});
+}
 
 document.addEventListener("htmx:responseError", (event) => {
   showToast(`The server could not do that (HTTP ${event.detail.xhr.status}). Try again.`);

@@ -88,8 +88,7 @@ document.addEventListener("drop", (event) => {
 });
 
 // Sent: the images went with the message.
-document.addEventListener("htmx:afterRequest", (event) => {
-  if (event.detail.elt.id !== "composer" || !event.detail.successful || event.detail.xhr.status >= 300) return;
+document.addEventListener("message-sent", () => {
   const input = attachInput();
   if (input) attachedSet(input, []);
 });

@@ -103,9 +103,10 @@ document.addEventListener("chat-title", (event) => {
   if (chatId) showChatName(chatId, event.detail.title);
 });
 
-// Renamed in the header: the list has the new name already (swapped out of band), the tab follows.
+// Renamed in the header: the list has the new name already (swapped out of band), the tab follows. (A swap
+// chat_send.js makes has no target in its details.)
 document.addEventListener("htmx:afterSwap", (event) => {
-  if (event.detail.target.id !== "chat-title" || event.detail.xhr.status >= 300) return;
+  if (event.detail.target?.id !== "chat-title" || event.detail.xhr.status >= 300) return;
   const chatId = document.getElementById("chat")?.dataset.chatId;
   const name = document.getElementById("rename-title")?.value;
   if (chatId && name) showChatName(chatId, name);

@@ -7,7 +7,9 @@ fan-out protocol (fanout.py); the database is only read, for the status.
 """
 
 import asyncio
+import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 
 from django.conf import settings
@@ -20,6 +22,8 @@ from conversations.replies import fanout
 RETRY_PREAMBLE = b"retry: 1500\n\n"
 KEEPALIVE = b": keep-alive\n\n"
 RESET = b"event: reset\ndata: {}\n\n"
+# What ends a line in an event stream. An HTML parser reads each as a line feed too.
+SSE_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def sse_delta(text: str, offset: int) -> bytes:
@@ -72,6 +76,20 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
                 if reply.remote:
                     status = await db_step(_reply_status, reply_id)
         yield preamble + sse_done(status or Message.Status.ERROR)
+
+
+def sse_turn(html: str) -> bytes:
+    """A sent message's turn, as htmx would have swapped it in: one `data:` line a line of HTML."""
+    data = "".join(f"data: {line}\n" for line in SSE_LINE_END.split(html))
+    return f"event: turn\n{data}\n".encode()
+
+
+async def turn_then_reply_events(turn_html: str, *, reply_id: int) -> AsyncIterator[bytes]:
+    """The answer to a message sent by chat.js: its turn, then its reply from the start."""
+    yield sse_turn(turn_html)
+    async with contextlib.aclosing(reply_events(reply_id=reply_id, offset=0)) as events:
+        async for event in events:
+            yield event
 
 
 def sse_title(title: str) -> bytes:

@@ -21,6 +21,7 @@ from accounts.services import api_key_create
 from conversations.models import Message
 from tests.asgi_scope import http_scope, logged_in_form_headers
 from tests.cancelling import held_at_await
+from tests.conftest import make_conversation
 from tests.fake_upstream import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,10 +35,11 @@ async def _awaiting(coroutine):
     return await coroutine
 
 
-async def serve_cut_at(scope: dict, body: bytes, n: int) -> bool:
+async def serve_cut_at(scope: dict, body: bytes, n: int, answered: list[bytes] | None = None) -> bool:
     """Serve one request through Django's ASGI handler, the client going away at the task's n-th await.
 
-    Returns whether it was cut: False when the request ended before its n-th await.
+    Returns whether it was cut: False when the request ended before its n-th await. What the client was sent
+    of the answer's body goes into `answered`.
     """
     gone = asyncio.Event()
     received = False
@@ -51,7 +53,8 @@ async def serve_cut_at(scope: dict, body: bytes, n: int) -> bool:
         return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
-        pass
+        if answered is not None and message["type"] == "http.response.body":
+            answered.append(message.get("body", b""))
 
     loop = asyncio.get_running_loop()
     default_factory = loop.get_task_factory()
@@ -150,3 +153,34 @@ async def test_a_message_cut_at_any_await_is_answered_all_the_same_once_stored(a
         await Message.objects.filter(user=alice, role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE).acount()
         == answered
     )
+
+
+async def test_a_message_answered_with_its_reply_cut_at_any_await_leaves_nothing_held(alice, catalog, upstream):
+    """chat.js's send in an open chat: the answer is the turn and then the reply's events, so the request lives
+    as long as the reply, and a cut can fall while it streams too: the reply goes on to its end, settled."""
+    upstream.default = REPLY
+    conversation = await sync_to_async(make_conversation)(alice)
+    path = f"/c/{conversation.pk}/messages/"
+    headers = await logged_in_form_headers(alice) | {"hx-request": "true", "accept": "text/event-stream"}
+    stored_at, cut_while_streaming = [], 0
+
+    for n in range(1, MOST_AWAITS):
+        body = f"text=cut+at+await+{n}".encode()
+        answered = []
+        if not await serve_cut_at(http_scope(path, body, headers), body, n, answered):
+            break
+        cut_while_streaming += b"event: turn" in b"".join(answered)
+        await cleaned_up(alice)
+        if sent := await Message.objects.filter(user=alice, content=prompt(n)).afirst():
+            stored_at.append(n)
+            reply = await Message.objects.aget(parent=sent)
+            assert reply.status == Message.Status.COMPLETE, f"cut at await {n}: the reply is {reply.status}"
+            assert reply.content == "One, two, three."
+            assert await UsageRecord.objects.filter(message=reply).acount() == 1
+
+    assert n < MOST_AWAITS - 1, "the request never ran to its end"
+    assert len(stored_at) < n - 1, "no cut fell before the message was stored"
+    assert cut_while_streaming, "no cut fell while the reply streamed in the answer"
+    assert b"event: done" in b"".join(answered), "the answer that was not cut did not end with its reply"
+    await cleaned_up(alice)
+    assert await Message.objects.filter(user=alice, role=Message.Role.USER).acount() == len(stored_at) + 1

@@ -404,3 +404,58 @@ def test_any_text_drawn_as_it_streams_ends_as_drawn_at_once_and_never_runnable(r
 
     assert drawn["found"] == []
     assert drawn["live"] == drawn["atOnce"] == drawn["reference"]
+
+
+def open_chat(page: Page, user) -> int:
+    """A chat of the user's with one exchange in it, opened: its composer sends with the reply in the answer."""
+    chat = make_conversation(user, title="Open chat")
+    make_message(chat, "user", "Earlier")
+    make_message(chat, "assistant", "Earlier answer")
+    log_in(page, user)
+    page.goto(f"/c/{chat.pk}/")
+    return chat.pk
+
+
+def test_a_message_in_an_open_chat_gets_its_reply_in_its_own_answer(page, alice, catalog, upstream):
+    words = [f"word{i} " for i in range(30)]
+    upstream.script(Reply(chunks=words, first_delay=0.2, delay=0.04))
+    requests = []
+    page.on("request", lambda request: requests.append((request.method, request.url)))
+    chat = open_chat(page, alice)
+
+    send(page, "Count to thirty")
+
+    samples = chat_page.live_samples(page)
+    reply = last_reply(page)
+    expect(reply.locator(".usage")).to_be_visible()  # the finished reply
+    expect(reply.locator(".content.markdown")).to_have_text("".join(words).strip())
+    assert len(set(samples)) > 3  # seen growing as it was written
+    expect(page.get_by_role("textbox", name="Message")).to_have_value("")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    # One request for the message and its reply: none of the reply's own stream.
+    assert [method for method, url in requests if url.endswith(f"/c/{chat}/messages/")] == ["POST"]
+    assert not [url for _, url in requests if "/stream/" in url]
+
+
+def test_a_reply_whose_answer_was_cut_carries_on_from_its_own_stream(page, alice, catalog, upstream):
+    words = [f"part{i} " for i in range(20)]
+    upstream.script(Reply(chunks=words, first_delay=0.1, delay=0.02))
+    streams = []
+    page.on("request", lambda request: streams.append(request.url) if "/stream/" in request.url else None)
+
+    def cut_after_the_first_words(route):
+        answer = route.fetch()  # whole: the reply has ended
+        body = answer.body()
+        route.fulfill(response=answer, body=body[: body.index(b"\n\n", body.index(b"event: delta")) + 2])
+
+    chat = open_chat(page, alice)
+    page.route(f"**/c/{chat}/messages/", cut_after_the_first_words)
+
+    send(page, "Go")
+
+    reply = last_reply(page)
+    expect(reply.locator(".usage")).to_be_visible()
+    expect(reply.locator(".content.markdown")).to_have_text("".join(words).strip())
+    expect(page.locator("#toast")).to_be_hidden()
+    reply_id = reply.get_attribute("id").removeprefix("message-")
+    assert streams == [f"{page.url.split('/c/')[0]}/c/{chat}/messages/{reply_id}/stream/?offset={len(words[0])}"]
