@@ -258,17 +258,17 @@ async def message_create(request, pk: int | None = None):
     The reply is started even if the browser goes away meanwhile: its message
     is stored, and its budget reserved, so it is generated all the same.
 
-    chat.js asks for an event stream (Accept): in a chat already open, the
-    answer is then the turn followed by its reply's events, live in this same
-    request until the reply ends, with no second request (its session and user
-    read again) between the answer and the reply's first words.
+    chat.js asks for an event stream (Accept): the answer is then the turn (a
+    new chat's page) followed by its reply's events, live in this same request
+    until the reply ends, with no second request (its session and user read
+    again) between the answer and the reply's first words.
     """
     await _user_loaded(request)
     response, plan = await db_step_to_end(_message_create_step, request, pk, on_cancel=_reply_start_after_cancel)
     if plan is None:  # refused, or a limit is reached and the reply says so
         return response
     await reply_runner().start(plan).ready_wait()
-    if pk is not None and request.htmx and _event_stream_asked(request):
+    if request.htmx and _event_stream_asked(request):
         return _turn_then_reply(request, response, plan.reply_id)
     return response
 
@@ -279,8 +279,12 @@ def _event_stream_asked(request) -> bool:
 
 def _turn_then_reply(request, turn: HttpResponse, reply_id: int) -> StreamingHttpResponse:
     """A sent message's answer as one event stream: its turn (`event: turn`, the HTML htmx would swap in),
-    then its reply's events as the reply's own stream sends them."""
+    then its reply's events as the reply's own stream sends them. Where the turn goes, the headers say as
+    they say it to htmx (a new chat's: in the chat's place, at the chat's address)."""
     response = _sse_response(request, watcher.turn_then_reply_events(turn.content.decode(), reply_id=reply_id))
+    for header in ("HX-Retarget", "HX-Reswap", "HX-Push-Url"):
+        if header in turn:
+            response[header] = turn[header]
     response.cookies = turn.cookies
     return response
 

@@ -1,15 +1,15 @@
-// A message sent in an open chat, its reply coming in the same answer. The composer asks for an event
-// stream: the server answers with the turn (the message and its pending reply: the HTML htmx would swap in),
-// then the reply's own events until it ends, so its first words come with no second request before them.
-// Any other answer (a refusal, a limit, an outage, an error page) is dealt with as htmx deals with it. A new
-// chat's first message goes through htmx: its answer is the chat's page, with a new address.
+// A message sent, its reply coming in the same answer. The composer asks for an event stream: the server
+// answers with the turn (the message and its pending reply, or a new chat's page: the HTML htmx would swap in,
+// where the same headers say), then the reply's own events until it ends, so its first words come with no
+// second request before them. Any other answer (a refusal, a limit, an outage, an error page) is dealt with
+// as htmx deals with it.
 "use strict";
 
 document.addEventListener(
   "submit",
   (event) => {
     const form = event.target;
-    if (form.id !== "composer" || !form.hasAttribute("data-send-streamed")) return;
+    if (form.id !== "composer") return;
     event.preventDefault();
     event.stopPropagation(); // htmx's own listener, on the form, would send it again
     messageSend(form);
@@ -47,8 +47,11 @@ async function turnThenReply(form, response) {
         const url = streamUrlIn(event.data);
         replyFeeds.set(url, (drawing) => (reply = drawing));
         // Settled at once: the reply is fed from here as soon as it is on the page.
-        htmx.swap("#messages", event.data, { swapStyle: "beforeend", swapDelay: 0, settleDelay: 0 });
+        const swapStyle = response.headers.get("HX-Reswap") ?? "beforeend";
+        htmx.swap(swapTarget(response), event.data, { swapStyle, swapDelay: 0, settleDelay: 0 });
         replyFeeds.delete(url);
+        const address = response.headers.get("HX-Push-Url"); // a new chat's
+        if (address) history.pushState({ htmx: true }, "", address); // as htmx pushes it, for Back to restore
         composerAnswered(form, response.status, true);
       } else if (event.type === "delta") {
         offset = event.id;
@@ -62,6 +65,10 @@ async function turnThenReply(form, response) {
     // The connection dropped: the reply goes on, and its own stream carries on from what came.
   }
   reply?.watch(offset);
+}
+
+function swapTarget(response) {
+  return response.headers.get("HX-Retarget") ?? "#messages"; // the composer's hx-target
 }
 
 function streamUrlIn(html) {
@@ -103,8 +110,8 @@ async function answeredAsHtmx(form, response) {
   const status = response.status;
   const swapped = (status >= 200 && status < 300 && status !== 204) || (status >= 400 && status < 500) || status === 503;
   if (swapped) {
-    const target = response.headers.get("HX-Retarget") ?? "#messages";
-    htmx.swap(target, await response.text(), { swapStyle: response.headers.get("HX-Reswap") ?? "beforeend" });
+    const swapStyle = response.headers.get("HX-Reswap") ?? "beforeend";
+    htmx.swap(swapTarget(response), await response.text(), { swapStyle });
   } else if (status !== 204) {
     showToast(`The server could not do that (HTTP ${status}). Try again.`);
   }

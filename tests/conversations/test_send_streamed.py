@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 
 from accounts.models import Reservation
 from conversations.models import Message
-from tests.conftest import HTMX, make_conversation, parse_sse, watch_reply
+from tests.conftest import HTMX, make_conversation, parse_sse, sse_text_and_status, watch_reply
 from tests.dom import parse_html
 from tests.fake_upstream import Reply
 
@@ -105,14 +105,21 @@ async def test_a_refusal_is_answered_as_htmx_expects_it(alice_async, alice, upst
     assert not await Message.objects.filter(conversation=chat).aexists()
 
 
-async def test_a_new_chats_first_message_is_answered_with_its_page(alice_async, upstream):
+async def test_a_new_chats_first_message_is_answered_with_its_page_then_its_reply(alice_async, upstream):
+    upstream.script(Reply(chunks=["Hello ", "there."]))
+
     response = await alice_async.post("/c/new/messages/", {"text": "Hello"}, headers=STREAM_ASKED)
 
+    body = await body_of(response)
     reply = await Message.objects.aget(role=Message.Role.ASSISTANT)
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("text/html")
+    assert response["Content-Type"] == "text/event-stream"
+    # Where the page goes, as htmx is told it: in the chat's place, at the new chat's address.
+    assert (response["HX-Retarget"], response["HX-Reswap"]) == ("#chat", "outerHTML")
     assert response["HX-Push-Url"] == f"/c/{reply.conversation_id}/"
-    await watch_reply(alice_async, f"/c/{reply.conversation_id}/messages/{reply.pk}/stream/")
+    page = parse_html(turn_of(body))
+    assert page.find("main", id="chat") and page.find("form", id="composer")
+    assert page.find("article", class_="assistant").attrs["data-stream-url"].endswith(f"/{reply.pk}/stream/")
+    assert sse_text_and_status(body) == ("Hello there.", "complete")
 
 
 async def test_a_page_without_chat_js_gets_the_turn_alone(alice_async, alice, upstream):

@@ -13,7 +13,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from playwright.sync_api import Page, expect
 
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from tests.conftest import make_conversation, make_message
 from tests.fake_upstream import Reply
 from tests.live import test_browser_chat as chat_page
@@ -459,3 +459,30 @@ def test_a_reply_whose_answer_was_cut_carries_on_from_its_own_stream(page, alice
     expect(page.locator("#toast")).to_be_hidden()
     reply_id = reply.get_attribute("id").removeprefix("message-")
     assert streams == [f"{page.url.split('/c/')[0]}/c/{chat}/messages/{reply_id}/stream/?offset={len(words[0])}"]
+
+
+def test_a_new_chats_first_message_gets_its_reply_in_its_own_answer_at_the_chats_address(
+    page, alice, catalog, upstream
+):
+    upstream.script(Reply(chunks=[f"hi{i} " for i in range(10)], first_delay=0.1, delay=0.03))
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    log_in(page, alice)
+    home = page.url
+
+    send(page, "Hello")
+
+    reply = last_reply(page)
+    expect(reply.locator(".usage")).to_be_visible()
+    expect(reply.locator(".content.markdown")).to_have_text("".join(f"hi{i} " for i in range(10)).strip())
+    chat = Conversation.objects.get(user=alice)
+    assert page.url.endswith(f"/c/{chat.pk}/")
+    expect(page.locator(f"#chat-item-{chat.pk} a")).to_have_attribute("aria-current", "page")
+    assert not [url for url in requests if "/stream/" in url]
+    # The chat's own composer now sends to it, the same way.
+    send(page, "Again")
+    expect(page.locator("article.assistant .usage")).to_have_count(2)
+    assert not [url for url in requests if "/stream/" in url]
+    page.go_back()
+    expect(page).to_have_url(home)
+    expect(page.get_by_role("textbox", name="Message")).to_be_visible()
