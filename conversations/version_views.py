@@ -30,6 +30,7 @@ from conversations.views import (
     _reply_start_after_cancel,
     _user_loaded,
     rendered,
+    turn_then_reply_if_asked,
 )
 
 CONTROLS_TEMPLATE = "conversations/_message_controls.html"
@@ -66,9 +67,10 @@ async def _reply_start(request, pk: int, message_pk: int, change: Change) -> Htt
     response, plan = await db_step_to_end(
         _reply_starting_step, request, pk, message_pk, change, on_cancel=_reply_start_after_cancel
     )
-    if plan is not None:  # None: refused, or a limit is reached and the new reply says so
-        await reply_runner().start(plan).ready_wait()
-    return response
+    if plan is None:  # refused, or a limit is reached and the new reply says so
+        return response
+    await reply_runner().start(plan).ready_wait()
+    return turn_then_reply_if_asked(request, response, plan)
 
 
 @login_required

@@ -268,20 +268,19 @@ async def message_create(request, pk: int | None = None):
     if plan is None:  # refused, or a limit is reached and the reply says so
         return response
     await reply_runner().start(plan).ready_wait()
-    if request.htmx and _event_stream_asked(request):
-        return _turn_then_reply(request, response, plan.reply_id)
-    return response
+    return turn_then_reply_if_asked(request, response, plan)
 
 
-def _event_stream_asked(request) -> bool:
-    return "text/event-stream" in request.headers.get("Accept", "")
-
-
-def _turn_then_reply(request, turn: HttpResponse, reply_id: int) -> StreamingHttpResponse:
-    """A sent message's answer as one event stream: its turn (`event: turn`, the HTML htmx would swap in),
-    then its reply's events as the reply's own stream sends them. Where the turn goes, the headers say as
-    they say it to htmx (a new chat's: in the chat's place, at the chat's address)."""
-    response = _sse_response(request, watcher.turn_then_reply_events(turn.content.decode(), reply_id=reply_id))
+def turn_then_reply_if_asked(request, turn: HttpResponse, plan: ReplyPlan) -> HttpResponse:
+    """The answer to a request that started a reply: as it is, or, when chat.js asked for an event stream
+    (Accept), that answer's HTML (`event: turn`) followed by the reply's events as the reply's own stream
+    sends them, from the text the turn shows, live until the reply ends."""
+    if not (request.htmx and "text/event-stream" in request.headers.get("Accept", "")):
+        return turn
+    events = watcher.turn_then_reply_events(turn.content.decode(), reply_id=plan.reply_id, offset=len(plan.prefix))
+    # Where the turn goes, the same headers say as they say it to htmx (a new chat's: in the chat's place, at
+    # the chat's address).
+    response = _sse_response(request, events)
     for header in ("HX-Retarget", "HX-Reswap", "HX-Push-Url"):
         if header in turn:
             response[header] = turn[header]

@@ -1,23 +1,24 @@
-// A message sent, its reply coming in the same answer. The composer asks for an event stream: the server
-// answers with the turn (the message and its pending reply, or a new chat's page: the HTML htmx would swap in,
-// where the same headers say), then the reply's own events until it ends, so its first words come with no
-// second request before them. Any other answer (a refusal, a limit, an outage, an error page) is dealt with
-// as htmx deals with it.
+// A message sent, or a control that starts a reply (Edit, Regenerate, Continue), the reply coming in the same
+// answer. The form asks for an event stream: the server answers with the turn (the HTML htmx would swap in:
+// the message and its pending reply, the branch now on screen, or a new chat's page, where the same headers
+// say), then the reply's own events until it ends, so its first words come with no second request before
+// them. Any other answer (a refusal, a limit, an outage, an error page) is dealt with as htmx deals with it.
 "use strict";
 
 document.addEventListener(
   "submit",
   (event) => {
     const form = event.target;
-    if (form.id !== "composer") return;
+    if (!form.matches?.("#composer, form[data-starts-reply]")) return;
     event.preventDefault();
     event.stopPropagation(); // htmx's own listener, on the form, would send it again
-    messageSend(form);
+    // One at a time, as htmx sends a form: Enter again before the answer came sends nothing.
+    if (!form.querySelector("button[type=submit]").disabled) replyRequest(form);
   },
   { capture: true },
 );
 
-async function messageSend(form) {
+async function replyRequest(form) {
   const button = form.querySelector("button[type=submit]");
   button.disabled = true;
   try {
@@ -40,19 +41,19 @@ async function messageSend(form) {
 
 async function turnThenReply(form, response) {
   let reply = null;
-  let offset = 0; // of the reply's text received, as the server counts characters
+  let offset = 0; // of the reply's text on the page, as the server counts characters
   try {
     for await (const event of serverEvents(response.body)) {
       if (event.type === "turn") {
-        const url = streamUrlIn(event.data);
+        const { streamUrl: url, offset: shown } = liveReplyIn(event.data);
+        offset = shown || 0; // a continued reply's text so far
         replyFeeds.set(url, (drawing) => (reply = drawing));
         // Settled at once: the reply is fed from here as soon as it is on the page.
-        const swapStyle = response.headers.get("HX-Reswap") ?? "beforeend";
-        htmx.swap(swapTarget(response), event.data, { swapStyle, swapDelay: 0, settleDelay: 0 });
+        swapAsHtmx(form, response, event.data, { swapDelay: 0, settleDelay: 0 });
         replyFeeds.delete(url);
         const address = response.headers.get("HX-Push-Url"); // a new chat's
         if (address) history.pushState({ htmx: true }, "", address); // as htmx pushes it, for Back to restore
-        composerAnswered(form, response.status, true);
+        answered(form, response.status, true);
       } else if (event.type === "delta") {
         offset = event.id;
         reply?.delta(JSON.parse(event.data));
@@ -64,17 +65,27 @@ async function turnThenReply(form, response) {
   } catch {
     // The connection dropped: the reply goes on, and its own stream carries on from what came.
   }
-  reply?.watch(offset);
+  if (reply) reply.watch(offset);
+  else showToast("The answer was cut off. Reload the page to see your message and its reply.");
 }
 
-function swapTarget(response) {
-  return response.headers.get("HX-Retarget") ?? "#messages"; // the composer's hx-target
+// Where htmx would swap the answer: where its headers say, else where the form says.
+function swapAsHtmx(form, response, html, timing = {}) {
+  const target = response.headers.get("HX-Retarget") ?? form.getAttribute("hx-target");
+  const swapStyle = response.headers.get("HX-Reswap") ?? form.getAttribute("hx-swap");
+  htmx.swap(target, html, { swapStyle, ...timing });
 }
 
-function streamUrlIn(html) {
+function answered(form, status, successful) {
+  if (form.id === "composer") composerAnswered(form, status, successful);
+  else if (successful && status < 300) scrollToBottom(); // the branch with its new reply, at its end
+}
+
+// The live reply's stream and the length of its text (data-offset) in a turn.
+function liveReplyIn(html) {
   const turn = document.createElement("template");
   turn.innerHTML = html;
-  return turn.content.querySelector("[data-stream-url]")?.dataset.streamUrl;
+  return turn.content.querySelector("[data-stream-url]").dataset;
 }
 
 // The events of the answer's event stream as they come (the server ends its lines with "\n" alone).
@@ -103,17 +114,15 @@ async function* serverEvents(body) {
   }
 }
 
-// What htmx does with the composer's answer (base.html's htmx-config, responseHandling): 204 swaps nothing;
-// a success, a refusal (4xx) or an outage (503) is swapped where its headers say, else at the chat's end;
-// anything else is an error.
+// What htmx does with the answer (base.html's htmx-config, responseHandling): 204 swaps nothing; a success,
+// a refusal (4xx) or an outage (503) is swapped; anything else is an error.
 async function answeredAsHtmx(form, response) {
   const status = response.status;
   const swapped = (status >= 200 && status < 300 && status !== 204) || (status >= 400 && status < 500) || status === 503;
   if (swapped) {
-    const swapStyle = response.headers.get("HX-Reswap") ?? "beforeend";
-    htmx.swap(swapTarget(response), await response.text(), { swapStyle });
+    swapAsHtmx(form, response, await response.text());
   } else if (status !== 204) {
     showToast(`The server could not do that (HTTP ${status}). Try again.`);
   }
-  composerAnswered(form, status, swapped);
+  answered(form, status, swapped);
 }

@@ -84,10 +84,11 @@ def sse_turn(html: str) -> bytes:
     return f"event: turn\n{data}\n".encode()
 
 
-async def turn_then_reply_events(turn_html: str, *, reply_id: int) -> AsyncIterator[bytes]:
-    """The answer to a message sent by chat.js: its turn, then its reply from the start."""
+async def turn_then_reply_events(turn_html: str, *, reply_id: int, offset: int) -> AsyncIterator[bytes]:
+    """The answer to a request of chat.js's that started a reply: its turn, then the reply after `offset`
+    characters (the text the turn shows: a continued reply's)."""
     yield sse_turn(turn_html)
-    async with contextlib.aclosing(reply_events(reply_id=reply_id, offset=0)) as events:
+    async with contextlib.aclosing(reply_events(reply_id=reply_id, offset=offset)) as events:
         async for event in events:
             yield event
 

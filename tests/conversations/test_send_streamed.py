@@ -1,4 +1,4 @@
-"""A message sent as chat.js sends it in an open chat: its answer is one event stream, the turn and then its reply."""
+"""A message or a control sent as chat_send.js sends them: the answer is one event stream, the turn, then its reply."""
 
 import json
 
@@ -132,3 +132,46 @@ async def test_a_page_without_chat_js_gets_the_turn_alone(alice_async, alice, up
     reply = await Message.objects.aget(conversation=chat, role=Message.Role.ASSISTANT)
     assert f'data-stream-url="/c/{chat.pk}/messages/{reply.pk}/stream/"' in response.content.decode()
     await watch_reply(alice_async, f"/c/{chat.pk}/messages/{reply.pk}/stream/")
+
+
+async def finished_reply(client, chat_id: int) -> Message:
+    """The chat's newest reply, watched to its end."""
+    reply = await Message.objects.filter(conversation_id=chat_id, role=Message.Role.ASSISTANT).alast()
+    await watch_reply(client, f"/c/{chat_id}/messages/{reply.pk}/stream/")
+    await reply.arefresh_from_db()
+    return reply
+
+
+async def test_continue_is_answered_with_the_branch_then_only_what_follows_the_text_it_had(
+    alice_async, alice, upstream
+):
+    upstream.script(Reply(text="The first half", finish_reason="length"), Reply(chunks=[" and", " the rest."]))
+    chat = await open_chat(alice)
+    await alice_async.post(f"/c/{chat.pk}/messages/", {"text": "Write a long line"})
+    cut = await finished_reply(alice_async, chat.pk)
+
+    response = await alice_async.post(f"/c/{chat.pk}/messages/{cut.pk}/continue/", headers=STREAM_ASKED)
+
+    body = await body_of(response)
+    article = parse_html(turn_of(body)).find("article", class_="assistant")
+    assert (article.attrs["data-offset"], article.find("div", class_="streaming").text) == ("14", "The first half")
+    assert sse_text_and_status(body) == (" and the rest.", "complete")
+    await cut.arefresh_from_db()
+    assert cut.content == "The first half and the rest."
+
+
+async def test_regenerate_is_answered_with_the_branch_then_the_new_reply(alice_async, alice, upstream):
+    upstream.script(Reply(text="First answer."), Reply(chunks=["Second ", "answer."]))
+    chat = await open_chat(alice)
+    await alice_async.post(f"/c/{chat.pk}/messages/", {"text": "Name a colour"})
+    first = await finished_reply(alice_async, chat.pk)
+
+    response = await alice_async.post(f"/c/{chat.pk}/messages/{first.pk}/regenerate/", headers=STREAM_ASKED)
+
+    body = await body_of(response)
+    second = await Message.objects.filter(conversation=chat, role=Message.Role.ASSISTANT).alast()
+    assert second.pk != first.pk
+    turn = parse_html(turn_of(body))
+    assert [div.text for div in turn.find_all("div", class_="user-text")] == ["Name a colour"]
+    assert turn.find("article", class_="assistant").attrs["data-stream-url"].endswith(f"/{second.pk}/stream/")
+    assert sse_text_and_status(body) == ("Second answer.", "complete")

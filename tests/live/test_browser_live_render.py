@@ -486,3 +486,21 @@ def test_a_new_chats_first_message_gets_its_reply_in_its_own_answer_at_the_chats
     page.go_back()
     expect(page).to_have_url(home)
     expect(page.get_by_role("textbox", name="Message")).to_be_visible()
+
+
+def test_enter_pressed_twice_sends_the_message_once(page, alice, catalog, upstream):
+    upstream.script(Reply(chunks=["Once ", "only."], first_delay=0.2))
+    posts = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    chat = open_chat(page, alice)
+    composer = page.get_by_role("textbox", name="Message")
+    composer.fill("Just once")
+
+    composer.press("Enter")
+    composer.press("Enter")
+
+    expect(last_reply(page).locator(".usage")).to_be_visible()
+    expect(last_reply(page).locator(".content.markdown")).to_have_text("Once only.")
+    expect(page.locator("article.user", has_text="Just once")).to_have_count(1)
+    expect(page.locator("#composer-errors")).to_be_empty()
+    assert len([url for url in posts if url.endswith(f"/c/{chat}/messages/")]) == 1

@@ -33,6 +33,14 @@ def controls(message: Locator) -> Locator:
     return message.locator("xpath=following-sibling::div[contains(@class, 'message-controls')][1]")
 
 
+def reply_streams_opened(page: Page) -> list[str]:
+    """The reply streams the page will open from now on: none when every reply comes in the answer that
+    started it (static/chat_send.js)."""
+    opened = []
+    page.on("request", lambda request: opened.append(request.url) if "/stream/" in request.url else None)
+    return opened
+
+
 def press(page: Page, locator: Locator) -> None:
     """Click a control the way its user would: it is on screen first."""
     locator.scroll_into_view_if_needed()
@@ -43,6 +51,7 @@ def press(page: Page, locator: Locator) -> None:
 def test_regenerate_makes_a_second_version_and_the_first_stays_reachable(page, alice, catalog, upstream):
     upstream.script(Reply("First answer."), Reply(chunks=["Second ", "answer."], first_delay=0.2, delay=0.1))
     log_in(page, alice)
+    streams = reply_streams_opened(page)
     send(page, "Name a colour")
     reply = last_reply(page)
     expect(reply.locator(".markdown")).to_have_text("First answer.")
@@ -54,6 +63,7 @@ def test_regenerate_makes_a_second_version_and_the_first_stays_reachable(page, a
     expect(controls(reply).locator(".version-count")).to_have_text("2 / 2")
     expect(page.locator("article")).to_have_count(2)
     assert sent_turns(upstream.requests[1]) == [("user", "Name a colour")]
+    assert streams == []
 
     press(page, controls(reply).get_by_role("button", name="Previous version"))
 
@@ -116,12 +126,14 @@ def test_continue_after_a_length_cut_goes_on_in_the_same_reply(page, alice, cata
     send(page, "Write a long line")
     reply = last_reply(page)
     expect(reply.get_by_text("The reply reached its length limit.")).to_be_visible()
+    streams = reply_streams_opened(page)
 
     press(page, controls(reply).get_by_role("button", name="Continue"))
 
     reply = last_reply(page)
     expect(reply.locator(".content.streaming")).to_contain_text("The first half and")
     expect(reply.locator(".markdown")).to_have_text("The first half and the second half.")
+    assert streams == []
     expect(page.locator("article")).to_have_count(2)
     expect(controls(reply).get_by_role("button", name="Regenerate")).to_be_visible()
     expect(controls(reply).get_by_role("button", name="Continue")).to_have_count(0)
