@@ -269,7 +269,8 @@ document.addEventListener("htmx:afterRequest", (event) => {
   if (form.id === "composer") composerAnswered(form, event.detail.xhr.status, event.detail.successful);
 });
 
-// The composer's message was answered (by htmx, or in chat_send.js): a message sent clears it.
+// The composer's message was answered (in chat_send.js, or by htmx in a browser it leaves to htmx): a message
+// sent clears it.
 function composerAnswered(form, status, successful) {
   const errors = document.getElementById("composer-errors");
   errors.dataset.status = status;

@@ -9,7 +9,8 @@ document.addEventListener(
   "submit",
   (event) => {
     const form = event.target;
-    if (!form.matches?.("#composer, form[data-starts-reply]")) return;
+    // A browser that cannot read a body as it comes leaves the form to htmx: the turn, then the reply's stream.
+    if (!window.TextDecoderStream || !form.matches?.("#composer, form[data-starts-reply]")) return;
     event.preventDefault();
     event.stopPropagation(); // htmx's own listener, on the form, would send it again
     // One at a time, as htmx sends a form: Enter again before the answer came sends nothing.

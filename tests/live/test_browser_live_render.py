@@ -504,3 +504,22 @@ def test_enter_pressed_twice_sends_the_message_once(page, alice, catalog, upstre
     expect(page.locator("article.user", has_text="Just once")).to_have_count(1)
     expect(page.locator("#composer-errors")).to_be_empty()
     assert len([url for url in posts if url.endswith(f"/c/{chat}/messages/")]) == 1
+
+
+def test_a_browser_that_cannot_read_an_answer_as_it_comes_sends_through_htmx_and_watches_the_reply(
+    page, alice, catalog, upstream
+):
+    upstream.script(Reply(chunks=["Still ", "here."], first_delay=0.2))
+    page.add_init_script("delete window.TextDecoderStream")
+    streams = []
+    page.on("request", lambda request: streams.append(request.url) if "/stream/" in request.url else None)
+    open_chat(page, alice)
+
+    send(page, "Old browser")
+
+    reply = last_reply(page)
+    expect(reply.locator(".usage")).to_be_visible()
+    expect(reply.locator(".content.markdown")).to_have_text("Still here.")
+    expect(page.get_by_role("textbox", name="Message")).to_have_value("")
+    reply_id = reply.get_attribute("id").removeprefix("message-")
+    assert [url.split("?")[0].endswith(f"/messages/{reply_id}/stream/") for url in streams] == [True]
