@@ -51,6 +51,9 @@ def caller_authenticate_with_model(
 
 def _caller(request, key: ApiKey | None) -> ApiKey:
     if key is None:
+        # A refused key counts against its address like a good one: whoever tries key after key from one address
+        # is stopped by the same limit as a client that calls too often, and each try costs a database lookup.
+        rate_limit_check(request, user=None)
         raise ApiError(401, INVALID_KEY, code="invalid_api_key")
     request.api_key, request.api_user = key, key.user
     return key

@@ -45,6 +45,23 @@ async def test_the_per_address_limit_covers_all_keys(alice, bob, catalog, upstre
     assert statuses == [200, 200, 429]
 
 
+async def test_refused_keys_count_against_their_address(secret, upstream, settings):
+    settings.RATELIMIT_API_IP = "3/h"
+    client = AsyncClient()
+
+    guesses = [await post(client, f"csk-guess-{n}") for n in range(3)]
+    good_key_after = await post(client, secret)
+    models_after = await client.get("/v1/models", headers={"Authorization": "Bearer csk-guess-3"})
+
+    assert [guess.status_code for guess in guesses] == [401, 401, 401]
+    assert guesses[0].json()["error"]["code"] == "invalid_api_key"
+    for refused in (good_key_after, models_after):  # the address's window is full, whatever key it sends
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert refused["Retry-After"] == "3600"
+    assert upstream.requests == []
+
+
 async def test_a_browser_app_on_an_allowed_origin_may_call_the_api(secret, upstream, settings):
     settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
     client = AsyncClient()
