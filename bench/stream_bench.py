@@ -954,9 +954,12 @@ class PySpy:
         self.output = output
         command = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", str(args.profile_rate)]
         # --nonblocking: never pause daphne; with a thread per open stream (see README), pausing
-        # it for every sample slows it down several times over. Idle threads are left out by
-        # py-spy, and samples blocked in C are dropped in profile_summary (IDLE_LEAVES).
-        command += ["--format", "raw", "--nonblocking", "--nolineno", "--output", str(output)]
+        # it for every sample slows it down several times over. --gil: only the thread running Python
+        # (or C called from it) is sampled. Without it a third of a message's samples were the loop's
+        # thread in uvloop's C while perf saw uvloop's code take 2.5% of the CPU (bench/README.md): py-spy
+        # took a thread waiting for the GIL, or in epoll, for one at work. Samples still blocked in C are
+        # dropped in profile_summary (IDLE_LEAVES).
+        command += ["--format", "raw", "--nonblocking", "--nolineno", "--gil", "--output", str(output)]
         self.log = open(output.with_suffix(".log"), "wb")  # closed in stop()
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -1397,8 +1400,8 @@ IDLE_LEAVES = (
     "Event.wait (threading.py)",
     "Thread.join (threading.py)",
 )
-# The innermost Python frame while uvloop's loop works in C (polling, its transports' socket reads, timers):
-# py-spy leaves out its waits in epoll (an idle site gives no samples), so these samples are work.
+# The innermost Python frame while uvloop's loop works in C (polling, its transports' socket reads, timers,
+# and freeing what a callback let go of), holding the GIL (PySpy's --gil).
 LOOP_IN_C = "AsyncioSelectorReactor.run (twisted/internet/asyncioreactor.py)"
 STACK_ROOTS = ("<module> (daphne)", "_run_module_as_main (<frozen runpy>)", "Thread._bootstrap (threading.py)")
 
