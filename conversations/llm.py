@@ -490,11 +490,30 @@ async def _post(path: str, body: dict, *, model_id: str, stream: bool = False, r
     client = _client()
     options = {"headers": NO_TELEMETRY} | ({} if retry else {"max_retries": 0})
     try:
-        return await client.post(path, body=body, cast_to=httpx2.Response, stream=stream, options=options)
+        response = await client.post(path, body=body, cast_to=httpx2.Response, stream=stream, options=options)
     except openai.APIConnectionError as error:  # APITimeoutError included
         raise _transport_error(error) from None
     except openai.APIStatusError as error:
         raise _status_error(error, model_id, client) from None
+    if stream:
+        _sent_body_let_go(response.request)
+    return response
+
+
+def _sent_body_let_go(request: httpx2.Request) -> None:
+    """Empty the body of a request the provider has answered.
+
+    A stream's response keeps its request until the stream ends, and the
+    request its body: the whole prompt serialized, as large again as the
+    chat it came from, for every reply being generated and every /v1 stream.
+    Nothing reads it once the answer has come (the SDK's retries are over).
+    httpx keeps the body twice, read (`_content`) and as the stream it was
+    sent from, which its transport shares: test_upstream_client.py checks
+    that neither is left.
+    """
+    request._content = b""
+    if isinstance(request.stream, httpx2.ByteStream):
+        request.stream._stream = b""
 
 
 def _transport_error(error: openai.APIConnectionError) -> UpstreamError:

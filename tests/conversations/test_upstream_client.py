@@ -7,8 +7,10 @@ neither wait longer than we allow nor multiply the provider's calls.
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
+import types
 import zlib
 
 import pytest
@@ -124,6 +126,40 @@ async def test_a_stream_read_to_its_end_leaves_its_connection_for_the_next_call(
 
     first, second = upstream.requests
     assert first.peer == second.peer
+
+
+async def test_an_open_stream_keeps_no_copy_of_the_prompt_it_sent(upstream):
+    upstream.script(Reply(chunks=["a", "b"], first_delay=0.05))
+    chat = [{"role": "user", "content": f"turn {n}: " + "words " * 2000} for n in range(10)]  # 120 KB
+
+    stream = await stream_open({"model": "gpt-4o-mini", "messages": chat})
+    try:
+        largest = largest_bytes_reachable(stream)
+        events = [event async for event in stream.raw_events()]
+    finally:
+        await stream.close()
+
+    assert len(upstream.requests[-1].json["messages"]) == 10  # all of it was sent
+    assert largest < 10_000  # while the reply comes, nothing of the serialized prompt is held
+    assert text_of(events) == "ab"
+
+
+# Not followed: what leads to the whole process (the fake upstream, in this process, holds the prompt it got).
+NOT_FOLLOWED = (types.ModuleType, types.FunctionType, type, asyncio.AbstractEventLoop, asyncio.Future)
+
+
+def largest_bytes_reachable(root) -> int:
+    """The size of the largest bytes object that `root` holds, through its references to other objects."""
+    seen, todo, largest = set(), [root], 0
+    while todo:
+        item = todo.pop()
+        if id(item) in seen or isinstance(item, NOT_FOLLOWED):
+            continue
+        seen.add(id(item))
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            largest = max(largest, len(item))
+        todo.extend(gc.get_referents(item))
+    return largest
 
 
 async def test_a_call_that_goes_well_writes_nothing_to_the_sites_log(upstream, caplog):
