@@ -365,7 +365,7 @@ def _sse_response(request, events: AsyncIterator[bytes]) -> StreamingHttpRespons
 
 
 # What a request holds that nothing reads once its event stream has started (its middleware is done with it):
-# about 4 KB, for as long as a reply or a chat page is watched.
+# about 4 KB, for as long as a reply or a chat page is watched, and a sent message's form and images.
 NOT_READ_WHILE_STREAMING = (
     "session",
     "user",
@@ -375,11 +375,21 @@ NOT_READ_WHILE_STREAMING = (
     "headers",
     "COOKIES",
     "META",
+    "_post",
+    "_files",
+    "_body",
 )
 
 
 async def _request_let_go(request, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """`events`, the request letting go of what it no longer needs as they start."""
+    """`events`, the request letting go of what it no longer needs as they start.
+
+    A message sent with its reply in the answer (turn_then_reply_if_asked) is
+    answered for as long as the reply lasts: its body (Django's spooled file,
+    up to FILE_UPLOAD_MAX_MEMORY_SIZE of it in memory: the images, stored by
+    now) and its uploads are closed before it waits.
+    """
+    request.close()  # Django's handler closes them again as the response ends: a second close does nothing
     for name in NOT_READ_WHILE_STREAMING:
         request.__dict__.pop(name, None)
     async with contextlib.aclosing(events):  # closed with this generator, not left for the collector after it

@@ -4,12 +4,14 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.models import Reservation
 from conversations.models import Message
 from tests.conftest import HTMX, make_conversation, parse_sse, sse_text_and_status, watch_reply
 from tests.dom import parse_html
 from tests.fake_upstream import Reply
+from tests.images import png_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,6 +94,33 @@ async def test_the_reply_goes_on_when_the_answer_is_dropped_and_its_own_stream_h
     assert had + rest == reply.content == "".join(f"t{i} " for i in range(20))
     assert upstream.disconnects == 0
     assert not await Reservation.objects.filter(user=alice).aexists()
+
+
+async def test_while_the_reply_streams_the_request_has_let_go_of_the_images_it_brought(
+    alice_async, alice, upstream, settings, tmp_path
+):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    upstream.script(Reply(chunks=["A ", "cat."], first_delay=0.1))
+    chat = await open_chat(alice)
+    picture = SimpleUploadedFile("cat.png", png_image(40, 30), content_type="image/png")
+
+    response = await alice_async.post(
+        f"/c/{chat.pk}/messages/", {"text": "Look", "model": "gpt-4o", "images": [picture]}, headers=STREAM_ASKED
+    )
+    request = response.asgi_request
+    uploads = list(request.FILES.values())
+    turn = await anext(aiter(response.streaming_content))  # the answer has begun: the reply is on its way
+    held = request.__dict__.keys() & {"_files", "_post", "_body"}
+    body_closed = request._stream.closed  # Django's spooled body: the images' bytes as they came
+    rest = await body_of(response)
+
+    assert turn.startswith(b"event: turn")
+    assert len(uploads) == 1 and uploads[0].closed
+    assert body_closed and not held  # nothing of the upload is held while the reply is written
+    reply = await Message.objects.aget(conversation=chat, role=Message.Role.ASSISTANT)
+    assert reply.content == "A cat." and b"event: done" in rest
+    question = await Message.objects.aget(conversation=chat, role=Message.Role.USER)
+    assert await question.images.acount() == 1  # stored before the answer began
 
 
 async def test_a_refusal_is_answered_as_htmx_expects_it(alice_async, alice, upstream):

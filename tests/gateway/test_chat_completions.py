@@ -62,6 +62,22 @@ async def test_refused_keys_count_against_their_address(secret, upstream, settin
     assert upstream.requests == []
 
 
+async def test_while_a_call_streams_its_request_has_let_go_of_the_body_it_parsed(secret, upstream):
+    upstream.script(Reply(chunks=["a", "b"], first_delay=0.1))
+    prompt = [{"role": "user", "content": f"turn {n}: " + "words " * 2000} for n in range(10)]  # 120 KB
+
+    response = await post(AsyncClient(), secret, {**BODY, "messages": prompt, "stream": True})
+    chunks = aiter(response.streaming_content)
+    first = await anext(chunks)
+    request = response.asgi_request
+    held = "_body" in request.__dict__ or not request._stream.closed  # the prompt's bytes: as read, and spooled
+    rest = b"".join([chunk async for chunk in chunks])
+
+    assert response.status_code == 200 and first.startswith(b"data: ") and rest.endswith(b"data: [DONE]\n\n")
+    assert len(upstream.requests[-1].json["messages"]) == 10
+    assert not held
+
+
 async def test_a_browser_app_on_an_allowed_origin_may_call_the_api(secret, upstream, settings):
     settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
     client = AsyncClient()
