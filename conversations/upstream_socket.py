@@ -24,6 +24,7 @@ import httpx2
 import openai
 
 from chatsite.sockets import readable
+from conversations.upstream_chunked import read_chunks_whole_on
 
 # A connection stops reading from its socket once this much is buffered unread (TCP then slows the sender).
 HIGH_WATER = 256 * 1024
@@ -268,6 +269,9 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
             connection = self._connection
             return bool(connection.buffer) or connection.closed is not None or connection.socket_readable()
         return None
+
+
+read_chunks_whole_on(AsyncioStream)
 
 
 class AsyncioBackend(httpcore2.AsyncNetworkBackend):
