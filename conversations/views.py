@@ -1,12 +1,10 @@
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import SimpleTemplateResponse, TemplateResponse
 from django.urls import Resolver404, resolve
@@ -17,6 +15,7 @@ from accounts.billing.budget import usage_summary
 from accounts.decorators import login_required
 from accounts.models import local_today
 from accounts.ratelimits import refusing_window, too_many
+from chatsite.event_streams import event_stream_response
 from conversations.branches import branch_messages
 from conversations.db import db_step, db_step_to_end
 from conversations.forms import MessageForm, RenameForm, SystemPromptForm
@@ -280,7 +279,7 @@ def turn_then_reply_if_asked(request, turn: HttpResponse, plan: ReplyPlan) -> Ht
     events = watcher.turn_then_reply_events(turn.content.decode(), reply_id=plan.reply_id, offset=len(plan.prefix))
     # Where the turn goes, the same headers say as they say it to htmx (a new chat's: in the chat's place, at
     # the chat's address).
-    response = _sse_response(request, events)
+    response = event_stream_response(request, events)
     for header in ("HX-Retarget", "HX-Reswap", "HX-Push-Url"):
         if header in turn:
             response[header] = turn[header]
@@ -357,46 +356,6 @@ def message_detail(request, pk: int, message_pk: int):
     return _with_out_of_band(request, response, "usage-link", meter)
 
 
-def _sse_response(request, events: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_request_let_go(request, events), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass frames through as they come
-    return response
-
-
-# What a request holds that nothing reads once its event stream has started (its middleware is done with it):
-# about 4 KB, for as long as a reply or a chat page is watched, and a sent message's form and images.
-NOT_READ_WHILE_STREAMING = (
-    "session",
-    "user",
-    "_cached_user",
-    "_acached_user",
-    "_messages",
-    "headers",
-    "COOKIES",
-    "META",
-    "_post",
-    "_files",
-    "_body",
-)
-
-
-async def _request_let_go(request, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """`events`, the request letting go of what it no longer needs as they start.
-
-    A message sent with its reply in the answer (turn_then_reply_if_asked) is
-    answered for as long as the reply lasts: its body (Django's spooled file,
-    up to FILE_UPLOAD_MAX_MEMORY_SIZE of it in memory: the images, stored by
-    now) and its uploads are closed before it waits.
-    """
-    request.close()  # Django's handler closes them again as the response ends: a second close does nothing
-    for name in NOT_READ_WHILE_STREAMING:
-        request.__dict__.pop(name, None)
-    async with contextlib.aclosing(events):  # closed with this generator, not left for the collector after it
-        async for event in events:
-            yield event
-
-
 # ASCII digits only, and few of them: str.isdigit() and int() also take "²" and 5,000-digit numbers.
 OFFSET = re.compile(r"[0-9]{1,12}")
 
@@ -413,7 +372,7 @@ async def reply_stream(request, pk: int, message_pk: int):
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
     if not OFFSET.fullmatch(raw_offset):
         return HttpResponseBadRequest("offset must be a whole number of characters")
-    return _sse_response(request, watcher.reply_events(reply_id=message_pk, offset=int(raw_offset)))
+    return event_stream_response(request, watcher.reply_events(reply_id=message_pk, offset=int(raw_offset)))
 
 
 @login_required
@@ -497,7 +456,7 @@ async def chat_events(request, pk: int):
     """SSE for an open chat page; see watcher.chat_events."""
     await _user_loaded(request)
     conversation = await db_step(_own_conversation, request, pk)
-    return _sse_response(
+    return event_stream_response(
         request, watcher.chat_events(conversation_id=conversation.pk, shown_name=request.GET.get("title"))
     )
 

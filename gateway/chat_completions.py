@@ -52,7 +52,7 @@ async def chat_completions(request):
     if chat.stream:
         stream = await chat_stream_open(call, upstream_body)
         relay = _relay(stream, call, chat.include_usage)
-        return relay_response(relay, stream, call)
+        return relay_response(request, relay, stream, call)
     async with call:
         completion = await chat_completion(call, upstream_body)
         choice = completion["choices"][0]

@@ -38,15 +38,9 @@ def api_view(*, methods: tuple[str, ...], authenticate: bool = True, session: bo
                         405, f"Use {' or '.join(methods)} for {request.path}.", headers={"Allow": ", ".join(methods)}
                     )
                 await _identify(request, authenticate=authenticate, session=session)
-                response = await view(request, *args, **kwargs)
+                return await view(request, *args, **kwargs)
             except ApiError as error:
                 return error.response()
-            if response.streaming:
-                # The body (a chat's whole prompt, in Django's spooled file and as read) is parsed and sent by now,
-                # and the request lasts as long as the stream. Django's handler closes it again at the end.
-                request.close()
-                request.__dict__.pop("_body", None)
-            return response
 
         return api_endpoint
 

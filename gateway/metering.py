@@ -15,6 +15,7 @@ from django.http import StreamingHttpResponse
 from accounts.billing.budget import QuotaExceeded
 from accounts.billing.metered import MeteredCall
 from accounts.models import UsageRecord
+from chatsite.event_streams import event_stream_response
 from conversations.db import db_step_to_end
 from conversations.llm import (
     ReplyStream,
@@ -140,9 +141,11 @@ async def chat_completion(call: MeteredCall, body: dict) -> dict:
 _relays_ending: set[asyncio.Task] = set()
 
 
-def relay_response(relay: AsyncIterator[bytes], stream: ReplyStream, call: MeteredCall) -> StreamingHttpResponse:
-    """The relay (an async generator) as server-sent events in frames (gateway/frames.py), never buffered on
-    the way (nginx included), and ended with its request, however the request ends.
+def relay_response(
+    request, relay: AsyncIterator[bytes], stream: ReplyStream, call: MeteredCall
+) -> StreamingHttpResponse:
+    """The relay (an async generator) as server-sent events in frames (gateway/frames.py), ended with its
+    request, however the request ends.
 
     A client that goes away after the view returned but before its body
     started (in a middleware, or while the headers are sent) makes Django drop
@@ -160,10 +163,7 @@ def relay_response(relay: AsyncIterator[bytes], stream: ReplyStream, call: Meter
             ending.add_done_callback(_relays_ending.discard)
 
     asyncio.current_task().add_done_callback(request_ended)
-    response = StreamingHttpResponse(frames, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return event_stream_response(request, frames)
 
 
 async def _relay_end(frames, stream: ReplyStream, call: MeteredCall) -> None:

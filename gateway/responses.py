@@ -42,7 +42,7 @@ async def responses(request):
     if asked.stream:
         stream = await chat_stream_open(call, upstream_body)
         relay = _relay(stream, call, ResponseEvents(response))
-        return relay_response(relay, stream, call)
+        return relay_response(request, relay, stream, call)
     async with call:
         completion = await chat_completion(call, upstream_body)
         choice = completion["choices"][0]

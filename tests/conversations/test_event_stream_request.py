@@ -7,7 +7,7 @@ import weakref
 from django.contrib.auth.models import AnonymousUser
 from django.test import RequestFactory
 
-from conversations.views import NOT_READ_WHILE_STREAMING, _sse_response
+from chatsite.event_streams import NOT_READ_WHILE_STREAMING, event_stream_response
 
 
 class Session(dict):
@@ -23,7 +23,7 @@ async def test_a_stream_passes_every_event_on_and_its_request_lets_go_of_session
         yield b"retry: 1500\n\n"
         yield b"event: done\ndata: {}\n\n"
 
-    response = _sse_response(request, events())
+    response = event_stream_response(request, events())
     received = [event async for event in response]
 
     assert received == [b"retry: 1500\n\n", b"event: done\ndata: {}\n\n"]
@@ -44,7 +44,7 @@ async def test_a_client_that_goes_ends_the_watch():
         finally:
             watching.pop()
 
-    response = _sse_response(request, events())
+    response = event_stream_response(request, events())
     stream = aiter(response)
     assert await anext(stream) == b": keep-alive\n\n"
     assert watching == [True]

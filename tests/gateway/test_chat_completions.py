@@ -62,7 +62,7 @@ async def test_refused_keys_count_against_their_address(secret, upstream, settin
     assert upstream.requests == []
 
 
-async def test_while_a_call_streams_its_request_has_let_go_of_the_body_it_parsed(secret, upstream):
+async def test_while_a_call_streams_its_request_has_let_go_of_the_body_it_parsed_and_its_headers(secret, upstream):
     upstream.script(Reply(chunks=["a", "b"], first_delay=0.1))
     prompt = [{"role": "user", "content": f"turn {n}: " + "words " * 2000} for n in range(10)]  # 120 KB
 
@@ -71,11 +71,13 @@ async def test_while_a_call_streams_its_request_has_let_go_of_the_body_it_parsed
     first = await anext(chunks)
     request = response.asgi_request
     held = "_body" in request.__dict__ or not request._stream.closed  # the prompt's bytes: as read, and spooled
+    headers_held = [name for name in ("META", "headers", "COOKIES") if name in request.__dict__]  # the key among them
     rest = b"".join([chunk async for chunk in chunks])
 
     assert response.status_code == 200 and first.startswith(b"data: ") and rest.endswith(b"data: [DONE]\n\n")
     assert len(upstream.requests[-1].json["messages"]) == 10
     assert not held
+    assert headers_held == []
 
 
 async def test_a_browser_app_on_an_allowed_origin_may_call_the_api(secret, upstream, settings):
