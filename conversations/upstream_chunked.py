@@ -28,9 +28,10 @@ from h11._readers import ChunkedReader
 # A chunk is waited for whole only up to this size (the SSE events of a reply are well under a KB); a larger
 # one, or anything that has not become a chunk by then, is left to h11, which passes on its data as it comes.
 LARGEST_WHOLE_CHUNK = 64 * 1024
-# A plain chunk's size line: hexadecimal digits (h11 takes up to 20) and CRLF, no extension.
-_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})\r\n")
-_LONGEST_SIZE_LINE = 22
+# A plain chunk's size line: hexadecimal digits (as many as h11 takes) and CRLF, no extension.
+_SIZE_DIGITS = 20
+_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,%d})\r\n" % _SIZE_DIGITS)
+_LONGEST_SIZE_LINE = _SIZE_DIGITS + len(b"\r\n")
 
 
 class WholeChunks:
@@ -38,7 +39,7 @@ class WholeChunks:
 
     `feed` returns the data of every chunk now complete, and keeps what
     follows them; once `ended`, `rest` is the body from the chunk h11 reads
-    on: the last one, or one that is not plain.
+    on (the last one, or one that is not plain), and nothing more is fed.
     """
 
     __slots__ = ("ended", "rest")
@@ -48,9 +49,6 @@ class WholeChunks:
         self.ended = False
 
     def feed(self, data: bytes) -> bytes:
-        if self.ended:
-            self.rest += data
-            return b""
         buffer = self.rest + data if self.rest else data
         pieces = []
         start = 0
@@ -77,7 +75,7 @@ class WholeChunks:
         self.rest = buffer[start:]
         if len(self.rest) > LARGEST_WHOLE_CHUNK:
             self.ended = True
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return b"".join(pieces)  # one piece is returned as it is, not copied
 
 
 def read_chunks_whole_on(stream_type: type[httpcore2.AsyncNetworkStream]) -> None:
