@@ -18,8 +18,8 @@ import uvloop
 
 asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
-import daphne.http_protocol  # noqa: E402  daphne makes its event loop on import
-from daphne.cli import CommandLineInterface  # noqa: E402
+import daphne.http_protocol  # noqa: E402  installs no reactor: daphne.cli does, making its event loop
+from daphne.cli import CommandLineInterface  # noqa: E402  daphne makes its event loop on import
 from daphne.server import Server  # noqa: E402
 from twisted.internet import tcp  # noqa: E402
 from twisted.web import http  # noqa: E402
