@@ -62,6 +62,8 @@ BIN = Path(sys.executable).parent
 RESULTS = REPO / "bench" / "results"
 # Where the site's code is run from: the work tree, or a snapshot of a commit (--revision).
 SOURCE = REPO
+# Where the paced phase's second site runs from, beside the first (--paired): None for none.
+PAIRED_SOURCE: Path | None = None
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 MODEL = "gpt-4o-mini"
@@ -329,16 +331,17 @@ class Site:
 
 
 @contextlib.contextmanager
-def site_server(scratch: Path, env: dict[str, str], name: str) -> Iterator[Site]:
+def site_server(scratch: Path, env: dict[str, str], name: str, source: Path | None = None) -> Iterator[Site]:
     """The site as one daphne process, like tests/servers.py starts it (plain daphne for a revision before
-    chatsite/serve.py, which runs it on uvloop)."""
+    chatsite/serve.py, which runs it on uvloop), from SOURCE unless `source` is given."""
+    source = source or SOURCE
     port = free_port()
     log_path = scratch / f"site-{name}-{port}.log"
-    server = ["-m", "chatsite.serve"] if (SOURCE / "chatsite" / "serve.py").exists() else ["-m", "daphne"]
+    server = ["-m", "chatsite.serve"] if (source / "chatsite" / "serve.py").exists() else ["-m", "daphne"]
     command = [str(BIN / "python"), *server, "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
-            command, cwd=SOURCE, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            command, cwd=source, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -1485,7 +1488,7 @@ class Run:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(40))
     counter: int = 0
 
-    def site_env(self, layer: str, fake_url: str) -> dict[str, str]:
+    def site_env(self, layer: str, fake_url: str, source: Path | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
@@ -1504,7 +1507,7 @@ class Run:
                 "RATELIMIT_API_IP": "1000000/m",
             }
         )
-        env.update(deployed_env(SOURCE))  # the allocator of the revision measured, as it is deployed
+        env.update(deployed_env(source or SOURCE))  # the allocator of the revision measured, as it is deployed
         env.update(self.args.site_env)
         env.pop("DJANGO_SETTINGS_MODULE", None)
         if layer == "redis":
@@ -1636,6 +1639,8 @@ def phase_warm(run: Run, layer: str) -> dict:
 def phase_paced(run: Run, layer: str, *, profile: bool = False) -> dict:
     """200 paced streams at once on each path, a fresh site for each."""
     args = run.args
+    if PAIRED_SOURCE is not None and not profile:
+        return phase_paced_paired(run, layer)
     out: dict = {}
     fake = {"chunks": args.paced_chunks, "interval": args.paced_interval, "first_delay": args.paced_first_delay}
     with fake_upstream(run.scratch, **fake) as fake_url:
@@ -1676,6 +1681,57 @@ def phase_paced(run: Run, layer: str, *, profile: bool = False) -> dict:
                 }  # fmt: skip
             out[path] = result
     return out
+
+
+def phase_paced_paired(run: Run, layer: str) -> dict:
+    """The paced load on two sites at once, this one and --paired's, half the streams each, on each path.
+
+    Two revisions measured one after the other differ by the machine's moment
+    as much as by their code: on this machine the same code's CPU a chunk moves
+    by 2-4 µs from one run to the next, more than most single changes take off.
+    Side by side in one run, both sites relay under the same load at the same
+    time, from one fake upstream, and whatever the machine does falls on both.
+    Their steady windows are each site's own (its streams all set up), and
+    start within a second of each other (`setup_wall_s`).
+    """
+    args = run.args
+    out: dict = {}
+    sides = {"this": SOURCE, "paired": PAIRED_SOURCE}
+    fake = {"chunks": args.paced_chunks, "interval": args.paced_interval, "first_delay": args.paced_first_delay}
+    with fake_upstream(run.scratch, **fake) as fake_url:
+        pieces = asyncio.run(reference_reply(fake_url))
+        if len(pieces) != args.paced_chunks:
+            raise RuntimeError(f"the fake sent {len(pieces)} content chunks, expected {args.paced_chunks}")
+        for path in args.paths:
+            with contextlib.ExitStack() as started:
+                loads: dict[str, tuple[Site, list[BenchUser]]] = {}
+                for side, source in sides.items():
+                    warm = users_create(run.prefix(layer, f"warm-{side}"), args.warmup_streams)
+                    users = users_create(run.prefix(layer, f"paced-{side}"), args.paced_streams // 2)
+                    site = started.enter_context(
+                        site_server(
+                            run.scratch, run.site_env(layer, fake_url, source), f"{layer}-paced-{path}-{side}", source
+                        )
+                    )
+                    asyncio.run(warm_up(site, warm, args.phase_timeout, args.web_send))
+                    loads[side] = (site, users)
+                load = quiet_machine(args.wait_idle)
+                half = args.paced_streams // 2
+                log(f"{layer}: paced {path}, two sites side by side, {half} streams each (load {load})")
+                meter = OthersMeter()
+                results = dict(zip(sides, asyncio.run(_paced_side_by_side(loads, pieces, path, args)), strict=True))
+                load.update(others_during(meter))
+            out[path] = {"machine": load, **results}
+            figures = {side: _dig(result, ("steady", "cpu_us_per_chunk")) for side, result in results.items()}
+            log(f"{layer}: paced {path}, CPU a chunk, steady: this {figures['this']}, paired {figures['paired']} µs")
+    return out
+
+
+async def _paced_side_by_side(
+    loads: dict[str, tuple[Site, list[BenchUser]]], pieces: list[str], path: str, args
+) -> list[dict]:
+    runs = (paced_run(site, users, pieces, path, args, profile_to=None) for site, users in loads.values())
+    return await asyncio.gather(*runs)
 
 
 def phase_burst(run: Run, layer: str) -> dict:
@@ -1734,6 +1790,12 @@ def _load_of(machine: dict | None) -> str:
     return f"{machine.get('others_busy_cores_during', '-')} / {machine.get('loadavg', ['-'])[0]}"
 
 
+def _side_by_side(node: dict) -> str:
+    if "paired" not in node:
+        return "-"
+    return " / ".join(str(_dig(node, (side, "steady", "cpu_us_per_chunk"))) for side in ("this", "paired"))
+
+
 def summary_table(results: dict) -> str:
     """Every budget figure, per layer and path, with the machine's load while it was measured."""
     budget = results["budget"]
@@ -1762,6 +1824,7 @@ def summary_table(results: dict) -> str:
         ("  this machine: work after 100 ms idle / busy", "", ("warm", "idle_penalty", "ratio"), str),
         ("  load: others' cores / loadavg", "", ("warm", "{path}", "machine"), _load_of),
         ("CPU/chunk, 200 paced, steady (us)", "<= 50", ("paced", "{path}", "steady", "cpu_us_per_chunk"), str),
+        ("  side by side: this / --paired (us)", "", ("paced", "{path}"), _side_by_side),
         ("CPU/chunk, all-in (us)", "", ("paced", "{path}", "cpu_us_per_chunk_all_in"), str),
         (
             "steady chunks/s relayed / sent",
@@ -1816,6 +1879,10 @@ def git_revision(revision: str | None) -> str:
         return head.stdout.strip() + ("+work-tree-changes" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _migrations(source: Path) -> set[str]:
+    return {str(path.relative_to(source)) for path in source.glob("*/migrations/*.py")}
 
 
 def source_snapshot(revision: str, into: Path) -> Path:
@@ -1876,6 +1943,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wait-idle", type=float, default=90, help="wait at most this long for a quiet machine")
     parser.add_argument(
         "--revision", help="run the site from this commit (a snapshot) instead of the work tree, e.g. HEAD"
+    )
+    parser.add_argument(
+        "--paired",
+        metavar="REVISION",
+        help="paced: also run a site from this commit at the same time, half the streams on each (same migrations)",
     )
     parser.add_argument(
         "--site-env",
@@ -1939,11 +2011,16 @@ def main(argv: list[str] | None = None) -> None:
         run = Run(args=args, scratch=scratch, database_url=database_url, redis_url=redis_url)
 
         prepare_env = run.site_env("memory", "http://127.0.0.1:9/v1")
-        global SOURCE
+        global SOURCE, PAIRED_SOURCE
         if args.revision:
             SOURCE = source_snapshot(args.revision, scratch / "source")
             sys.path.insert(0, str(SOURCE))
             log(f"running the site from {args.revision} ({git_revision(args.revision)}), not the work tree")
+        if args.paired:
+            PAIRED_SOURCE = source_snapshot(args.paired, scratch / "paired")
+            if _migrations(PAIRED_SOURCE) != _migrations(SOURCE):
+                raise SystemExit(f"--paired {args.paired} has other migrations than the site measured: one database")
+            log(f"paced: a second site from {args.paired} ({git_revision(args.paired)}) beside it")
         for command in (["migrate", "--noinput", "-v", "0"], ["seedcatalog"]):
             subprocess.run([sys.executable, "manage.py", *command], cwd=SOURCE, env=prepare_env, check=True)
         django_setup(prepare_env)
@@ -1951,6 +2028,7 @@ def main(argv: list[str] | None = None) -> None:
         results = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "revision": git_revision(args.revision),
+            "paired_revision": git_revision(args.paired) if args.paired else None,
             "machine": {"cores": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
             "budget": BUDGET,
             "settings": {
