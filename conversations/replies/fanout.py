@@ -176,6 +176,7 @@ class ReplyBroadcast(LiveText):
         self._unshown: list[str] = []
         self._frame_timer: asyncio.TimerHandle | None = None
         self._last_frame_at = 0.0
+        self._frame_interval = settings.STREAM_FRAME_INTERVAL  # read once a reply, not once a frame
         self._watching_processes: set[str] = set()
         self._sending: set[asyncio.Task] = set()
         self._board: Switchboard | None = None
@@ -204,7 +205,7 @@ class ReplyBroadcast(LiveText):
             self._frame()
         elif self._frame_timer is None:
             self._frame_timer = asyncio.get_running_loop().call_at(
-                self._last_frame_at + settings.STREAM_FRAME_INTERVAL, self._frame
+                self._last_frame_at + self._frame_interval, self._frame
             )
 
     def text(self) -> str:
@@ -260,7 +261,7 @@ class ReplyBroadcast(LiveText):
         self.shown += piece
         self._last_frame_at = asyncio.get_running_loop().time()
         if self.read_before is not None and not self._closed:
-            self.read_before(self._last_frame_at + settings.STREAM_FRAME_INTERVAL)
+            self.read_before(self._last_frame_at + self._frame_interval)
         self._announce()
         if self._watching_processes:
             frame = {"type": REPLY_FRAME, "reply_id": self.reply_id, "start": start, "text": piece}

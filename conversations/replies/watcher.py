@@ -7,7 +7,6 @@ fan-out protocol (fanout.py); the database is only read, for the status.
 """
 
 import asyncio
-import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -39,12 +38,14 @@ def _reply_status(reply_id: int) -> str | None:
     return Message.objects.filter(pk=reply_id).values_list("status", flat=True).first()
 
 
-async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
-    """SSE bytes for a reply, starting after `offset` characters the browser already shows."""
+async def reply_events(*, reply_id: int, offset: int, first: bytes = b"") -> AsyncIterator[bytes]:
+    """SSE bytes for a reply, starting after `offset` characters the browser already shows; `first` (an event)
+    before everything."""
+    keepalive_after = settings.STREAM_KEEPALIVE
     async with fanout.reply_watch(reply_id) as reply:
         # Sent with the first event when the text is there already: one send, not two, the browser woken
         # once (the second may otherwise wait while it reads the first). Before any wait, on its own.
-        preamble = RETRY_PREAMBLE
+        preamble = first + RETRY_PREAMBLE
         if reply.remote or reply.ended:
             yield preamble
             preamble = b""
@@ -70,7 +71,7 @@ async def reply_events(*, reply_id: int, offset: int) -> AsyncIterator[bytes]:
                 yield preamble
                 preamble = b""
             await reply.catch_up()
-            if not await reply.changed_since(changes, within=settings.STREAM_KEEPALIVE):
+            if not await reply.changed_since(changes, within=keepalive_after):
                 yield KEEPALIVE
                 # Its process may have died without a word; the sweep then marks it interrupted.
                 if reply.remote:
@@ -84,13 +85,11 @@ def sse_turn(html: str) -> bytes:
     return f"event: turn\n{data}\n".encode()
 
 
-async def turn_then_reply_events(turn_html: str, *, reply_id: int, offset: int) -> AsyncIterator[bytes]:
+def turn_then_reply_events(turn_html: str, *, reply_id: int, offset: int) -> AsyncIterator[bytes]:
     """The answer to a request of chat.js's that started a reply: its turn, then the reply after `offset`
-    characters (the text the turn shows: a continued reply's)."""
-    yield sse_turn(turn_html)
-    async with contextlib.aclosing(reply_events(reply_id=reply_id, offset=offset)) as events:
-        async for event in events:
-            yield event
+    characters (the text the turn shows: a continued reply's). The turn goes in the answer's first write,
+    with the reply's first text if that has come, and on its own before any wait if not."""
+    return reply_events(reply_id=reply_id, offset=offset, first=sse_turn(turn_html))
 
 
 def sse_title(title: str) -> bytes:
