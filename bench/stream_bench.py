@@ -1636,17 +1636,25 @@ def phase_warm(run: Run, layer: str) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def paced_upstream(run: Run) -> Iterator[tuple[str, list[str]]]:
+    """The fake upstream of the paced loads, and the reply it sends (checked to be as long as asked)."""
+    args = run.args
+    fake = {"chunks": args.paced_chunks, "interval": args.paced_interval, "first_delay": args.paced_first_delay}
+    with fake_upstream(run.scratch, **fake) as fake_url:
+        pieces = asyncio.run(reference_reply(fake_url))
+        if len(pieces) != args.paced_chunks:
+            raise RuntimeError(f"the fake sent {len(pieces)} content chunks, expected {args.paced_chunks}")
+        yield fake_url, pieces
+
+
 def phase_paced(run: Run, layer: str, *, profile: bool = False) -> dict:
     """200 paced streams at once on each path, a fresh site for each."""
     args = run.args
     if PAIRED_SOURCE is not None and not profile:
         return phase_paced_paired(run, layer)
     out: dict = {}
-    fake = {"chunks": args.paced_chunks, "interval": args.paced_interval, "first_delay": args.paced_first_delay}
-    with fake_upstream(run.scratch, **fake) as fake_url:
-        pieces = asyncio.run(reference_reply(fake_url))
-        if len(pieces) != args.paced_chunks:
-            raise RuntimeError(f"the fake sent {len(pieces)} content chunks, expected {args.paced_chunks}")
+    with paced_upstream(run) as (fake_url, pieces):
         for path in args.paths:
             warm = users_create(run.prefix(layer, "warm"), args.warmup_streams)
             users = users_create(run.prefix(layer, "paced"), args.paced_streams)
@@ -1688,7 +1696,7 @@ def phase_paced_paired(run: Run, layer: str) -> dict:
 
     Two revisions measured one after the other differ by the machine's moment
     as much as by their code: on this machine the same code's CPU a chunk moves
-    by 2-4 µs from one run to the next, more than most single changes take off.
+    by up to 7 µs from one run to the next, more than most single changes take off.
     Side by side in one run, both sites relay under the same load at the same
     time, from one fake upstream, and whatever the machine does falls on both.
     Their steady windows are each site's own (its streams all set up), and
@@ -1697,11 +1705,7 @@ def phase_paced_paired(run: Run, layer: str) -> dict:
     args = run.args
     out: dict = {}
     sides = {"this": SOURCE, "paired": PAIRED_SOURCE}
-    fake = {"chunks": args.paced_chunks, "interval": args.paced_interval, "first_delay": args.paced_first_delay}
-    with fake_upstream(run.scratch, **fake) as fake_url:
-        pieces = asyncio.run(reference_reply(fake_url))
-        if len(pieces) != args.paced_chunks:
-            raise RuntimeError(f"the fake sent {len(pieces)} content chunks, expected {args.paced_chunks}")
+    with paced_upstream(run) as (fake_url, pieces):
         for path in args.paths:
             with contextlib.ExitStack() as started:
                 loads: dict[str, tuple[Site, list[BenchUser]]] = {}
