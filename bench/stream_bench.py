@@ -1705,13 +1705,14 @@ def phase_paced_paired(run: Run, layer: str) -> dict:
     args = run.args
     out: dict = {}
     sides = {"this": SOURCE, "paired": PAIRED_SOURCE}
+    half = args.paced_streams // 2
     with paced_upstream(run) as (fake_url, pieces):
         for path in args.paths:
             with contextlib.ExitStack() as started:
                 loads: dict[str, tuple[Site, list[BenchUser]]] = {}
                 for side, source in sides.items():
                     warm = users_create(run.prefix(layer, f"warm-{side}"), args.warmup_streams)
-                    users = users_create(run.prefix(layer, f"paced-{side}"), args.paced_streams // 2)
+                    users = users_create(run.prefix(layer, f"paced-{side}"), half)
                     site = started.enter_context(
                         site_server(
                             run.scratch, run.site_env(layer, fake_url, source), f"{layer}-paced-{path}-{side}", source
@@ -1720,7 +1721,6 @@ def phase_paced_paired(run: Run, layer: str) -> dict:
                     asyncio.run(warm_up(site, warm, args.phase_timeout, args.web_send))
                     loads[side] = (site, users)
                 load = quiet_machine(args.wait_idle)
-                half = args.paced_streams // 2
                 log(f"{layer}: paced {path}, two sites side by side, {half} streams each (load {load})")
                 meter = OthersMeter()
                 results = dict(zip(sides, asyncio.run(_paced_side_by_side(loads, pieces, path, args)), strict=True))
