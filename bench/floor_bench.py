@@ -23,6 +23,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,6 +34,8 @@ from stream_bench import (
     SOURCE,
     BenchUser,
     OthersMeter,
+    Postgres,
+    Redis,
     Site,
     cpu_seconds,
     deployed_env,
@@ -51,27 +54,18 @@ from stream_bench import (
     wait_for_http,
 )
 
+# What the bench's clients send as their key: floor_site.py's; bare_relay.py reads none.
+FLOOR_CALLER = BenchUser("floor", session="", csrf="", conversations=[], api_key="floor-key")
+APPS = ("bare", "django")
+
 
 @contextlib.contextmanager
-def bare_relay(scratch: Path, upstream: str, emit: str = "") -> Iterator[tuple[str, int]]:
-    """bare_relay.py served by chatsite.serve on a free port; yields its URL and daphne's pid.
-
-    With `emit` ("chunks,interval,first delay") it writes its chunks itself instead of relaying the upstream's.
-    """
+def served(scratch: Path, app: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """`app` (module:attribute, in bench/) served by chatsite.serve on a free port; yields its URL and daphne's pid."""
     port = free_port()
-    env = {**os.environ, **deployed_env(SOURCE), "BARE_RELAY_UPSTREAM": upstream, "BARE_RELAY_EMIT": emit}
-    env["PYTHONPATH"] = f"{Path(__file__).parent}:{SOURCE}"
-    command = [
-        str(BIN / "python"),
-        "-m",
-        "chatsite.serve",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "bare_relay:application",
-    ]
-    with open(scratch / "bare-relay.log", "wb") as out:
+    env = {**os.environ, **deployed_env(SOURCE), **env, "PYTHONPATH": f"{Path(__file__).parent}:{SOURCE}"}
+    command = [str(BIN / "python"), "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(port), app]
+    with open(scratch / f"{app.partition(':')[0]}.log", "ab") as out:
         process = subprocess.Popen(command, cwd=SOURCE, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -79,6 +73,27 @@ def bare_relay(scratch: Path, upstream: str, emit: str = "") -> Iterator[tuple[s
         yield url, process.pid
     finally:
         stop_process(process)
+
+
+def bare_relay(scratch: Path, upstream: str, emit: str = ""):
+    """bare_relay.py served; with `emit` ("chunks,interval,first delay") it writes its chunks itself instead of
+    relaying the upstream's."""
+    return served(scratch, "bare_relay:application", {"BARE_RELAY_UPSTREAM": upstream, "BARE_RELAY_EMIT": emit})
+
+
+@dataclass
+class Backends:
+    """PostgreSQL and Redis for floor_site.py, started for the bench as stream_bench starts them."""
+
+    database: str
+    redis: str
+
+
+def floor_site(scratch: Path, upstream: str, backends: Backends):
+    """floor_site.py served, on the bench's PostgreSQL and Redis."""
+    env = {"FLOOR_SITE_UPSTREAM": upstream, "FLOOR_SITE_KEY": FLOOR_CALLER.api_key}
+    env |= {"FLOOR_SITE_DATABASE": backends.database, "FLOOR_SITE_REDIS": backends.redis}
+    return served(scratch, "floor_site:application", env)
 
 
 async def ttft_pairs(url: str, pid: int, fake: str, warmup: int, samples: int) -> dict:
@@ -93,7 +108,7 @@ async def ttft_pairs(url: str, pid: int, fake: str, warmup: int, samples: int) -
             if n == warmup:
                 cpu_start = cpu_seconds(pid)
             d = await ttft_stream(direct_client, f"{fake}/chat/completions", upstream_headers())
-            s = await ttft_stream(client, f"{url}/v1/chat/completions", {"Accept": "text/event-stream"})
+            s = await ttft_stream(client, f"{url}/v1/chat/completions", FLOOR_CALLER.api_headers())
             if n >= warmup:
                 direct.append(d * 1000)
                 through.append(s * 1000)
@@ -112,7 +127,7 @@ async def back_to_back(url: str, pid: int, warmup: int, calls: int) -> dict:
         for n in range(warmup + calls):
             if n == warmup:
                 cpu_start, started = cpu_seconds(pid), time.perf_counter()
-            await ttft_stream(client, f"{url}/v1/chat/completions", {"Accept": "text/event-stream"})
+            await ttft_stream(client, f"{url}/v1/chat/completions", FLOOR_CALLER.api_headers())
         cpu, wall = cpu_seconds(pid) - cpu_start, time.perf_counter() - started
     return {
         "calls": calls,
@@ -127,7 +142,7 @@ PACED = {"chunks": 1500, "interval": 0.02, "first_delay": 0.5}
 
 async def paced(url: str, pid: int, pieces: list[str], streams: int, window: float) -> dict:
     """stream_bench's paced load: `streams` long replies of `pieces` at once, CPU per chunk over the steady window."""
-    users = [BenchUser(f"floor-{n}", session="", csrf="", conversations=[]) for n in range(streams)]
+    users = [FLOOR_CALLER] * streams
     # What paced_run reads of stream_bench's arguments; no database to watch here.
     args = SimpleNamespace(
         paced_window=window,
@@ -135,6 +150,7 @@ async def paced(url: str, pid: int, pieces: list[str], streams: int, window: flo
         paced_interval=PACED["interval"],
         phase_timeout=300,
         database_url="",
+        web_send="stream",  # read for the web's streams only
     )
     site = Site(url=url, pid=pid, log=Path(os.devnull))
     return await paced_run(site, users, pieces, "v1", args, profile_to=None)
@@ -148,8 +164,44 @@ def measured(what, *args) -> dict:
     return {**result, "machine": load}
 
 
+def app_measured(app: str, scratch: Path, args, backends: Backends | None) -> dict:
+    """One app's ttft, warm and paced figures (and, for the bare relay, its paced writes with nothing read)."""
+
+    def serve(upstream: str):
+        return bare_relay(scratch, upstream) if app == "bare" else floor_site(scratch, upstream, backends)
+
+    result: dict = {}
+    # The fakes as stream_bench's ttft (10 chunks 10 ms apart) and warm (10 chunks at once) phases start them.
+    with fake_upstream(scratch, chunks=10, interval=0.01) as fake, serve(fake) as (url, pid):
+        log(f"{app}: time to first token, pairs with the fake's own")
+        result["ttft"] = measured(ttft_pairs, url, pid, fake, args.warmup, args.samples)
+    with fake_upstream(scratch, chunks=10, interval=0.0) as fake, serve(fake) as (url, pid):
+        log(f"{app}: back to back")
+        result["warm"] = measured(back_to_back, url, pid, args.warmup, args.warm_calls)
+    with fake_upstream(scratch, **PACED) as fake, serve(fake) as (url, pid):
+        log(f"{app}: {args.paced_streams} paced streams")
+        pieces = asyncio.run(reference_reply(fake))
+        result["paced"] = measured(paced, url, pid, pieces, args.paced_streams, args.paced_window)
+    if app == "bare":
+        emit = ",".join(str(PACED[name]) for name in ("chunks", "interval", "first_delay"))
+        with bare_relay(scratch, "", emit=emit) as (url, pid):
+            log(f"bare relay writing its own chunks: {args.paced_streams} paced streams")
+            result["paced_writes"] = measured(paced, url, pid, pieces, args.paced_streams, args.paced_window)
+    return result
+
+
+def summary(app: str, result: dict, streams: int) -> None:
+    ttft, warm, steady = result["ttft"], result["warm"], result["paced"].get("steady", {})
+    print(f"{app}: added TTFT p50 / p95: {ttft['added_ms']['p50']} / {ttft['added_ms']['p95']} ms")
+    print(f"  CPU a call, idle between: {ttft['cpu_ms_per_call']} ms; back to back: {warm['cpu_ms_per_call']} ms")
+    print(f"  CPU a chunk, {streams} paced, steady: {steady.get('cpu_us_per_chunk')} µs relayed")
+    if "paced_writes" in result:
+        print(f"  and {result['paced_writes'].get('steady', {}).get('cpu_us_per_chunk')} µs written with nothing read")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--apps", default=",".join(APPS), help="bare (bare_relay.py), django (floor_site.py)")
     parser.add_argument("--samples", type=int, default=200, help="pairs of the ttft measurement (stream_bench's)")
     parser.add_argument("--warm-calls", type=int, default=300, help="calls back to back (stream_bench's)")
     parser.add_argument("--warmup", type=int, default=20)
@@ -157,33 +209,30 @@ def main() -> None:
     parser.add_argument("--paced-window", type=float, default=15, help="seconds of steady window at most")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
+    apps = [app.strip() for app in args.apps.split(",") if app.strip()]
+    if unknown := set(apps) - set(APPS):
+        parser.error(f"unknown apps: {', '.join(sorted(unknown))}")
     scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"floor-bench-{os.getpid()}"
     scratch.mkdir(parents=True)
+    os.chmod(scratch, 0o755)
     result: dict = {"idle_penalty": idle_penalty()}
-    # The fakes as stream_bench's ttft (10 chunks 10 ms apart) and warm (10 chunks at once) phases start them.
-    with fake_upstream(scratch, chunks=10, interval=0.01) as fake, bare_relay(scratch, fake) as (url, pid):
-        log("bare relay: time to first token, pairs with the fake's own")
-        result["ttft"] = measured(ttft_pairs, url, pid, fake, args.warmup, args.samples)
-    with fake_upstream(scratch, chunks=10, interval=0.0) as fake, bare_relay(scratch, fake) as (url, pid):
-        log("bare relay: back to back")
-        result["warm"] = measured(back_to_back, url, pid, args.warmup, args.warm_calls)
-    with fake_upstream(scratch, **PACED) as fake, bare_relay(scratch, fake) as (url, pid):
-        log(f"bare relay: {args.paced_streams} paced streams")
-        pieces = asyncio.run(reference_reply(fake))
-        result["paced"] = measured(paced, url, pid, pieces, args.paced_streams, args.paced_window)
-    emit = ",".join(str(PACED[name]) for name in ("chunks", "interval", "first_delay"))
-    with bare_relay(scratch, "", emit=emit) as (url, pid):
-        log(f"bare relay writing its own chunks: {args.paced_streams} paced streams")
-        result["paced_writes"] = measured(paced, url, pid, pieces, args.paced_streams, args.paced_window)
+    postgres = redis = None
+    try:
+        backends = None
+        if "django" in apps:
+            postgres, redis = Postgres(scratch, max_connections=100), Redis(scratch)
+            backends = Backends(database=postgres.start(), redis=redis.start())
+        for app in apps:
+            result[app] = app_measured(app, scratch, args, backends)
+    finally:
+        for backend in (postgres, redis):
+            if backend is not None:
+                backend.stop()
     output = args.output or RESULTS / f"floor-{time.strftime('%Y%m%d-%H%M%S')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2))
-    ttft, warm = result["ttft"], result["warm"]
-    steady, writes = result["paced"].get("steady", {}), result["paced_writes"].get("steady", {})
-    print(f"added TTFT p50 / p95: {ttft['added_ms']['p50']} / {ttft['added_ms']['p95']} ms")
-    print(f"CPU a call, idle between: {ttft['cpu_ms_per_call']} ms; back to back: {warm['cpu_ms_per_call']} ms")
-    print(f"CPU a chunk, {args.paced_streams} paced, steady: {steady.get('cpu_us_per_chunk')} µs relayed")
-    print(f"  and {writes.get('cpu_us_per_chunk')} µs written with nothing read")
+    for app in apps:
+        summary(app, result[app], args.paced_streams)
     print(f"written to {output}")
 
 
