@@ -211,9 +211,10 @@ async def _user_loaded(request) -> None:
 def rendered(response: HttpResponse) -> HttpResponse:
     """A template response rendered, as a plain HttpResponse; any other response as it is.
 
-    For a step to call on its thread: Django's async handler renders a
-    template response that an async view returns in a thread hop of its own
-    (about 100 µs of CPU), even one rendered already.
+    For a step to call on its thread, or a view for a response that reads no
+    database (TurnToRender): Django's async handler renders a template response
+    that an async view returns in a thread hop of its own (about 100 µs of
+    CPU), even one rendered already.
     """
     if not isinstance(response, SimpleTemplateResponse):
         return response
@@ -223,13 +224,33 @@ def rendered(response: HttpResponse) -> HttpResponse:
     return plain
 
 
-def _message_create_step(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | None]:
-    """All of message_create's database work and rendering, in one sync step: the answer, and the reply to start."""
-    response, plan = _message_answer(request, pk)
-    return rendered(response), plan
+@dataclass
+class TurnToRender:
+    """A sent turn's answer, left for the view to render once its reply's request is out (the usual answer of a
+    message: an open chat's new turn). Its render reads nothing from the database, so it can run on the event loop
+    while the provider thinks, rather than before anything is asked of the provider."""
+
+    conversation: Conversation
+    turn: list[Message]
+    list_changed: bool
+
+    def rendered(self, request) -> HttpResponse:
+        return rendered(_render_turn(request, self.conversation, self.turn, list_changed=self.list_changed))
 
 
-def _message_answer(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | None]:
+def _message_create_step(request, pk: int | None) -> tuple[HttpResponse | TurnToRender, ReplyPlan | None]:
+    """All of message_create's database work, in one sync step: the answer, and the reply to start.
+
+    The answer is rendered here, but for a turn whose reply starts: that one is
+    rendered by the view once the reply's request is out (TurnToRender).
+    """
+    answer, plan = _message_answer(request, pk)
+    if isinstance(answer, TurnToRender):
+        return (answer, plan) if plan is not None else (answer.rendered(request), plan)
+    return rendered(answer), plan
+
+
+def _message_answer(request, pk: int | None) -> tuple[HttpResponse | TurnToRender, ReplyPlan | None]:
     window = refusing_window(request, group="messages", key="user", setting="RATELIMIT_MESSAGES")
     if window:
         return too_many(request, what="messages", window=window), None
@@ -245,14 +266,15 @@ def _message_answer(request, pk: int | None) -> tuple[HttpResponse, ReplyPlan | 
         response["HX-Retarget"] = "#chat"
         response["HX-Reswap"] = "outerHTML"
         return response, prepared.plan
-    return _render_turn(request, conversation, prepared.turn, list_changed=prepared.list_changed), prepared.plan
+    return TurnToRender(conversation, prepared.turn, prepared.list_changed), prepared.plan
 
 
 @login_required
 @require_POST
 @in_turn
 async def message_create(request, pk: int | None = None):
-    """Store the message, start the reply in the background, and answer at once.
+    """Store the message, start the reply in the background, and answer: a new chat's page at once, an open
+    chat's turn as soon as the reply's request is out (rendered while the provider thinks).
 
     The reply is started even if the browser goes away meanwhile: its message
     is stored, and its budget reserved, so it is generated all the same.
@@ -263,11 +285,15 @@ async def message_create(request, pk: int | None = None):
     again) between the answer and the reply's first words.
     """
     await _user_loaded(request)
-    response, plan = await db_step_to_end(_message_create_step, request, pk, on_cancel=_reply_start_after_cancel)
+    answer, plan = await db_step_to_end(_message_create_step, request, pk, on_cancel=_reply_start_after_cancel)
     if plan is None:  # refused, or a limit is reached and the reply says so
-        return response
-    await reply_runner().start(plan).ready_wait()
-    return turn_then_reply_if_asked(request, response, plan)
+        return answer
+    generation = reply_runner().start(plan)
+    await generation.ready_wait()
+    if isinstance(answer, TurnToRender):
+        await generation.request_out_wait()
+        answer = answer.rendered(request)
+    return turn_then_reply_if_asked(request, answer, plan)
 
 
 def turn_then_reply_if_asked(request, turn: HttpResponse, plan: ReplyPlan) -> HttpResponse:

@@ -68,6 +68,8 @@ class ReplyGeneration:
         # Done once the broadcast can be found, by Stop and by watchers, here and in other processes (see
         # ready_wait). A future, not an asyncio.Event: about 600 bytes less for every reply in flight.
         self.ready = asyncio.get_running_loop().create_future()
+        # Done once the reply's request is with the provider, or will not be sent (see request_out_wait); None then.
+        self._request_out: asyncio.Future | None = asyncio.get_running_loop().create_future()
         self.relay_task: asyncio.Task | None = None
         self.stop_reason: str | None = None  # "stop" (Stop, or the chat went) or "shutdown"
         self.title_task: asyncio.Task | None = None  # naming the chat, after its first reply
@@ -82,6 +84,25 @@ class ReplyGeneration:
     async def ready_wait(self) -> None:
         """Until watchers can find the reply. Shielded: a request cancelled meanwhile leaves `ready` to others."""
         await asyncio.shield(self.ready)
+
+    async def request_out_wait(self) -> None:
+        """Until the reply's request has reached the provider, or will not be sent (refused, stopped, ended), or
+        waits for a summary's call first. Shielded, as ready_wait.
+
+        What a request renders for its browser in the meantime costs it no time:
+        the provider takes longer to think than a page's fragment to render.
+        """
+        if self._request_out is not None:
+            await asyncio.shield(self._request_out)
+
+    def _request_is_out(self) -> None:
+        out, self._request_out = self._request_out, None
+        if out is not None:
+            out.set_result(None)
+
+    def _sent(self) -> None:
+        self.call.sent()
+        self._request_is_out()
 
     def stop(self, reason: str = "stop") -> None:
         """End the reply early; closing the upstream stream stops the tokens (and the bill) at once."""
@@ -115,6 +136,7 @@ class ReplyGeneration:
         except Exception:
             logger.exception("reply %s failed unexpectedly", self.plan.reply_id)
         finally:
+            self._request_is_out()  # or never will be
             try:
                 await self.broadcast.close(status=self.stored_status if self.call.settled else "")
             except Exception as error:  # watchers fall back to the stored reply
@@ -149,9 +171,10 @@ class ReplyGeneration:
         try:
             await self._check_served()
             if self.plan.to_summarise:
+                self._request_is_out()  # as good as: a summary's call first may take seconds
                 await self._summarise()
             # Sent once the provider has the whole request: a Stop before that costs nothing.
-            on_request_sent.set(self.call.sent)
+            on_request_sent.set(self._sent)
             try:
                 stream = await self._open(self.plan.messages)
             except UpstreamError as error:

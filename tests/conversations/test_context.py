@@ -19,7 +19,7 @@ from accounts.billing.budget import usage_summary
 from accounts.models import DailyUsage, Reservation, UsageRecord, User
 from conversations.models import ChatModel, Conversation, Message
 from conversations.services.context import SUMMARY_MAX_TOKENS, SUMMARY_PREFIX, context_tokens
-from tests.conftest import make_conversation, make_message, watch_reply
+from tests.conftest import HTMX, make_conversation, make_message, watch_reply
 from tests.fake_upstream import Reply, Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,6 +104,26 @@ async def test_old_turns_are_left_out_and_summarised_the_system_prompt_kept(alic
     assert reply_call.json["max_tokens"] == MAX_TOKENS
     await chat.arefresh_from_db()
     assert chat.summary == SUMMARY
+
+
+async def test_a_turn_whose_old_turns_are_summarised_first_is_answered_before_the_summary_is_written(
+    alice_async, chat, upstream
+):
+    """The sent turn is shown while the provider writes the summary, not once it has (seconds on a long chat)."""
+    await sync_to_async(narrow_window)(350)
+    upstream.script(Reply(text=SUMMARY, first_delay=1.0), Reply(chunks=["Fine", "."]))
+
+    response = await alice_async.post(
+        f"/c/{chat.pk}/messages/", {"text": "Next?"}, headers=HTMX | {"Accept": "text/event-stream"}
+    )
+    events = aiter(response.streaming_content)
+    first = await anext(events)
+
+    assert first.startswith(b"event: turn") and b"Next?" in first
+    assert not any(streamed(request) for request in upstream.requests)  # the reply's call waits for the summary
+    rest = b"".join([chunk async for chunk in events])
+    assert b"Fine" in rest and b"event: done" in rest
+    assert [streamed(request) for request in upstream.requests] == [False, True]
 
 
 async def test_the_summary_is_billed_to_the_user(alice_async, alice, chat, upstream):
