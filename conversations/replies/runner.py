@@ -17,6 +17,7 @@ import functools
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -97,12 +98,20 @@ class ReplyGeneration:
 
     def _request_is_out(self) -> None:
         out, self._request_out = self._request_out, None
-        if out is not None:
+        if out is not None and not out.done():
             out.set_result(None)
 
-    def _sent(self) -> None:
-        self.call.sent()
-        self._request_is_out()
+    def _when_sent(self) -> Callable[[], None]:
+        """What the upstream client calls once the request is out. Not a method of the generation: the request
+        keeps it, and the generation (through its stream) the request, a cycle left for the collector's full pass."""
+        call, out = self.call, self._request_out
+
+        def sent() -> None:
+            call.sent()
+            if out is not None and not out.done():
+                out.set_result(None)
+
+        return sent
 
     def stop(self, reason: str = "stop") -> None:
         """End the reply early; closing the upstream stream stops the tokens (and the bill) at once."""
@@ -174,7 +183,7 @@ class ReplyGeneration:
                 self._request_is_out()  # as good as: a summary's call first may take seconds
                 await self._summarise()
             # Sent once the provider has the whole request: a Stop before that costs nothing.
-            on_request_sent.set(self._sent)
+            on_request_sent.set(self._when_sent())
             try:
                 stream = await self._open(self.plan.messages)
             except UpstreamError as error:
