@@ -1,16 +1,23 @@
-"""The floor under the site's /v1 figures: the same measurements of a bare relay served the same way.
+"""The floors under the site's /v1 figures: the same measurements of two lesser apps served the same way.
 
-    .venv/bin/python bench/floor_bench.py [--output F]
+    .venv/bin/python bench/floor_bench.py [--apps bare,django] [--output F]
 
-bare_relay.py (daphne on uvloop, an ASGI app relaying to the fake through
-httpx: no Django, no key, no database, no quota) is measured as stream_bench.py's
+Each app (daphne on uvloop, as the site) is measured as stream_bench.py's
 ttft, warm and paced phases measure the site's /v1: added time to first token
 against direct calls to the fake, in pairs, with the machine idle around each
 call; its CPU per call, one at a time and back to back; and its CPU per relayed
-chunk with 200 paced streams at once, and the same chunks written by the app
-itself, nothing read (what daphne costs a chunk). Whatever the site's figures
-are above these is the cost of what the site does; these are the server's and
-the machine's own. bench/README.md has the results.
+chunk with 200 paced streams at once.
+
+- bare (bare_relay.py): an ASGI app relaying to the fake through httpx, with
+  no Django, no key, no database, no quota; also the same chunks written by the
+  app itself, nothing read (what daphne costs a chunk).
+- django (floor_site.py): the least issue 7 asks of a metered call on the fixed
+  stack (Django's handler, a rate limit, a reservation, the openai SDK, a
+  settlement), on a PostgreSQL and a Redis started for it.
+
+Whatever the site's figures are above `django` is the cost of what the site
+does beyond that least; `bare` is the server's and the machine's own.
+bench/README.md has the results.
 """
 
 from __future__ import annotations
