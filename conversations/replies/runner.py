@@ -52,6 +52,12 @@ FANOUT_DOWN_TEXT = (
 INTERNAL_ERROR_TEXT = "Something broke on our side while writing this reply. The text so far is kept."
 
 
+def _done(future: asyncio.Future | None) -> None:
+    """Resolve a future of ReplyGeneration's that may have been resolved, or let go of, already."""
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
 class ReplyGeneration:
     """One reply being generated: its upstream stream, its broadcast, its metered call."""
 
@@ -98,8 +104,7 @@ class ReplyGeneration:
 
     def _request_is_out(self) -> None:
         out, self._request_out = self._request_out, None
-        if out is not None and not out.done():
-            out.set_result(None)
+        _done(out)
 
     def _when_sent(self) -> Callable[[], None]:
         """What the upstream client calls once the request is out. Not a method of the generation: the request
@@ -108,8 +113,7 @@ class ReplyGeneration:
 
         def sent() -> None:
             call.sent()
-            if out is not None and not out.done():
-                out.set_result(None)
+            _done(out)
 
         return sent
 
